@@ -1,0 +1,1 @@
+//! SIP user agent (lands with issue 4).

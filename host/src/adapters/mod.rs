@@ -1,0 +1,1 @@
+//! Translating decisions into each proxy's own terms (Kamailio rtjson, OpenSIPS JSON).

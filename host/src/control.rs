@@ -1,0 +1,1 @@
+//! Control API: running policy version, swaps, directory reloads (admin token).

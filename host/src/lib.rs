@@ -1,0 +1,13 @@
+//! The cvw host: loads a Call-via-Work policy component and connects it to SIP proxies.
+//!
+//! Data flows one way: SIP in ([`message`]) → facts ([`policy::model`]) → policy
+//! ([`policy`]) → decision → proxy action ([`adapters`], served by [`service`]).
+
+pub mod adapters;
+pub mod control;
+pub mod directory;
+pub mod message;
+pub mod policy;
+pub mod scenario;
+pub mod serve;
+pub mod service;

@@ -1,0 +1,1 @@
+//! The SIP request as the policy sees it: parsed once, read lazily through getters.

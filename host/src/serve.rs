@@ -1,0 +1,1 @@
+//! `cvw serve`: wiring of directory, policy, watchers, control API and decision service.
