@@ -1,0 +1,634 @@
+//! [`PolicyHost`]: publishing policy versions (compile → link → instantiate → describe →
+//! configure → check-user → atomic swap) and calling their hooks on per-thread instances
+//! under limits, with the failure mode applied when a call fails.
+//!
+//! Owns the published snapshot, the per-thread instance cache and failure classification.
+//! Does not own the engine knobs (`engine.rs`), the imports (`state.rs`) or the mapping to
+//! the host model (`bindings.rs`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::{self, Policy, PolicyPre};
+use super::engine::{self, EpochTicker};
+use super::metrics::Counters;
+use super::model::{BranchReply, ClickToCall, Decision, DialOut, ReplyAction, RequestContext};
+use super::state::{self, HostState, VersionEnv};
+use super::{
+    CONTRACT, DirectoryView, FailureKind, LoadError, MetricsSnapshot, Outcome, PolicyFailure,
+};
+use super::{PolicyVersion, RuntimeSettings};
+use crate::message::SipRequest;
+
+/// Compiled components kept by digest, so swapping back to a recent version (or
+/// republishing for a new directory) skips Cranelift.
+const COMPILED_CACHE: usize = 8;
+/// Warm instances kept per thread, across hosts (tests and benchmarks run several).
+const WARM_PER_THREAD: usize = 4;
+
+static NEXT_HOST_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Runs policy components. Cheap to clone; every clone shares the engine, the published
+/// version and the counters.
+#[derive(Clone)]
+pub struct PolicyHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    engine: Engine,
+    linker: Linker<HostState>,
+    settings: RuntimeSettings,
+    deadline_ticks: u64,
+    shared: Arc<Shared>,
+    current: ArcSwapOption<Snapshot>,
+    publishing: Mutex<PublishState>,
+    _ticker: EpochTicker,
+}
+
+/// What every version of one host shares with its stores.
+pub(crate) struct Shared {
+    pub(crate) counters: Counters,
+    /// A fixed `clock.now`, `u64::MAX` for the real time.
+    clock: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn now(&self) -> u64 {
+        match self.clock.load(Ordering::Relaxed) {
+            u64::MAX => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            fixed => fixed,
+        }
+    }
+}
+
+/// One published version: what a thread needs to make its own instance.
+struct Snapshot {
+    version: PolicyVersion,
+    component: Component,
+    pre: PolicyPre<HostState>,
+    env: Arc<VersionEnv>,
+    config: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct PublishState {
+    last_generation: u64,
+    compiled: HashMap<String, Component>,
+}
+
+/// A thread's instance of one version of one host.
+struct Warm {
+    host: u64,
+    generation: u64,
+    store: Store<HostState>,
+    policy: Policy,
+}
+
+thread_local! {
+    static WARM: RefCell<Vec<Warm>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes this thread's instance of `host` if it runs `generation`; an instance of an
+/// older generation is dropped.
+fn take_warm(host: u64, generation: u64) -> Option<Warm> {
+    WARM.with_borrow_mut(|warm| {
+        let index = warm.iter().position(|w| w.host == host)?;
+        let found = warm.swap_remove(index);
+        (found.generation == generation).then_some(found)
+    })
+}
+
+fn put_warm(instance: Warm) {
+    WARM.with_borrow_mut(|warm| {
+        if warm.len() >= WARM_PER_THREAD {
+            warm.remove(0);
+        }
+        warm.push(instance);
+    });
+}
+
+/// Which hook a call runs; decides which decisions are in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Request,
+    Failure,
+    ClickToCall,
+    DialOut,
+    Reply,
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::Request => "on-request",
+            Hook::Failure => "on-failure",
+            Hook::ClickToCall => "on-click-to-call",
+            Hook::DialOut => "on-dial-out",
+            Hook::Reply => "on-reply",
+        }
+    }
+
+    /// Checks a decision against the hook's contract and the records' documented ranges.
+    fn check(self, decision: &Decision) -> Result<(), String> {
+        let kind = match decision {
+            Decision::Continue => "continue",
+            Decision::Reply(_) => "reply",
+            Decision::Fork(_) => "fork",
+            Decision::Originate(_) => "originate",
+            Decision::Refuse(_) => "refuse",
+        };
+        let allowed: &[&str] = match self {
+            Hook::Request => &["continue", "reply", "fork", "originate", "refuse"],
+            Hook::Failure => &["continue", "reply", "fork", "refuse"],
+            Hook::ClickToCall => &["reply", "originate", "refuse"],
+            Hook::DialOut => &["originate", "refuse"],
+            Hook::Reply => &[],
+        };
+        if !allowed.contains(&kind) {
+            return Err(format!("`{kind}` is not a decision of {}", self.name()));
+        }
+        match decision {
+            Decision::Reply(r) if !(300..=699).contains(&r.code) => {
+                Err(format!("reply code {} is not 300..=699", r.code))
+            }
+            Decision::Refuse(r) if !(400..=699).contains(&r.code) => {
+                Err(format!("refusal code {} is not 400..=699", r.code))
+            }
+            Decision::Fork(f) if f.targets.is_empty() => Err("fork without targets".to_owned()),
+            Decision::Fork(f) => match f.targets.iter().position(|t| t.uri.is_empty()) {
+                Some(i) => Err(format!("fork target {i} has an empty uri")),
+                None => Ok(()),
+            },
+            Decision::Originate(p) if p.callback.uri.is_empty() || p.callee.uri.is_empty() => {
+                Err("origination leg with an empty uri".to_owned())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl PolicyHost {
+    /// Creates the engine and starts its epoch ticker. Nothing is published yet: hooks get
+    /// the failure mode (kind `no-policy`) until [`PolicyHost::publish`] succeeds.
+    pub fn new(settings: RuntimeSettings) -> anyhow::Result<Self> {
+        let engine = engine::new_engine(settings.max_wasm_stack)
+            .map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        state::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("policy imports: {e:#}"))?;
+        let ticker = EpochTicker::start(engine.clone())?;
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            clock: AtomicU64::new(settings.clock.unwrap_or(u64::MAX)),
+        });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id: NEXT_HOST_ID.fetch_add(1, Ordering::Relaxed),
+                engine,
+                linker,
+                deadline_ticks: engine::deadline_ticks(settings.deadline),
+                settings,
+                shared,
+                current: ArcSwapOption::empty(),
+                publishing: Mutex::new(PublishState::default()),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.inner.settings
+    }
+
+    /// Pins what the policy's clock returns (`None`: real time), for scenario runs.
+    pub fn set_clock(&self, unix_seconds: Option<u64>) {
+        self.inner
+            .shared
+            .clock
+            .store(unix_seconds.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Compiles `wasm` (on the caller's thread, never on a request thread), checks it
+    /// end to end against `directory`, and only then makes it the current version.
+    pub fn publish(
+        &self,
+        wasm: &[u8],
+        origin: &str,
+        directory: Arc<dyn DirectoryView>,
+    ) -> Result<PolicyVersion, LoadError> {
+        let digest = hex(&Sha256::digest(wasm));
+        let mut state = self.lock_publishing();
+        let component = match state.compiled.get(&digest) {
+            Some(component) => component.clone(),
+            None => {
+                let component = Component::new(&self.inner.engine, wasm).map_err(|e| {
+                    self.refused(LoadError::Compile {
+                        origin: origin.to_owned(),
+                        reason: format!("{e:#}"),
+                    })
+                })?;
+                if state.compiled.len() >= COMPILED_CACHE {
+                    state.compiled.clear();
+                }
+                state.compiled.insert(digest.clone(), component.clone());
+                component
+            }
+        };
+        self.validate_and_swap(&mut state, component, digest, origin, directory)
+    }
+
+    pub fn publish_file(
+        &self,
+        path: &Path,
+        directory: Arc<dyn DirectoryView>,
+    ) -> Result<PolicyVersion, LoadError> {
+        let wasm = std::fs::read(path).map_err(|source| {
+            self.refused(LoadError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        })?;
+        self.publish(&wasm, &path.display().to_string(), directory)
+    }
+
+    /// Publishes the current component again with a new directory (a directory reload):
+    /// configure and check-user run against it before it replaces the old one.
+    pub fn republish_with(
+        &self,
+        directory: Arc<dyn DirectoryView>,
+    ) -> Result<PolicyVersion, LoadError> {
+        let mut state = self.lock_publishing();
+        let Some(current) = self.inner.current.load_full() else {
+            return Err(self.refused(LoadError::NothingPublished));
+        };
+        let digest = current.version.digest.clone();
+        self.validate_and_swap(
+            &mut state,
+            current.component.clone(),
+            digest,
+            &current.version.origin,
+            directory,
+        )
+    }
+
+    pub fn current(&self) -> Option<PolicyVersion> {
+        self.inner
+            .current
+            .load()
+            .as_ref()
+            .map(|s| s.version.clone())
+    }
+
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.shared.counters.snapshot()
+    }
+
+    pub fn on_request(&self, req: &SipRequest, ctx: &RequestContext) -> Outcome<Decision> {
+        self.decide(Hook::Request, Some(req), |store, policy| {
+            let handle = store.data_mut().lend(req);
+            let ctx = bindings::request_context(ctx);
+            policy
+                .cvw_policy_hooks()
+                .call_on_request(store, handle, &ctx)
+                .map(bindings::decision)
+        })
+    }
+
+    pub fn on_reply(&self, req: &SipRequest, reply: &BranchReply) -> Outcome<ReplyAction> {
+        self.run(
+            Hook::Reply,
+            Some(req),
+            |store, policy| {
+                let handle = store.data_mut().lend(req);
+                let reply = bindings::branch_reply(reply);
+                policy
+                    .cvw_policy_hooks()
+                    .call_on_reply(store, handle, &reply)
+                    .map(bindings::reply_action)
+            },
+            |_| Ok(()),
+            // A failed reply hook must not cancel a branch that may be the one to answer.
+            || ReplyAction::Continue,
+        )
+    }
+
+    pub fn on_failure(&self, req: &SipRequest, failure: &BranchReply) -> Outcome<Decision> {
+        self.decide(Hook::Failure, Some(req), |store, policy| {
+            let handle = store.data_mut().lend(req);
+            let failure = bindings::branch_reply(failure);
+            policy
+                .cvw_policy_hooks()
+                .call_on_failure(store, handle, &failure)
+                .map(bindings::decision)
+        })
+    }
+
+    /// Under [`super::FailureMode::Open`] a failed call returns `Decision::Continue`, which
+    /// the origination service treats as "no plan".
+    pub fn on_click_to_call(&self, r: &ClickToCall) -> Outcome<Decision> {
+        self.decide(Hook::ClickToCall, None, |store, policy| {
+            let r = bindings::click_to_call(r);
+            policy
+                .cvw_policy_hooks()
+                .call_on_click_to_call(store, &r)
+                .map(bindings::decision)
+        })
+    }
+
+    pub fn on_dial_out(&self, r: &DialOut) -> Outcome<Decision> {
+        self.decide(Hook::DialOut, None, |store, policy| {
+            let r = bindings::dial_out(r);
+            policy
+                .cvw_policy_hooks()
+                .call_on_dial_out(store, &r)
+                .map(bindings::decision)
+        })
+    }
+
+    fn decide(
+        &self,
+        hook: Hook,
+        req: Option<&SipRequest>,
+        call: impl FnOnce(&mut Store<HostState>, &Policy) -> wasmtime::Result<Decision>,
+    ) -> Outcome<Decision> {
+        let mode = &self.inner.settings.failure_mode;
+        self.run(hook, req, call, |d| hook.check(d), || mode.decision())
+    }
+
+    /// One hook call on this thread's instance: the heart of the request path.
+    fn run<T>(
+        &self,
+        hook: Hook,
+        req: Option<&SipRequest>,
+        call: impl FnOnce(&mut Store<HostState>, &Policy) -> wasmtime::Result<T>,
+        check: impl FnOnce(&T) -> Result<(), String>,
+        fallback: impl FnOnce() -> T,
+    ) -> Outcome<T> {
+        let call_id = req.map_or("-", SipRequest::call_id);
+        let (mut warm, generation) = {
+            // The guard is dropped before the guest runs: a slow call must not pin it.
+            let current = self.inner.current.load();
+            let Some(snapshot) = current.as_ref() else {
+                return self.failed(
+                    hook,
+                    call_id,
+                    0,
+                    FailureKind::NoPolicy,
+                    "no policy published".into(),
+                    fallback,
+                );
+            };
+            let generation = snapshot.version.generation;
+            match take_warm(self.inner.id, generation) {
+                Some(warm) => (warm, generation),
+                None => match self.instantiate(snapshot) {
+                    Ok(warm) => (warm, generation),
+                    Err(detail) => {
+                        return self.failed(
+                            hook,
+                            call_id,
+                            generation,
+                            FailureKind::Instantiate,
+                            detail,
+                            fallback,
+                        );
+                    }
+                },
+            }
+        };
+        warm.store.set_epoch_deadline(self.inner.deadline_ticks);
+        warm.store.data_mut().hook = hook.name();
+        let result = call(&mut warm.store, &warm.policy);
+        warm.store.data_mut().end_call();
+        let failure = match result {
+            Ok(value) => match check(&value) {
+                Ok(()) => {
+                    put_warm(warm);
+                    self.inner.shared.counters.decision();
+                    return Outcome {
+                        value,
+                        generation,
+                        failure: None,
+                    };
+                }
+                Err(detail) => (FailureKind::InvalidDecision, detail),
+            },
+            Err(e) => (classify(warm.store.data(), &e), format!("{e:#}")),
+        };
+        // `warm` is dropped here: after a trap the instance is poisoned, and after a wrong
+        // answer its state is suspect.
+        self.failed(hook, call_id, generation, failure.0, failure.1, fallback)
+    }
+
+    fn failed<T>(
+        &self,
+        hook: Hook,
+        call_id: &str,
+        generation: u64,
+        kind: FailureKind,
+        detail: String,
+        fallback: impl FnOnce() -> T,
+    ) -> Outcome<T> {
+        self.inner.shared.counters.failure(kind);
+        tracing::warn!(call_id, generation, hook = hook.name(), ?kind, %detail, "policy failed; failure mode applied");
+        Outcome {
+            value: fallback(),
+            generation,
+            failure: Some(PolicyFailure { kind, detail }),
+        }
+    }
+
+    fn new_store(&self, env: Arc<VersionEnv>) -> Store<HostState> {
+        let mut store = Store::new(
+            &self.inner.engine,
+            HostState::new(env, self.inner.settings.memory_limit_bytes),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// A fresh instance of `snapshot` for this thread, configured as the contract requires.
+    fn instantiate(&self, snapshot: &Snapshot) -> Result<Warm, String> {
+        let mut store = self.new_store(snapshot.env.clone());
+        store.set_epoch_deadline(self.inner.deadline_ticks);
+        let policy = snapshot
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("{e:#}"))?;
+        store.set_epoch_deadline(self.inner.deadline_ticks);
+        store.data_mut().hook = "configure";
+        match policy
+            .cvw_policy_hooks()
+            .call_configure(&mut store, &snapshot.config)
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => return Err(format!("configure refused: {refusal}")),
+            Err(e) => return Err(format!("configure: {e:#}")),
+        }
+        store.data_mut().end_call();
+        Ok(Warm {
+            host: self.inner.id,
+            generation: snapshot.version.generation,
+            store,
+            policy,
+        })
+    }
+
+    fn lock_publishing(&self) -> MutexGuard<'_, PublishState> {
+        // Poisoned only if a publish panicked; its state (a counter and a cache) is sound.
+        self.inner
+            .publishing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn refused(&self, error: LoadError) -> LoadError {
+        self.inner.shared.counters.refused_load();
+        tracing::warn!(step = error.step(), %error, "policy not published; the current one keeps serving");
+        error
+    }
+
+    fn validate_and_swap(
+        &self,
+        state: &mut PublishState,
+        component: Component,
+        digest: String,
+        origin: &str,
+        directory: Arc<dyn DirectoryView>,
+    ) -> Result<PolicyVersion, LoadError> {
+        let generation = state.last_generation + 1;
+        let env = Arc::new(VersionEnv {
+            generation,
+            directory: directory.clone(),
+            shared: self.inner.shared.clone(),
+        });
+        let (pre, info, config) = self
+            .probe(&component, &env, origin)
+            .map_err(|e| self.refused(e))?;
+        let version = PolicyVersion {
+            generation,
+            digest,
+            origin: origin.to_owned(),
+            info,
+            contract: CONTRACT,
+        };
+        self.inner.current.store(Some(Arc::new(Snapshot {
+            version: version.clone(),
+            component,
+            pre,
+            env,
+            config,
+        })));
+        state.last_generation = generation;
+        self.inner.shared.counters.swap();
+        tracing::info!(generation, origin, digest = %version.digest, policy = %version.info.name,
+            policy_version = %version.info.version, "policy published");
+        Ok(version)
+    }
+
+    /// Link, instantiate, describe, configure and check every user on a probe instance.
+    fn probe(
+        &self,
+        component: &Component,
+        env: &Arc<VersionEnv>,
+        origin: &str,
+    ) -> Result<
+        (
+            PolicyPre<HostState>,
+            super::model::PolicyInfo,
+            Vec<(String, String)>,
+        ),
+        LoadError,
+    > {
+        let origin = origin.to_owned();
+        let reason = |e: wasmtime::Error| format!("{e:#}");
+        let mut linker = self.inner.linker.clone();
+        // Imports beyond the contract (the WASI that a std guest pulls in for panics and
+        // stdio) trap when called: the policy gets nothing it was not granted.
+        let pre = linker
+            .define_unknown_imports_as_traps(component)
+            .and_then(|()| linker.instantiate_pre(component))
+            .and_then(PolicyPre::new)
+            .map_err(|e| LoadError::Link {
+                origin: origin.clone(),
+                reason: reason(e),
+            })?;
+        let mut store = self.new_store(env.clone());
+        let ticks = self.inner.deadline_ticks;
+        store.set_epoch_deadline(ticks);
+        let policy = pre
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::Instantiate {
+                origin: origin.clone(),
+                reason: reason(e),
+            })?;
+        let hooks = policy.cvw_policy_hooks();
+        store.set_epoch_deadline(ticks);
+        let info = hooks
+            .call_describe(&mut store)
+            .map_err(|e| LoadError::Describe {
+                origin: origin.clone(),
+                reason: reason(e),
+            })?;
+        let config = env.directory.policy_config();
+        store.set_epoch_deadline(ticks);
+        let configured = hooks.call_configure(&mut store, &config).map_err(reason);
+        if let Err(reason) = configured.and_then(|refused| refused) {
+            return Err(LoadError::Configure { origin, reason });
+        }
+        for user in env.directory.users() {
+            let address = user.uc_address.clone();
+            store.set_epoch_deadline(ticks);
+            let checked = hooks
+                .call_check_user(&mut store, &bindings::user(user))
+                .map_err(reason);
+            if let Err(reason) = checked.and_then(|refused| refused) {
+                return Err(LoadError::CheckUser {
+                    origin,
+                    user: address,
+                    reason,
+                });
+            }
+        }
+        Ok((pre, bindings::policy_info(info), config))
+    }
+}
+
+/// Memory first: a refused growth surfaces as a plain error or as a trap further on.
+fn classify(state: &HostState, error: &wasmtime::Error) -> FailureKind {
+    if state.limiter.hit {
+        return FailureKind::Memory;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FailureKind::Deadline,
+        Some(Trap::StackOverflow) => FailureKind::StackOverflow,
+        _ => FailureKind::Trap,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl fmt::Debug for PolicyHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyHost")
+            .field("settings", &self.inner.settings)
+            .field("current", &self.current())
+            .finish_non_exhaustive()
+    }
+}

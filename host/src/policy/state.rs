@@ -1,0 +1,160 @@
+//! What a policy instance's store holds, and the host side of the contract's imports:
+//! the lent `request` resource, directory lookup, log, metrics and clock.
+//!
+//! Owns nothing long-lived: the directory and counters are shared `Arc`s of the policy
+//! version and of the host. Does not decide what to do when a call fails (`runtime.rs`).
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use super::DirectoryView;
+use super::bindings::{self, Policy, cvw::policy as imports, wit};
+use super::engine::Limiter;
+use super::runtime::Shared;
+use crate::message::SipRequest;
+
+/// The `rep` of the one request a hook may read. Each call lends exactly one request, so a
+/// single slot replaces a resource table (and its allocation per call).
+const LENT_REQUEST: u32 = 0;
+
+/// Facts fixed for one published policy version.
+pub(crate) struct VersionEnv {
+    pub(crate) generation: u64,
+    pub(crate) directory: Arc<dyn DirectoryView>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct HostState {
+    pub(crate) env: Arc<VersionEnv>,
+    pub(crate) limiter: Limiter,
+    /// The request lent to the running hook; `None` between calls.
+    lent: Option<SipRequest>,
+    /// Which hook runs, for log lines.
+    pub(crate) hook: &'static str,
+}
+
+impl HostState {
+    pub(crate) fn new(env: Arc<VersionEnv>, memory_limit_bytes: usize) -> Self {
+        Self {
+            env,
+            limiter: Limiter::new(memory_limit_bytes),
+            lent: None,
+            hook: "",
+        }
+    }
+
+    /// Lends `request` for one call; the returned handle is what the hook receives.
+    pub(crate) fn lend(&mut self, request: &SipRequest) -> Resource<SipRequest> {
+        self.lent = Some(request.clone());
+        Resource::new_borrow(LENT_REQUEST)
+    }
+
+    pub(crate) fn end_call(&mut self) {
+        self.lent = None;
+        self.hook = "";
+    }
+
+    fn request(&self, handle: &Resource<SipRequest>) -> wasmtime::Result<&SipRequest> {
+        match &self.lent {
+            Some(request) if handle.rep() == LENT_REQUEST => Ok(request),
+            // The component model keeps a borrow from outliving its call, so this is a
+            // host bug rather than a guest one; trapping keeps it from going unnoticed.
+            _ => Err(wasmtime::format_err!(
+                "request handle used outside its hook call"
+            )),
+        }
+    }
+
+    fn call_id(&self) -> &str {
+        self.lent.as_ref().map_or("-", SipRequest::call_id)
+    }
+}
+
+/// Adds the contract's imports to `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    Policy::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+}
+
+impl wit::Host for HostState {}
+
+impl wit::HostRequest for HostState {
+    fn method(&mut self, this: Resource<SipRequest>) -> wasmtime::Result<String> {
+        Ok(self.request(&this)?.method().to_owned())
+    }
+
+    fn request_uri(&mut self, this: Resource<SipRequest>) -> wasmtime::Result<String> {
+        Ok(self.request(&this)?.request_uri().to_owned())
+    }
+
+    fn call_id(&mut self, this: Resource<SipRequest>) -> wasmtime::Result<String> {
+        Ok(self.request(&this)?.call_id().to_owned())
+    }
+
+    fn from(&mut self, this: Resource<SipRequest>) -> wasmtime::Result<wit::NameAddr> {
+        Ok(bindings::name_addr(self.request(&this)?.from()))
+    }
+
+    fn to(&mut self, this: Resource<SipRequest>) -> wasmtime::Result<wit::NameAddr> {
+        Ok(bindings::name_addr(self.request(&this)?.to()))
+    }
+
+    fn header(
+        &mut self,
+        this: Resource<SipRequest>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(self.request(&this)?.header(&name).map(str::to_owned))
+    }
+
+    fn headers(
+        &mut self,
+        this: Resource<SipRequest>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
+        Ok(self
+            .request(&this)?
+            .headers(&name)
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn body(&mut self, this: Resource<SipRequest>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.request(&this)?.body().to_vec())
+    }
+
+    fn drop(&mut self, _this: Resource<SipRequest>) -> wasmtime::Result<()> {
+        // Only borrows are ever lent; the host owns every request.
+        Ok(())
+    }
+}
+
+impl imports::directory::Host for HostState {
+    fn lookup(&mut self, address: String) -> Option<wit::User> {
+        self.env.directory.lookup(&address).map(bindings::user)
+    }
+}
+
+impl imports::log::Host for HostState {
+    fn write(&mut self, level: wit::Level, message: String) {
+        let (generation, call_id, hook) = (self.env.generation, self.call_id(), self.hook);
+        match level {
+            wit::Level::Debug => tracing::debug!(generation, call_id, hook, "policy: {message}"),
+            wit::Level::Info => tracing::info!(generation, call_id, hook, "policy: {message}"),
+            wit::Level::Warn => tracing::warn!(generation, call_id, hook, "policy: {message}"),
+            wit::Level::Error => tracing::error!(generation, call_id, hook, "policy: {message}"),
+        }
+    }
+}
+
+impl imports::metrics::Host for HostState {
+    fn count(&mut self, name: String, delta: u64) {
+        self.env.shared.counters.count_guest(name, delta);
+    }
+}
+
+impl imports::clock::Host for HostState {
+    fn now(&mut self) -> u64 {
+        self.env.shared.now()
+    }
+}
