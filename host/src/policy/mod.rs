@@ -14,6 +14,7 @@ mod metrics;
 pub mod model;
 mod runtime;
 mod state;
+pub mod static_directory;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use serde::Serialize;
 pub use directory_view::DirectoryView;
 pub use metrics::MetricsSnapshot;
 pub use runtime::PolicyHost;
+pub use static_directory::StaticDirectory;
 
 use model::{Decision, PolicyInfo, Reply};
 

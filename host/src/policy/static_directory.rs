@@ -1,0 +1,65 @@
+//! A [`DirectoryView`] over a fixed list of users and a config table, for tests,
+//! benchmarks and embedders that hold their directory elsewhere. Lookup follows the
+//! directory file's rule (CVW-3): UC address case-insensitively, or any number of the
+//! user by its digits. Owns nothing of the directory file format (`crate::directory`).
+
+use super::DirectoryView;
+use super::model::User;
+
+#[derive(Debug, Clone, Default)]
+pub struct StaticDirectory {
+    users: Vec<User>,
+    config: Vec<(String, String)>,
+}
+
+impl StaticDirectory {
+    pub fn new(users: Vec<User>, config: Vec<(String, String)>) -> Self {
+        Self { users, config }
+    }
+}
+
+impl DirectoryView for StaticDirectory {
+    fn lookup(&self, address: &str) -> Option<User> {
+        let digits = digits(address);
+        self.users
+            .iter()
+            .find(|u| {
+                u.uc_address.eq_ignore_ascii_case(address)
+                    || (!digits.is_empty()
+                        && [&u.line_uri, &u.callback_number]
+                            .into_iter()
+                            .flatten()
+                            .any(|n| self::digits(n) == digits))
+            })
+            .cloned()
+    }
+
+    fn users(&self) -> Vec<User> {
+        self.users.clone()
+    }
+
+    fn policy_config(&self) -> Vec<(String, String)> {
+        self.config.clone()
+    }
+}
+
+/// The digits of a number address (`tel:+1 425`, `sip:+1425@pbx;user=phone`); empty when
+/// the user part is not a number.
+fn digits(address: &str) -> String {
+    let rest = address.split_once(':').map_or(address, |(_, rest)| rest);
+    let user = rest.split(['@', ';']).next().unwrap_or("");
+    let is_number = !user.is_empty() && user.chars().all(|c| c.is_ascii_digit() || " +-.()".contains(c));
+    if is_number { user.chars().filter(char::is_ascii_digit).collect() } else { String::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_compare_by_digits() {
+        assert_eq!(digits("tel:+1 425 555 0101"), "14255550101");
+        assert_eq!(digits("sip:+14255550101@pbx;user=phone"), "14255550101");
+        assert_eq!(digits("sip:alice@corp.example"), "");
+    }
+}
