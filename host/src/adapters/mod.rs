@@ -1,1 +1,134 @@
-//! Translating decisions into each proxy's own terms (Kamailio rtjson, OpenSIPS JSON).
+//! Translating the policy's decisions ([`crate::policy::model`]) into each proxy's own
+//! terms: an rtjson document plus an action for Kamailio ([`kamailio`]), a JSON document
+//! walked with `$json` for OpenSIPS ([`opensips`]). Owns the wire shape of a decision and
+//! the checks that keep a policy from injecting SIP (line breaks in headers, codes out of
+//! range). Does not own transports ([`crate::service`]) nor the policy call itself.
+
+pub mod kamailio;
+pub mod opensips;
+
+use crate::policy::model::{Decision, Header, ReplyAction};
+use serde_json::Value;
+use thiserror::Error;
+
+pub use kamailio::Kamailio;
+pub use opensips::OpenSips;
+
+/// A proxy's way of saying what to do with a request. One small trait: the service picks
+/// the dialect by transport/path and never looks inside the document.
+pub trait Dialect: Send + Sync + 'static {
+    /// The document for a request or failure decision.
+    fn decision(&self, decision: &Decision) -> Result<Value, MapError>;
+    /// The document for a reply-hook action.
+    fn reply_action(&self, action: ReplyAction) -> Value {
+        match action {
+            ReplyAction::CancelBranch => serde_json::json!({ "action": "cancel-branch" }),
+            _ => serde_json::json!({ "action": "continue" }),
+        }
+    }
+}
+
+/// Why a decision cannot be put into a proxy's terms. The proxy then falls back as it
+/// does when the host does not answer (fail-open), so none of these drop a call.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum MapError {
+    #[error("decision has a fork with no targets")]
+    EmptyFork,
+    #[error("{field}: status code {code} is outside {min}..=699")]
+    BadCode {
+        field: &'static str,
+        code: u16,
+        min: u16,
+    },
+    #[error("{field}: contains a line break or a NUL byte")]
+    LineBreak { field: String },
+    #[error("{field}: header name {name:?} is not a SIP token")]
+    BadHeaderName { field: String, name: String },
+    #[error("decision kind {0} cannot be carried out by the proxy")]
+    Unsupported(&'static str),
+}
+
+/// `text` if it can go on a SIP header line unchanged.
+pub(crate) fn line_safe<'a>(
+    field: impl Fn() -> String,
+    text: &'a str,
+) -> Result<&'a str, MapError> {
+    if text.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(MapError::LineBreak { field: field() });
+    }
+    Ok(text)
+}
+
+/// RFC 3261 `token` characters, for header names.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+}
+
+/// Headers as CRLF-terminated lines, the form `append_hf`/`append_to_reply` take.
+pub(crate) fn header_lines(field: &str, headers: &[Header]) -> Result<String, MapError> {
+    let mut out = String::new();
+    for (i, h) in headers.iter().enumerate() {
+        if !is_token(&h.name) {
+            return Err(MapError::BadHeaderName {
+                field: format!("{field}[{i}].name"),
+                name: h.name.clone(),
+            });
+        }
+        let value = line_safe(|| format!("{field}[{i}].value"), &h.value)?;
+        out.push_str(&h.name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str("\r\n");
+    }
+    Ok(out)
+}
+
+/// A name-addr for a header value: `"Display" <uri>` or `<uri>`.
+pub(crate) fn name_addr(display: &str, uri: &str) -> String {
+    if display.is_empty() {
+        format!("<{uri}>")
+    } else {
+        format!("\"{}\" <{uri}>", quoted(display))
+    }
+}
+
+/// Escapes a quoted-string's content (RFC 3261 §25.1).
+pub(crate) fn quoted(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// A reply or refusal code within `min..=699`.
+pub(crate) fn checked_code(field: &'static str, code: u16, min: u16) -> Result<u16, MapError> {
+    if (min..=699).contains(&code) {
+        Ok(code)
+    } else {
+        Err(MapError::BadCode { field, code, min })
+    }
+}
+
+/// The reply a proxy sends for `Decision::Reply` / `Decision::Refuse`, common to both
+/// dialects: `(code, reason, header lines)`.
+pub(crate) fn final_reply(decision: &Decision) -> Result<Option<(u16, String, String)>, MapError> {
+    match decision {
+        Decision::Reply(r) => {
+            let code = checked_code("reply.code", r.code, 300)?;
+            let reason = line_safe(|| "reply.reason".into(), &r.reason)?;
+            Ok(Some((
+                code,
+                reason.to_owned(),
+                header_lines("reply.headers", &r.headers)?,
+            )))
+        }
+        Decision::Refuse(r) => {
+            let code = checked_code("refuse.code", r.code, 400)?;
+            let reason = line_safe(|| "refuse.reason".into(), &r.reason)?;
+            let text = line_safe(|| "refuse.explanation".into(), &r.explanation)?;
+            let warning = format!("Warning: 399 cvw \"{}\"\r\n", quoted(text));
+            Ok(Some((code, reason.to_owned(), warning)))
+        }
+        _ => Ok(None),
+    }
+}

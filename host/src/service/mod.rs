@@ -1,1 +1,133 @@
-//! The decision service the proxies ask: JSON-RPC over TCP (netstrings) and HTTP.
+//! The decision service the proxies ask: JSON-RPC 2.0 over TCP in netstring frames
+//! ([`jsonrpc`], what Kamailio's janssonrpcc speaks) and an HTTP/1.1 JSON endpoint
+//! ([`http`], for OpenSIPS rest_client and Kamailio http_client). Both transports hand
+//! the same hooks (`route`, `reply`, `failure`) to [`hooks`], which parses the facts,
+//! asks the policy through [`Decider`] and puts the answer in the proxy's terms
+//! ([`crate::adapters`]).
+//!
+//! Not owned here: the policy runtime (behind [`Decider`]), `cvw serve` wiring.
+
+pub mod hooks;
+pub mod http;
+pub mod jsonrpc;
+pub mod netstring;
+mod policy;
+
+use crate::message::SipRequest;
+use crate::policy::model::{BranchReply, Decision, ReplyAction, RequestContext};
+use std::sync::Arc;
+
+pub use hooks::{Hook, HookError};
+
+/// A decision and the policy generation that made it (logged by the proxy, and how a test
+/// sees a hot swap take effect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided<T> {
+    pub value: T,
+    pub generation: u64,
+    /// Why the policy did not decide itself (trap, deadline) and the failure mode answered.
+    pub failure: Option<String>,
+}
+
+/// What the service needs from the policy runtime. [`crate::policy::PolicyHost`]
+/// implements it; service tests use a fixed fake.
+///
+/// Calls are synchronous and bounded by the runtime's deadline (20 ms by default), so the
+/// transports call them inline on their task instead of paying a thread hand-off per
+/// decision.
+pub trait Decider: Send + Sync + 'static {
+    fn on_request(&self, req: &SipRequest, ctx: &RequestContext) -> Decided<Decision>;
+    fn on_reply(&self, req: &SipRequest, reply: &BranchReply) -> Decided<ReplyAction>;
+    fn on_failure(&self, req: &SipRequest, failure: &BranchReply) -> Decided<Decision>;
+}
+
+/// The hooks behind both transports. Cheap to clone.
+#[derive(Clone)]
+pub struct DecisionService {
+    decider: Arc<dyn Decider>,
+}
+
+impl DecisionService {
+    pub fn new(decider: Arc<dyn Decider>) -> Self {
+        Self { decider }
+    }
+}
+
+/// A shutdown signal every connection task selects on: `cvw serve` and tests stop the
+/// service by dropping or firing the sender, and every open connection closes, which is
+/// what a proxy sees when the host goes away.
+#[derive(Clone)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and the trigger that fires it (also fired when the trigger is dropped).
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (ShutdownTrigger(tx), Shutdown(rx))
+    }
+
+    /// Resolves once shutdown is requested.
+    pub async fn wait(&mut self) {
+        // An Err means the trigger was dropped: that is a shutdown too.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Fires [`Shutdown`].
+pub struct ShutdownTrigger(tokio::sync::watch::Sender<bool>);
+
+impl ShutdownTrigger {
+    pub fn fire(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// Both transports running on their own tasks; stopping closes every connection.
+pub struct Running {
+    /// Where the JSON-RPC (netstring) listener is bound.
+    pub jsonrpc: std::net::SocketAddr,
+    /// Where the HTTP listener is bound.
+    pub http: std::net::SocketAddr,
+    trigger: ShutdownTrigger,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Stops accepting, closes every connection and waits for the listeners to end.
+    pub async fn stop(self) {
+        self.trigger.fire();
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("decision service listener ended with {e}"),
+                Err(e) => tracing::warn!("decision service task failed: {e}"),
+            }
+        }
+    }
+}
+
+impl DecisionService {
+    /// Binds both listeners (port 0 picks a free port) and serves them until
+    /// [`Running::stop`].
+    pub async fn start(
+        self,
+        jsonrpc: std::net::SocketAddr,
+        http: std::net::SocketAddr,
+    ) -> std::io::Result<Running> {
+        let jl = tokio::net::TcpListener::bind(jsonrpc).await?;
+        let hl = tokio::net::TcpListener::bind(http).await?;
+        let (jsonrpc, http) = (jl.local_addr()?, hl.local_addr()?);
+        let (trigger, shutdown) = Shutdown::new();
+        let tasks = vec![
+            tokio::spawn(jsonrpc::serve(jl, self.clone(), shutdown.clone())),
+            tokio::spawn(http::serve(hl, self, shutdown)),
+        ];
+        tracing::info!(%jsonrpc, %http, "decision service listening");
+        Ok(Running {
+            jsonrpc,
+            http,
+            trigger,
+            tasks,
+        })
+    }
+}
