@@ -259,3 +259,276 @@ pub fn on_failure(config: &Config, msg: &dyn Message, failure: &BranchReply) -> 
         }],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{FakeMessage, FakeServices, config};
+    use crate::model::Contact;
+
+    fn contacts() -> Vec<Contact> {
+        vec![
+            Contact {
+                uri: "sip:alice@127.0.0.1:5071;transport=tcp".into(),
+                next_hop: Some("sip:127.0.0.1:5071;transport=tcp".into()),
+                ..Contact::default()
+            },
+            Contact {
+                uri: "sip:alice@127.0.0.1:5072".into(),
+                ..Contact::default()
+            },
+        ]
+    }
+
+    fn ctx(source: Source) -> RequestContext {
+        RequestContext {
+            source,
+            contacts: contacts(),
+        }
+    }
+
+    fn fork(d: Decision) -> Fork {
+        match d {
+            Decision::Fork(f) => f,
+            other => panic!("expected a fork, got {other:?}"),
+        }
+    }
+
+    fn refusal_rule(d: &Decision) -> &str {
+        match d {
+            Decision::Refuse(r) => &r.rule,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cvw_30_uc_call_to_an_enabled_user_rings_desk_and_every_client_at_once() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("sip:alice@corp.example").from("sip:dave@corp.example");
+        let f = fork(on_request(&config(), &msg, ctx(Source::Uc), &svc));
+        assert_eq!(f.mode, ForkMode::Parallel);
+        let labels: Vec<_> = f.targets.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["desk", "client", "client"]);
+        let desk = &f.targets[0];
+        assert_eq!(desk.uri, "sip:+14255550101@pbx.corp.example;user=phone");
+        assert_eq!(desk.next_hop.as_deref(), Some("sip:127.0.0.1:5090"));
+        // CVW-51: the desk gives up before the PBX voicemail (20 s) would answer.
+        assert_eq!(desk.ring_timeout_ms, Some(15_000));
+        assert!(desk.headers.contains(&Header::new("X-CVW-Leg", "desk")));
+        let hi = &desk.headers[0];
+        assert_eq!(hi.name, "History-Info");
+        assert!(hi.value.starts_with("<sip:alice@corp.example>;index=1,"), "{}", hi.value);
+        // The soft clients keep where the proxy said to send them.
+        assert_eq!(f.targets[1].uri, "sip:alice@127.0.0.1:5071;transport=tcp");
+        assert_eq!(
+            f.targets[1].next_hop.as_deref(),
+            Some("sip:127.0.0.1:5071;transport=tcp")
+        );
+        // The hot path pays one directory lookup.
+        assert_eq!(svc.lookups.get(), 1);
+    }
+
+    #[test]
+    fn cvw_30_diversion_instead_of_history_info_when_configured() {
+        let mut c = config();
+        c.desk_divert_header = DivertHeader::Diversion;
+        let svc = FakeServices::example();
+        let f = fork(on_request(
+            &c,
+            &FakeMessage::invite("sip:dave@corp.example"),
+            ctx(Source::Uc),
+            &svc,
+        ));
+        assert_eq!(
+            f.targets[0].headers[0],
+            Header::new("Diversion", "<sip:dave@corp.example>;reason=follow-me;counter=1")
+        );
+    }
+
+    #[test]
+    fn cvw_30_users_not_found_or_not_enabled_route_as_usual() {
+        let svc = FakeServices::example();
+        for uri in ["sip:carol@corp.example", "sip:nobody@corp.example"] {
+            let d = on_request(&config(), &FakeMessage::invite(uri), ctx(Source::Uc), &svc);
+            assert_eq!(d, Decision::Continue, "{uri}");
+        }
+    }
+
+    #[test]
+    fn cvw_30_an_enabled_user_without_clients_still_gets_the_desk() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("sip:dave@corp.example");
+        let f = fork(on_request(&config(), &msg, RequestContext::default(), &svc));
+        assert_eq!(f.targets.len(), 1);
+        assert_eq!(f.targets[0].label, "desk");
+    }
+
+    #[test]
+    fn cvw_33_a_call_from_the_pbx_side_rings_only_the_desk() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("sip:alice@corp.example");
+        let f = fork(on_request(&config(), &msg, ctx(Source::Pbx), &svc));
+        assert_eq!(f.targets.len(), 1);
+        assert_eq!(f.targets[0].label, "desk");
+    }
+
+    #[test]
+    fn cvw_34_the_hosts_own_legs_are_never_forked() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("sip:alice@corp.example");
+        let d = on_request(&config(), &msg, ctx(Source::Origination), &svc);
+        assert_eq!(d, Decision::Continue);
+        assert_eq!(svc.lookups.get(), 0);
+    }
+
+    #[test]
+    fn cvw_41_refer_from_a_cvw_users_uc_side_is_refused_others_pass() {
+        let svc = FakeServices::example();
+        let refer = |from: &str| {
+            FakeMessage::new("REFER", "sip:bob@127.0.0.1:5072")
+                .from(from)
+                .header("Refer-To", "<sip:carol@corp.example>")
+        };
+        let d = on_request(&config(), &refer("sip:alice@corp.example"), ctx(Source::Uc), &svc);
+        assert_eq!(refusal_rule(&d), "CVW-41");
+        if let Decision::Refuse(r) = &d {
+            assert_eq!(r.code, 403);
+        }
+        let d = on_request(&config(), &refer("sip:carol@corp.example"), ctx(Source::Uc), &svc);
+        assert_eq!(d, Decision::Continue);
+    }
+
+    #[test]
+    fn cvw_41_hold_reinvite_from_a_cvw_user_is_refused() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("sip:bob@127.0.0.1:5072")
+            .from("\"Alice\" <sip:alice@corp.example>")
+            .body("v=0\r\nm=audio 4000 RTP/AVP 0\r\na=inactive\r\n");
+        let d = on_request(&config(), &msg, ctx(Source::Uc), &svc);
+        assert_eq!(refusal_rule(&d), "CVW-41");
+    }
+
+    #[test]
+    fn cvw_42_replaces_into_a_cvw_users_call_is_refused_from_the_uc_side() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("sip:alice@corp.example")
+            .from("sip:carol@corp.example")
+            .header("Replaces", "call-1@host;to-tag=a;from-tag=b");
+        let d = on_request(&config(), &msg, ctx(Source::Uc), &svc);
+        assert_eq!(refusal_rule(&d), "CVW-42");
+    }
+
+    #[test]
+    fn cvw_42_messages_and_app_sharing_are_never_blocked() {
+        let svc = FakeServices::example();
+        let im = FakeMessage::new("MESSAGE", "sip:bob@corp.example").from("sip:alice@corp.example");
+        assert_eq!(on_request(&config(), &im, ctx(Source::Uc), &svc), Decision::Continue);
+        let sharing = FakeMessage::invite("sip:carol@corp.example")
+            .from("sip:alice@corp.example")
+            .body("v=0\r\nm=applicationsharing 5000 TCP/RTP/AVP 127\r\na=sendrecv\r\n");
+        assert_eq!(
+            on_request(&config(), &sharing, ctx(Source::Uc), &svc),
+            Decision::Continue
+        );
+    }
+
+    #[test]
+    fn cvw_43_cvw_44_pbx_voicemail_and_call_trace_are_refused_to_cvw_users() {
+        let svc = FakeServices::example();
+        for (uri, rule) in [
+            ("sip:+14255559000@corp.example;user=phone", "CVW-43"),
+            ("sip:%2A57@corp.example", "CVW-44"),
+        ] {
+            let msg = FakeMessage::invite(uri).from("sip:dave@corp.example");
+            let d = on_request(&config(), &msg, ctx(Source::Uc), &svc);
+            assert_eq!(refusal_rule(&d), rule, "{uri}");
+            let msg = FakeMessage::invite(uri).from("sip:carol@corp.example");
+            assert_eq!(on_request(&config(), &msg, ctx(Source::Uc), &svc), Decision::Continue);
+        }
+    }
+
+    #[test]
+    fn cvw_45_refer_with_replaces_and_replacing_invites_from_the_pbx_pass() {
+        let svc = FakeServices::example();
+        let refer = FakeMessage::new("REFER", "sip:alice@127.0.0.1:5071")
+            .from("sip:+14255550101@pbx.corp.example")
+            .header("Refer-To", "<sip:+14255550142@pbx?Replaces=abc%3Bto-tag%3D1>");
+        assert_eq!(on_request(&config(), &refer, ctx(Source::Pbx), &svc), Decision::Continue);
+        let replacing = FakeMessage::invite("sip:alice@corp.example")
+            .header("Replaces", "abc;to-tag=1;from-tag=2");
+        assert_eq!(
+            on_request(&config(), &replacing, ctx(Source::Pbx), &svc),
+            Decision::Continue
+        );
+    }
+
+    #[test]
+    fn cvw_46_addressing_by_callback_number_is_logged_and_counted_then_routed() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("sip:+14255550199@corp.example;user=phone");
+        let d = on_request(&config(), &msg, ctx(Source::Uc), &svc);
+        assert_eq!(d, Decision::Continue);
+        assert_eq!(svc.count_of("cvw_addressed_by_number"), 1);
+        let logs = svc.logs.borrow();
+        assert!(logs.iter().any(|(l, m)| *l == Level::Warn
+            && m.contains("CVW-46")
+            && m.contains("sip:alice@corp.example")));
+    }
+
+    #[test]
+    fn cvw_46_calling_a_desk_line_number_is_not_reported() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("tel:+14255550101");
+        assert_eq!(on_request(&config(), &msg, ctx(Source::Uc), &svc), Decision::Continue);
+        assert_eq!(svc.count_of("cvw_addressed_by_number"), 0);
+    }
+
+    fn desk_reply(code: u16, headers: Vec<Header>) -> BranchReply {
+        BranchReply {
+            label: DESK.into(),
+            uri: "sip:+14255550101@pbx.corp.example;user=phone".into(),
+            code,
+            headers,
+            ..BranchReply::default()
+        }
+    }
+
+    #[test]
+    fn cvw_51_desk_diverted_to_voicemail_is_cancelled() {
+        assert_eq!(on_reply(&desk_reply(181, vec![])), ReplyAction::CancelBranch);
+        let diversion = Header::new("Diversion", "<sip:+14255550101@pbx>;reason=no-answer");
+        assert_eq!(on_reply(&desk_reply(183, vec![diversion])), ReplyAction::CancelBranch);
+        let hi = Header::new(
+            "history-info",
+            "<sip:+14255550101@pbx>;index=1,<sip:vm@pbx;cause=408>;index=1.1",
+        );
+        assert_eq!(on_reply(&desk_reply(180, vec![hi])), ReplyAction::CancelBranch);
+    }
+
+    #[test]
+    fn cvw_51_plain_ringing_and_client_replies_pass() {
+        assert_eq!(on_reply(&desk_reply(180, vec![])), ReplyAction::Continue);
+        assert_eq!(on_reply(&desk_reply(200, vec![])), ReplyAction::Continue);
+        let mut client = desk_reply(181, vec![]);
+        client.label = CLIENT.into();
+        assert_eq!(on_reply(&client), ReplyAction::Continue);
+    }
+
+    #[test]
+    fn failure_with_no_answer_goes_on_to_the_no_answer_uri_serially() {
+        let mut c = config();
+        let msg = FakeMessage::invite("sip:alice@corp.example");
+        let timeout = desk_reply(408, vec![]);
+        assert_eq!(on_failure(&c, &msg, &timeout), Decision::Continue);
+        c.no_answer_uri = Some("sip:+14255559001@pbx.corp.example;user=phone".into());
+        let f = fork(on_failure(&c, &msg, &timeout));
+        assert_eq!(f.mode, ForkMode::Serial);
+        assert_eq!(f.targets[0].label, VOICEMAIL);
+        assert!(f.targets[0].headers[0].value.contains("sip:alice@corp.example"));
+        // Busy and declined are the callee's answer; a failed fallback does not loop.
+        assert_eq!(on_failure(&c, &msg, &desk_reply(486, vec![])), Decision::Continue);
+        let mut vm = desk_reply(408, vec![]);
+        vm.label = VOICEMAIL.into();
+        assert_eq!(on_failure(&c, &msg, &vm), Decision::Continue);
+    }
+}

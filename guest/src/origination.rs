@@ -267,3 +267,187 @@ fn plan(
         max_duration_s: config.max_duration_s,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MeetingKind;
+    use crate::testkit::{FakeServices, config};
+
+    fn call(user: &str, destination: &str, pick: Option<&str>) -> Decision {
+        let req = ClickToCall {
+            user: user.into(),
+            destination: destination.into(),
+            callback_override: pick.map(str::to_owned),
+        };
+        on_click_to_call(&config(), &req, &FakeServices::example())
+    }
+
+    fn plan(d: Decision) -> OriginationPlan {
+        match d {
+            Decision::Originate(p) => p,
+            other => panic!("expected a plan, got {other:?}"),
+        }
+    }
+
+    fn refusal(d: Decision) -> Refusal {
+        match d {
+            Decision::Refuse(r) => r,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cvw_10_11_callback_leg_shows_global_caller_id_callee_sees_the_work_identity() {
+        let p = plan(call("sip:alice@corp.example", "+1 425 555 0142", None));
+        assert_eq!(p.user, "sip:alice@corp.example");
+        // CVW-1: Alice's own callback number, CVW-2: the global caller ID.
+        assert_eq!(p.callback.uri, "sip:+14255550199@pbx.corp.example;user=phone");
+        assert_eq!(p.callback.shows.uri, "tel:+14255550000");
+        assert_eq!(p.callee.uri, "sip:+14255550142@pbx.corp.example;user=phone");
+        assert_eq!(p.callee.shows.uri, "tel:+14255550101");
+        assert_eq!(p.callee.shows.display, "Alice Smith");
+        assert_eq!(p.flow, Flow::FlowIv);
+        // CVW-13: both legs and the call are bounded.
+        assert_eq!(p.callback.ring_timeout_ms, 15_000);
+        assert_eq!(p.callee.ring_timeout_ms, 60_000);
+        assert_eq!(p.max_duration_s, 14_400);
+    }
+
+    #[test]
+    fn cvw_10_a_person_by_sip_address_is_called_as_is() {
+        let p = plan(call("sip:alice@corp.example", "sip:carol@corp.example", None));
+        assert_eq!(p.callee.uri, "sip:carol@corp.example");
+    }
+
+    #[test]
+    fn cvw_1_order_pick_then_own_then_admin_then_line() {
+        let p = plan(call("sip:alice@corp.example", "+14255550142", Some("+1 206 555 0100")));
+        assert_eq!(p.callback.uri, "sip:+12065550100@pbx.corp.example;user=phone");
+        // Dave has no number of his own and his policy no admin number: the desk line.
+        let p = plan(call("sip:dave@corp.example", "+14255550142", None));
+        assert_eq!(p.callback.uri, "sip:+14255550104@pbx.corp.example;user=phone");
+        let mut dave = crate::testkit::users::dave();
+        dave.settings.admin_callback_number = Some("+14255550100".into());
+        let svc = FakeServices::with_users(vec![dave]);
+        let req = ClickToCall {
+            user: "sip:dave@corp.example".into(),
+            destination: "+14255550142".into(),
+            callback_override: None,
+        };
+        let p = plan(on_click_to_call(&config(), &req, &svc));
+        assert_eq!(p.callback.uri, "sip:+14255550100@pbx.corp.example;user=phone");
+    }
+
+    #[test]
+    fn cvw_1_admin_only_policy_rings_the_admin_number_and_refuses_a_pick() {
+        let p = plan(call("sip:bob@corp.example", "+14255550142", None));
+        assert_eq!(p.callback.uri, "sip:+14255550100@pbx.corp.example;user=phone");
+        let r = refusal(call("sip:bob@corp.example", "+14255550142", Some("+12065550100")));
+        assert_eq!(r.rule, "CVW-1");
+        assert!(r.explanation.contains("administrator fixed the callback number"));
+        assert!(r.explanation.contains("+14255550100"));
+        // Picking the admin number itself is no conflict.
+        assert!(matches!(
+            call("sip:bob@corp.example", "+14255550142", Some("+1 425 555 0100")),
+            Decision::Originate(_)
+        ));
+    }
+
+    #[test]
+    fn cvw_1_users_not_enabled_or_unknown_cannot_originate() {
+        assert_eq!(refusal(call("sip:carol@corp.example", "+14255550142", None)).rule, "CVW-1");
+        assert_eq!(refusal(call("sip:eve@corp.example", "+14255550142", None)).rule, "CVW-15");
+    }
+
+    #[test]
+    fn cvw_15_emergency_numbers_are_refused_with_dial_from_your_desk_phone() {
+        for dest in ["911", "tel:112", "sip:999@corp.example", "+911"] {
+            let r = refusal(call("sip:alice@corp.example", dest, None));
+            assert_eq!(r.rule, "CVW-15", "{dest}");
+            assert!(r.explanation.contains("dial from your desk phone"), "{dest}");
+        }
+        // Nor may the callback leg ring one.
+        let r = refusal(call("sip:alice@corp.example", "+14255550142", Some("911")));
+        assert!(r.explanation.contains("desk phone"));
+    }
+
+    #[test]
+    fn cvw_15_premium_destinations_and_picks_are_refused() {
+        let r = refusal(call("sip:alice@corp.example", "+1 900 555 0123", None));
+        assert_eq!((r.code, r.rule.as_str()), (403, "CVW-15"));
+        let r = refusal(call("sip:alice@corp.example", "+14255550142", Some("+44 909 1234")));
+        assert_eq!(r.rule, "CVW-15");
+        assert_eq!(refusal(call("sip:alice@corp.example", "call bob", None)).code, 484);
+    }
+
+    #[test]
+    fn cvw_15_an_allow_list_limits_destinations() {
+        let mut c = config();
+        c.destination_allow_prefixes = vec!["1425".into()];
+        let svc = FakeServices::example();
+        let req = |d: &str| ClickToCall {
+            user: "sip:alice@corp.example".into(),
+            destination: d.into(),
+            callback_override: None,
+        };
+        assert!(matches!(
+            on_click_to_call(&c, &req("+14255550142"), &svc),
+            Decision::Originate(_)
+        ));
+        assert!(matches!(
+            on_click_to_call(&c, &req("+12065550142"), &svc),
+            Decision::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn cvw_43_44_voicemail_pilot_and_call_trace_are_not_originated() {
+        assert_eq!(refusal(call("sip:alice@corp.example", "+14255559000", None)).rule, "CVW-43");
+        assert_eq!(refusal(call("sip:alice@corp.example", "*57", None)).rule, "CVW-44");
+    }
+
+    #[test]
+    fn cvw_22_bridge_numbers_use_flow_i() {
+        let p = plan(call("sip:alice@corp.example", "+1 425 555 8000", None));
+        assert_eq!(p.flow, Flow::FlowI);
+    }
+
+    #[test]
+    fn cvw_20_21_dial_out_rings_the_callback_number_and_joins_the_conference() {
+        for kind in [MeetingKind::Scheduled, MeetingKind::MeetNow] {
+            let req = DialOut {
+                user: "sip:alice@corp.example".into(),
+                conference_uri: "sip:conf-1234@meet.corp.example".into(),
+                kind,
+            };
+            let p = plan(on_dial_out(&config(), &req, &FakeServices::example()));
+            assert_eq!(p.callback.uri, "sip:+14255550199@pbx.corp.example;user=phone");
+            assert_eq!(p.callback.shows.uri, "tel:+14255550000");
+            assert_eq!(p.callee.uri, "sip:conf-1234@meet.corp.example");
+            assert_eq!(p.flow, Flow::FlowI);
+        }
+        let req = DialOut {
+            user: "sip:carol@corp.example".into(),
+            conference_uri: "sip:conf-1234@meet.corp.example".into(),
+            kind: MeetingKind::Scheduled,
+        };
+        assert!(matches!(
+            on_dial_out(&config(), &req, &FakeServices::example()),
+            Decision::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn cvw_40_users_with_conflicting_features_cannot_originate() {
+        let mut alice = crate::testkit::users::alice();
+        alice.team_call = true;
+        let svc = FakeServices::with_users(vec![alice]);
+        let req = ClickToCall {
+            user: "sip:alice@corp.example".into(),
+            destination: "+14255550142".into(),
+            callback_override: None,
+        };
+        assert_eq!(refusal(on_click_to_call(&config(), &req, &svc)).rule, "CVW-40");
+    }
+}
