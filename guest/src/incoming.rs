@@ -50,6 +50,10 @@ fn invite(config: &Config, msg: &dyn Message, ctx: RequestContext, svc: &dyn Ser
         // CVW-45: a transfer made on the desk phone replaces the UC side's dialog.
         return Decision::Continue;
     }
+    if is_gruu(&request_uri) {
+        // One device (or a conference focus, CVW-42), not the user's address: never forked.
+        return uc_side_limits(config, &request_uri, msg, ctx.source, svc);
+    }
     let by_number = numbers::is_number_address(&request_uri);
     let callee = svc.lookup(&request_uri);
     match callee {
@@ -60,6 +64,14 @@ fn invite(config: &Config, msg: &dyn Message, ctx: RequestContext, svc: &dyn Ser
         }
         _ => uc_side_limits(config, &request_uri, msg, ctx.source, svc),
     }
+}
+
+/// A GRUU (RFC 5627 `;gr`, or an `opaque=` instance such as a conference focus)
+/// addresses one device or conference, not a user's address of record.
+fn is_gruu(request_uri: &str) -> bool {
+    request_uri.split(';').skip(1).any(|param| {
+        param == "gr" || param == "gruu" || param.starts_with("gr=") || param.starts_with("opaque=")
+    })
 }
 
 /// CVW-30 / CVW-33: ring an enabled user.
@@ -263,8 +275,8 @@ pub fn on_failure(config: &Config, msg: &dyn Message, failure: &BranchReply) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{FakeMessage, FakeServices, config};
     use crate::model::Contact;
+    use crate::testkit::{FakeMessage, FakeServices, config};
 
     fn contacts() -> Vec<Contact> {
         vec![
@@ -317,7 +329,11 @@ mod tests {
         assert!(desk.headers.contains(&Header::new("X-CVW-Leg", "desk")));
         let hi = &desk.headers[0];
         assert_eq!(hi.name, "History-Info");
-        assert!(hi.value.starts_with("<sip:alice@corp.example>;index=1,"), "{}", hi.value);
+        assert!(
+            hi.value.starts_with("<sip:alice@corp.example>;index=1,"),
+            "{}",
+            hi.value
+        );
         // The soft clients keep where the proxy said to send them.
         assert_eq!(f.targets[1].uri, "sip:alice@127.0.0.1:5071;transport=tcp");
         assert_eq!(
@@ -341,7 +357,10 @@ mod tests {
         ));
         assert_eq!(
             f.targets[0].headers[0],
-            Header::new("Diversion", "<sip:dave@corp.example>;reason=follow-me;counter=1")
+            Header::new(
+                "Diversion",
+                "<sip:dave@corp.example>;reason=follow-me;counter=1"
+            )
         );
     }
 
@@ -361,6 +380,17 @@ mod tests {
         let f = fork(on_request(&config(), &msg, RequestContext::default(), &svc));
         assert_eq!(f.targets.len(), 1);
         assert_eq!(f.targets[0].label, "desk");
+    }
+
+    #[test]
+    fn cvw_30_a_gruu_reaches_one_device_and_is_never_forked() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("sip:alice@corp.example;gr=urn:uuid:1234");
+        assert_eq!(
+            on_request(&config(), &msg, ctx(Source::Uc), &svc),
+            Decision::Continue
+        );
+        assert!(!is_gruu("sip:alice@corp.example;green=1"));
     }
 
     #[test]
@@ -389,12 +419,22 @@ mod tests {
                 .from(from)
                 .header("Refer-To", "<sip:carol@corp.example>")
         };
-        let d = on_request(&config(), &refer("sip:alice@corp.example"), ctx(Source::Uc), &svc);
+        let d = on_request(
+            &config(),
+            &refer("sip:alice@corp.example"),
+            ctx(Source::Uc),
+            &svc,
+        );
         assert_eq!(refusal_rule(&d), "CVW-41");
         if let Decision::Refuse(r) = &d {
             assert_eq!(r.code, 403);
         }
-        let d = on_request(&config(), &refer("sip:carol@corp.example"), ctx(Source::Uc), &svc);
+        let d = on_request(
+            &config(),
+            &refer("sip:carol@corp.example"),
+            ctx(Source::Uc),
+            &svc,
+        );
         assert_eq!(d, Decision::Continue);
     }
 
@@ -422,7 +462,10 @@ mod tests {
     fn cvw_42_messages_and_app_sharing_are_never_blocked() {
         let svc = FakeServices::example();
         let im = FakeMessage::new("MESSAGE", "sip:bob@corp.example").from("sip:alice@corp.example");
-        assert_eq!(on_request(&config(), &im, ctx(Source::Uc), &svc), Decision::Continue);
+        assert_eq!(
+            on_request(&config(), &im, ctx(Source::Uc), &svc),
+            Decision::Continue
+        );
         let sharing = FakeMessage::invite("sip:carol@corp.example")
             .from("sip:alice@corp.example")
             .body("v=0\r\nm=applicationsharing 5000 TCP/RTP/AVP 127\r\na=sendrecv\r\n");
@@ -443,7 +486,10 @@ mod tests {
             let d = on_request(&config(), &msg, ctx(Source::Uc), &svc);
             assert_eq!(refusal_rule(&d), rule, "{uri}");
             let msg = FakeMessage::invite(uri).from("sip:carol@corp.example");
-            assert_eq!(on_request(&config(), &msg, ctx(Source::Uc), &svc), Decision::Continue);
+            assert_eq!(
+                on_request(&config(), &msg, ctx(Source::Uc), &svc),
+                Decision::Continue
+            );
         }
     }
 
@@ -452,8 +498,14 @@ mod tests {
         let svc = FakeServices::example();
         let refer = FakeMessage::new("REFER", "sip:alice@127.0.0.1:5071")
             .from("sip:+14255550101@pbx.corp.example")
-            .header("Refer-To", "<sip:+14255550142@pbx?Replaces=abc%3Bto-tag%3D1>");
-        assert_eq!(on_request(&config(), &refer, ctx(Source::Pbx), &svc), Decision::Continue);
+            .header(
+                "Refer-To",
+                "<sip:+14255550142@pbx?Replaces=abc%3Bto-tag%3D1>",
+            );
+        assert_eq!(
+            on_request(&config(), &refer, ctx(Source::Pbx), &svc),
+            Decision::Continue
+        );
         let replacing = FakeMessage::invite("sip:alice@corp.example")
             .header("Replaces", "abc;to-tag=1;from-tag=2");
         assert_eq!(
@@ -479,7 +531,10 @@ mod tests {
     fn cvw_46_calling_a_desk_line_number_is_not_reported() {
         let svc = FakeServices::example();
         let msg = FakeMessage::invite("tel:+14255550101");
-        assert_eq!(on_request(&config(), &msg, ctx(Source::Uc), &svc), Decision::Continue);
+        assert_eq!(
+            on_request(&config(), &msg, ctx(Source::Uc), &svc),
+            Decision::Continue
+        );
         assert_eq!(svc.count_of("cvw_addressed_by_number"), 0);
     }
 
@@ -495,14 +550,23 @@ mod tests {
 
     #[test]
     fn cvw_51_desk_diverted_to_voicemail_is_cancelled() {
-        assert_eq!(on_reply(&desk_reply(181, vec![])), ReplyAction::CancelBranch);
+        assert_eq!(
+            on_reply(&desk_reply(181, vec![])),
+            ReplyAction::CancelBranch
+        );
         let diversion = Header::new("Diversion", "<sip:+14255550101@pbx>;reason=no-answer");
-        assert_eq!(on_reply(&desk_reply(183, vec![diversion])), ReplyAction::CancelBranch);
+        assert_eq!(
+            on_reply(&desk_reply(183, vec![diversion])),
+            ReplyAction::CancelBranch
+        );
         let hi = Header::new(
             "history-info",
             "<sip:+14255550101@pbx>;index=1,<sip:vm@pbx;cause=408>;index=1.1",
         );
-        assert_eq!(on_reply(&desk_reply(180, vec![hi])), ReplyAction::CancelBranch);
+        assert_eq!(
+            on_reply(&desk_reply(180, vec![hi])),
+            ReplyAction::CancelBranch
+        );
     }
 
     #[test]
@@ -524,9 +588,16 @@ mod tests {
         let f = fork(on_failure(&c, &msg, &timeout));
         assert_eq!(f.mode, ForkMode::Serial);
         assert_eq!(f.targets[0].label, VOICEMAIL);
-        assert!(f.targets[0].headers[0].value.contains("sip:alice@corp.example"));
+        assert!(
+            f.targets[0].headers[0]
+                .value
+                .contains("sip:alice@corp.example")
+        );
         // Busy and declined are the callee's answer; a failed fallback does not loop.
-        assert_eq!(on_failure(&c, &msg, &desk_reply(486, vec![])), Decision::Continue);
+        assert_eq!(
+            on_failure(&c, &msg, &desk_reply(486, vec![])),
+            Decision::Continue
+        );
         let mut vm = desk_reply(408, vec![]);
         vm.label = VOICEMAIL.into();
         assert_eq!(on_failure(&c, &msg, &vm), Decision::Continue);

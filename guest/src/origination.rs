@@ -302,7 +302,10 @@ mod tests {
         let p = plan(call("sip:alice@corp.example", "+1 425 555 0142", None));
         assert_eq!(p.user, "sip:alice@corp.example");
         // CVW-1: Alice's own callback number, CVW-2: the global caller ID.
-        assert_eq!(p.callback.uri, "sip:+14255550199@pbx.corp.example;user=phone");
+        assert_eq!(
+            p.callback.uri,
+            "sip:+14255550199@pbx.corp.example;user=phone"
+        );
         assert_eq!(p.callback.shows.uri, "tel:+14255550000");
         assert_eq!(p.callee.uri, "sip:+14255550142@pbx.corp.example;user=phone");
         assert_eq!(p.callee.shows.uri, "tel:+14255550101");
@@ -316,17 +319,31 @@ mod tests {
 
     #[test]
     fn cvw_10_a_person_by_sip_address_is_called_as_is() {
-        let p = plan(call("sip:alice@corp.example", "sip:carol@corp.example", None));
+        let p = plan(call(
+            "sip:alice@corp.example",
+            "sip:carol@corp.example",
+            None,
+        ));
         assert_eq!(p.callee.uri, "sip:carol@corp.example");
     }
 
     #[test]
     fn cvw_1_order_pick_then_own_then_admin_then_line() {
-        let p = plan(call("sip:alice@corp.example", "+14255550142", Some("+1 206 555 0100")));
-        assert_eq!(p.callback.uri, "sip:+12065550100@pbx.corp.example;user=phone");
+        let p = plan(call(
+            "sip:alice@corp.example",
+            "+14255550142",
+            Some("+1 206 555 0100"),
+        ));
+        assert_eq!(
+            p.callback.uri,
+            "sip:+12065550100@pbx.corp.example;user=phone"
+        );
         // Dave has no number of his own and his policy no admin number: the desk line.
         let p = plan(call("sip:dave@corp.example", "+14255550142", None));
-        assert_eq!(p.callback.uri, "sip:+14255550104@pbx.corp.example;user=phone");
+        assert_eq!(
+            p.callback.uri,
+            "sip:+14255550104@pbx.corp.example;user=phone"
+        );
         let mut dave = crate::testkit::users::dave();
         dave.settings.admin_callback_number = Some("+14255550100".into());
         let svc = FakeServices::with_users(vec![dave]);
@@ -336,28 +353,51 @@ mod tests {
             callback_override: None,
         };
         let p = plan(on_click_to_call(&config(), &req, &svc));
-        assert_eq!(p.callback.uri, "sip:+14255550100@pbx.corp.example;user=phone");
+        assert_eq!(
+            p.callback.uri,
+            "sip:+14255550100@pbx.corp.example;user=phone"
+        );
     }
 
     #[test]
     fn cvw_1_admin_only_policy_rings_the_admin_number_and_refuses_a_pick() {
         let p = plan(call("sip:bob@corp.example", "+14255550142", None));
-        assert_eq!(p.callback.uri, "sip:+14255550100@pbx.corp.example;user=phone");
-        let r = refusal(call("sip:bob@corp.example", "+14255550142", Some("+12065550100")));
+        assert_eq!(
+            p.callback.uri,
+            "sip:+14255550100@pbx.corp.example;user=phone"
+        );
+        let r = refusal(call(
+            "sip:bob@corp.example",
+            "+14255550142",
+            Some("+12065550100"),
+        ));
         assert_eq!(r.rule, "CVW-1");
-        assert!(r.explanation.contains("administrator fixed the callback number"));
+        assert!(
+            r.explanation
+                .contains("administrator fixed the callback number")
+        );
         assert!(r.explanation.contains("+14255550100"));
         // Picking the admin number itself is no conflict.
         assert!(matches!(
-            call("sip:bob@corp.example", "+14255550142", Some("+1 425 555 0100")),
+            call(
+                "sip:bob@corp.example",
+                "+14255550142",
+                Some("+1 425 555 0100")
+            ),
             Decision::Originate(_)
         ));
     }
 
     #[test]
     fn cvw_1_users_not_enabled_or_unknown_cannot_originate() {
-        assert_eq!(refusal(call("sip:carol@corp.example", "+14255550142", None)).rule, "CVW-1");
-        assert_eq!(refusal(call("sip:eve@corp.example", "+14255550142", None)).rule, "CVW-15");
+        assert_eq!(
+            refusal(call("sip:carol@corp.example", "+14255550142", None)).rule,
+            "CVW-1"
+        );
+        assert_eq!(
+            refusal(call("sip:eve@corp.example", "+14255550142", None)).rule,
+            "CVW-15"
+        );
     }
 
     #[test]
@@ -365,7 +405,10 @@ mod tests {
         for dest in ["911", "tel:112", "sip:999@corp.example", "+911"] {
             let r = refusal(call("sip:alice@corp.example", dest, None));
             assert_eq!(r.rule, "CVW-15", "{dest}");
-            assert!(r.explanation.contains("dial from your desk phone"), "{dest}");
+            assert!(
+                r.explanation.contains("dial from your desk phone"),
+                "{dest}"
+            );
         }
         // Nor may the callback leg ring one.
         let r = refusal(call("sip:alice@corp.example", "+14255550142", Some("911")));
@@ -376,9 +419,16 @@ mod tests {
     fn cvw_15_premium_destinations_and_picks_are_refused() {
         let r = refusal(call("sip:alice@corp.example", "+1 900 555 0123", None));
         assert_eq!((r.code, r.rule.as_str()), (403, "CVW-15"));
-        let r = refusal(call("sip:alice@corp.example", "+14255550142", Some("+44 909 1234")));
+        let r = refusal(call(
+            "sip:alice@corp.example",
+            "+14255550142",
+            Some("+44 909 1234"),
+        ));
         assert_eq!(r.rule, "CVW-15");
-        assert_eq!(refusal(call("sip:alice@corp.example", "call bob", None)).code, 484);
+        assert_eq!(
+            refusal(call("sip:alice@corp.example", "call bob", None)).code,
+            484
+        );
     }
 
     #[test]
@@ -403,8 +453,14 @@ mod tests {
 
     #[test]
     fn cvw_43_44_voicemail_pilot_and_call_trace_are_not_originated() {
-        assert_eq!(refusal(call("sip:alice@corp.example", "+14255559000", None)).rule, "CVW-43");
-        assert_eq!(refusal(call("sip:alice@corp.example", "*57", None)).rule, "CVW-44");
+        assert_eq!(
+            refusal(call("sip:alice@corp.example", "+14255559000", None)).rule,
+            "CVW-43"
+        );
+        assert_eq!(
+            refusal(call("sip:alice@corp.example", "*57", None)).rule,
+            "CVW-44"
+        );
     }
 
     #[test]
@@ -422,7 +478,10 @@ mod tests {
                 kind,
             };
             let p = plan(on_dial_out(&config(), &req, &FakeServices::example()));
-            assert_eq!(p.callback.uri, "sip:+14255550199@pbx.corp.example;user=phone");
+            assert_eq!(
+                p.callback.uri,
+                "sip:+14255550199@pbx.corp.example;user=phone"
+            );
             assert_eq!(p.callback.shows.uri, "tel:+14255550000");
             assert_eq!(p.callee.uri, "sip:conf-1234@meet.corp.example");
             assert_eq!(p.flow, Flow::FlowI);
@@ -448,6 +507,9 @@ mod tests {
             destination: "+14255550142".into(),
             callback_override: None,
         };
-        assert_eq!(refusal(on_click_to_call(&config(), &req, &svc)).rule, "CVW-40");
+        assert_eq!(
+            refusal(on_click_to_call(&config(), &req, &svc)).rule,
+            "CVW-40"
+        );
     }
 }

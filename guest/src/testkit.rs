@@ -676,3 +676,41 @@ pub fn run_scenarios<H: Hooks>(dir: &Path) -> Result<usize, String> {
         Err(failures.join("\n\n"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::CallViaWork;
+
+    fn examples() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+    }
+
+    #[test]
+    fn the_example_directory_holds_the_fake_users_and_config() {
+        let dir = load_directory(&examples().join("directory.toml")).unwrap();
+        assert_eq!(dir.users, users::all());
+        for pair in config_pairs() {
+            assert!(dir.config.contains(&pair), "{pair:?} not in directory.toml");
+        }
+    }
+
+    #[test]
+    fn every_example_scenario_matches_the_policy() {
+        let ran = run_scenarios::<CallViaWork>(&examples().join("scenarios"))
+            .unwrap_or_else(|failures| panic!("{failures}"));
+        assert!(ran >= 30, "only {ran} scenarios found");
+    }
+
+    #[test]
+    fn a_wrong_expectation_is_reported_with_its_path() {
+        let expected = json!({ "decision": "fork", "targets": [{ "ring_timeout_ms": 15000 }] });
+        let actual = json!({ "decision": "fork", "targets": [{ "label": "desk", "ring_timeout_ms": 20000 }] });
+        let mut diffs = Vec::new();
+        subset_differences(&expected, &actual, "", &mut diffs);
+        assert_eq!(
+            diffs,
+            ["targets[0].ring_timeout_ms: expected 15000, got 20000"]
+        );
+    }
+}
