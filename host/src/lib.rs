@@ -4,9 +4,11 @@
 //! ([`policy`]) → decision → proxy action ([`adapters`], served by [`service`]).
 
 pub mod adapters;
+pub mod api;
 pub mod control;
 pub mod directory;
 pub mod message;
+pub mod origination;
 pub mod policy;
 pub mod scenario;
 pub mod serve;
