@@ -1,0 +1,453 @@
+//! End-to-end: real Kamailio 5.6 with `examples/kamailio/kamailio.cfg`, the host's
+//! decision service in-process (PolicyHost with the default policy), and SIP test phones
+//! on loopback (UDP and TCP). Every check is on the wire: who receives which request.
+//!
+//! Fails, never skips, when `kamailio` is missing (`.ci/run` installs it).
+
+mod support;
+
+use cvw::directory::Directory;
+use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
+use cvw::service::{DecisionService, Running};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use support::kamailio::{Kamailio, Setup};
+use support::phone::{Phone, unique};
+use support::sip::Msg;
+
+const DOMAIN: &str = "corp.example";
+const ALICE: &str = "sip:alice@corp.example";
+const CAROL: &str = "sip:carol@corp.example";
+const BOB: &str = "sip:bob@corp.example";
+const ALICE_DESK: &str = "+14255550101";
+const WAIT: Duration = Duration::from_secs(5);
+/// How long a phone listens to be sure that nothing arrives.
+const QUIET: Duration = Duration::from_millis(1500);
+const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
+
+struct World {
+    kam: Kamailio,
+    service: Option<Running>,
+    host: PolicyHost,
+    directory: PathBuf,
+    pbx: Phone,
+    host_ua: Phone,
+}
+
+fn directory_text(pbx: SocketAddr, desk_ring_timeout_ms: u32) -> String {
+    format!(
+        r#"
+[policy.config]
+global_caller_id = "+14255550000"
+pbx_trunk = "sip:{pbx}"
+pbx_domain = "pbx.corp.example"
+desk_ring_timeout_ms = {desk_ring_timeout_ms}
+pbx_voicemail_timeout_ms = 20000
+emergency_numbers = ["911", "112"]
+
+[policies.global]
+enabled = true
+
+[policies.off]
+enabled = false
+
+[[users]]
+uc_address = "{ALICE}"
+display_name = "Alice Smith"
+line_uri = "tel:{ALICE_DESK}"
+
+[[users]]
+uc_address = "{CAROL}"
+display_name = "Carol Jones"
+line_uri = "tel:+14255550103"
+policy = "off"
+"#
+    )
+}
+
+impl World {
+    async fn new() -> World {
+        Self::with_desk_timeout(15000).await
+    }
+
+    async fn with_desk_timeout(desk_ring_timeout_ms: u32) -> World {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("cvw=debug")
+            .with_test_writer()
+            .try_init();
+        let sip_port_hint = support::kamailio::free_port();
+        let placeholder: SocketAddr = SocketAddr::from(([127, 0, 0, 1], sip_port_hint));
+        let pbx_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let ua_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let pbx_addr = pbx_sock.local_addr().unwrap();
+        let ua_addr = ua_sock.local_addr().unwrap();
+
+        let dir = std::env::temp_dir().join(unique("cvw-e2e-dir-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let directory = dir.join("directory.toml");
+        std::fs::write(&directory, directory_text(pbx_addr, desk_ring_timeout_ms)).unwrap();
+        let host = PolicyHost::new(RuntimeSettings::default()).unwrap();
+        let wasm = builtin::default_policy().expect("default policy built");
+        host.publish(
+            wasm,
+            builtin::DEFAULT_ORIGIN,
+            Arc::new(Directory::load(&directory).unwrap()),
+        )
+        .expect("default policy publishes with the test directory");
+
+        let service = DecisionService::new(Arc::new(host.clone()))
+            .start(
+                "127.0.0.1:0".parse().unwrap(),
+                "127.0.0.1:0".parse().unwrap(),
+            )
+            .await
+            .unwrap();
+        let kam = Kamailio::start(&Setup {
+            host_jsonrpc: service.jsonrpc,
+            pbx: pbx_addr,
+            host_ua: ua_addr,
+            decision_timeout_ms: 1000,
+            extra: vec![],
+        })
+        .unwrap();
+        let _ = placeholder;
+        let pbx = Phone::with_udp("pbx", kam.sip, pbx_sock);
+        let host_ua = Phone::with_udp("host-ua", kam.sip, ua_sock);
+        World {
+            kam,
+            service: Some(service),
+            host,
+            directory,
+            pbx,
+            host_ua,
+        }
+    }
+
+    async fn udp(&self, name: &str) -> Phone {
+        Phone::udp(name, self.kam.sip).await
+    }
+
+    async fn tcp(&self, name: &str) -> Phone {
+        Phone::tcp(name, self.kam.sip).await
+    }
+
+    /// Alice's two soft clients, one on UDP and one on TCP, registered.
+    async fn alice_clients(&self) -> (Phone, Phone) {
+        let mut c1 = self.udp("alice-udp").await;
+        c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
+        let mut c2 = self.tcp("alice-tcp").await;
+        c2.register("alice", DOMAIN, "UC-Mobile/1.0").await;
+        (c1, c2)
+    }
+
+    async fn stop_service(&mut self) {
+        if let Some(s) = self.service.take() {
+            s.stop().await;
+        }
+    }
+}
+
+/// The user part of a Request-URI, without a leading `+`-less difference.
+fn uri_user(m: &Msg) -> String {
+    m.uri()
+        .trim_start_matches("sip:")
+        .split(['@', ';'])
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn assert_completed_elsewhere(cancel: &Msg, who: &str) {
+    assert_eq!(
+        cancel.header("Reason"),
+        Some(COMPLETED_ELSEWHERE),
+        "{who}: CANCEL must say the call was completed elsewhere (CVW-31)"
+    );
+}
+
+/// CVW-30: a UC call to Alice rings her desk phone (through the PBX trunk) and both
+/// registered soft clients at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw30_uc_call_rings_desk_and_every_soft_client() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+
+    let desk = w.pbx.expect_invite(WAIT).await;
+    assert_eq!(
+        uri_user(&desk),
+        ALICE_DESK,
+        "desk leg goes to Alice's line number"
+    );
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+    assert_eq!(i1.call_id(), call.call_id);
+    assert_eq!(i2.call_id(), call.call_id);
+    assert!(
+        i2.header("Via").unwrap_or("").contains("SIP/2.0/TCP"),
+        "TCP client reached over TCP"
+    );
+
+    // Clean up: the caller gives up; every branch is cancelled.
+    bob.cancel(&call);
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    c1.expect_cancel(&i1, WAIT).await;
+    c2.expect_cancel(&i2, WAIT).await;
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 487);
+}
+
+/// CVW-31 (and CVW-32, answered in a soft client): the first answer wins; the desk phone
+/// and the other client get CANCEL with Reason "Call completed elsewhere".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+
+    c2.answer(&i2);
+    let ok = bob.final_response(&mut call, WAIT).await;
+    assert_eq!(ok.code(), 200);
+    assert!(
+        ok.header("To").unwrap_or("").contains("tag=alice-tcp"),
+        "the TCP client's answer reached the caller"
+    );
+    let cd = w.pbx.expect_cancel(&desk, WAIT).await;
+    assert_completed_elsewhere(&cd, "desk");
+    let cc = c1.expect_cancel(&i1, WAIT).await;
+    assert_completed_elsewhere(&cc, "alice-udp");
+
+    // The session stays with the client that answered: the caller's BYE reaches it.
+    let bye = async { c2.expect_bye(WAIT).await };
+    let (_, b) = tokio::join!(bob.bye(&call), bye);
+    assert_eq!(b.call_id(), call.call_id);
+}
+
+/// CVW-32: answered on the desk phone — the soft clients stop ringing (CANCEL, completed
+/// elsewhere), and the call is the voice call through the PBX trunk only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw32_answered_on_desk_stops_the_soft_clients() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+
+    w.pbx.answer(&desk);
+    let ok = bob.final_response(&mut call, WAIT).await;
+    assert_eq!(ok.code(), 200);
+    assert!(
+        ok.header("To").unwrap_or("").contains("tag=pbx"),
+        "the desk phone's answer reached the caller"
+    );
+    assert_completed_elsewhere(&c1.expect_cancel(&i1, WAIT).await, "alice-udp");
+    assert_completed_elsewhere(&c2.expect_cancel(&i2, WAIT).await, "alice-tcp");
+
+    let desk_bye = async { w.pbx.expect_bye(WAIT).await };
+    let (_, b) = tokio::join!(bob.bye(&call), desk_bye);
+    assert_eq!(
+        b.call_id(),
+        call.call_id,
+        "the hang-up reaches the desk leg"
+    );
+}
+
+/// CVW-33: a call that comes from the PBX trunk to Alice rings only her desk phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw33_pbx_originated_call_rings_only_the_desk() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut call = w
+        .pbx
+        .invite(ALICE, "sip:+14255550142@pbx.corp.example", &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    assert_eq!(uri_user(&desk), ALICE_DESK);
+    assert!(
+        c1.gets_request("INVITE", QUIET).await.is_none(),
+        "UDP client must not ring for a PBX call"
+    );
+    assert!(
+        c2.gets_request("INVITE", QUIET).await.is_none(),
+        "TCP client must not ring for a PBX call"
+    );
+    w.pbx.reject(&desk, 486, "Busy Here");
+    assert_eq!(w.pbx.final_response(&mut call, WAIT).await.code(), 486);
+}
+
+/// CVW-34: the host's own callback legs (from its user agent, with its mark) are never
+/// forked to the soft clients; the same mark from anyone else means nothing and is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw34_host_originated_legs_are_not_forked() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let target = format!("sip:{ALICE_DESK}@pbx.corp.example;user=phone");
+    let mut call = w.host_ua.invite(
+        &target,
+        "sip:+14255550000@corp.example",
+        &[("X-CVW-Origination", "callback")],
+    );
+    let desk = w.pbx.expect_invite(WAIT).await;
+    assert_eq!(desk.call_id(), call.call_id);
+    assert_eq!(
+        desk.header("X-CVW-Origination"),
+        None,
+        "the host's mark does not leak to the PBX"
+    );
+    assert!(
+        c1.gets_request("INVITE", QUIET).await.is_none(),
+        "callback leg must not ring a soft client"
+    );
+    assert!(
+        c2.gets_request("INVITE", QUIET).await.is_none(),
+        "callback leg must not ring a soft client"
+    );
+    w.pbx.reject(&desk, 486, "Busy Here");
+    assert_eq!(w.host_ua.final_response(&mut call, WAIT).await.code(), 486);
+
+    // A forged mark from a UC client is stripped and the call is treated as a UC call.
+    let mut mallory = w.udp("mallory").await;
+    let mut forged = mallory.invite(ALICE, BOB, &[("X-CVW-Origination", "callback")]);
+    let i1 = c1.expect_invite(WAIT).await;
+    assert_eq!(i1.header("X-CVW-Origination"), None);
+    let i2 = c2.expect_invite(WAIT).await;
+    let desk = w.pbx.expect_invite(WAIT).await;
+    mallory.cancel(&forged);
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    c1.expect_cancel(&i1, WAIT).await;
+    c2.expect_cancel(&i2, WAIT).await;
+    assert_eq!(mallory.final_response(&mut forged, WAIT).await.code(), 487);
+}
+
+/// CVW-51: the desk leg has its own ring timeout: it is cancelled before the PBX's
+/// voicemail could answer, while the soft clients keep ringing and can still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw51_desk_leg_times_out_while_clients_ring_on() {
+    let mut w = World::with_desk_timeout(2000).await;
+    let mut c1 = w.udp("alice-udp").await;
+    c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+
+    let started = std::time::Instant::now();
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500),
+        "desk cancelled too early ({after:?})"
+    );
+    // The client is still ringing: it was not cancelled, and its answer wins the call.
+    c1.answer(&i1);
+    let ok = bob.final_response(&mut call, WAIT).await;
+    assert_eq!(
+        ok.code(),
+        200,
+        "client answers after the desk leg timed out"
+    );
+    assert!(
+        !c1.log
+            .iter()
+            .any(|m| m.method() == "CANCEL" && m.is_request()),
+        "client was never cancelled"
+    );
+}
+
+/// Fail-open: with the host's decision service stopped, calls are routed as without Call
+/// via Work: the registered clients still ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_when_the_host_is_stopped() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    w.stop_service().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let i1 = c1.expect_invite(Duration::from_secs(8)).await;
+    let i2 = c2.expect_invite(Duration::from_secs(8)).await;
+    c1.answer(&i1);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
+    c2.expect_cancel(&i2, WAIT).await;
+    assert!(
+        w.pbx
+            .gets_request("INVITE", Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no desk leg without the host"
+    );
+}
+
+/// CVW-52: a policy published while a call rings does not lose that call, and the next
+/// call is decided by the new generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_hot_swap_while_calls_ring_loses_no_call() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+    let before = w.host.current().unwrap().generation;
+
+    let wasm = builtin::default_policy().unwrap();
+    let v = w
+        .host
+        .publish(
+            wasm,
+            "swap-test",
+            Arc::new(Directory::load(&w.directory).unwrap()),
+        )
+        .unwrap();
+    assert!(v.generation > before);
+
+    c1.answer(&i1);
+    assert_eq!(
+        bob.final_response(&mut call, WAIT).await.code(),
+        200,
+        "the ringing call survives the swap"
+    );
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    c2.expect_cancel(&i2, WAIT).await;
+
+    let mut call2 = bob.invite(ALICE, BOB, &[]);
+    let desk2 = w.pbx.expect_invite(WAIT).await;
+    let j1 = c1.expect_invite(WAIT).await;
+    let j2 = c2.expect_invite(WAIT).await;
+    w.pbx.answer(&desk2);
+    assert_eq!(
+        bob.final_response(&mut call2, WAIT).await.code(),
+        200,
+        "the next call is forked by the new policy"
+    );
+    c1.expect_cancel(&j1, WAIT).await;
+    c2.expect_cancel(&j2, WAIT).await;
+}
+
+/// CVW-1: a user whose policy is not enabled gets plain routing: only the soft client
+/// rings, never a desk leg.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_not_enabled_gets_plain_routing() {
+    let mut w = World::new().await;
+    let mut carol = w.udp("carol-udp").await;
+    carol.register("carol", DOMAIN, "UC-Desktop/1.0").await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(CAROL, BOB, &[]);
+    let i = carol.expect_invite(WAIT).await;
+    carol.answer(&i);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
+    assert!(
+        w.pbx
+            .gets_request("INVITE", Duration::from_millis(500))
+            .await
+            .is_none(),
+        "no desk leg for Carol"
+    );
+}

@@ -1,0 +1,205 @@
+//! Runs a real Kamailio for a test: the config is `examples/kamailio/kamailio.cfg` with
+//! its `#!substdef` values replaced (ports, trunk, address list, run directory), on
+//! loopback ports that were free a moment ago. The whole process group is killed on drop,
+//! so no Kamailio outlives its test.
+
+use anyhow::{Context, bail};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the generated config points at.
+pub struct Setup {
+    /// The JSON-RPC (netstring) address of the host's decision service.
+    pub host_jsonrpc: SocketAddr,
+    /// The PBX trunk (address group 1, next hop for numbers).
+    pub pbx: SocketAddr,
+    /// The host's own user agent (address group 2, CVW-34).
+    pub host_ua: SocketAddr,
+    pub decision_timeout_ms: u32,
+    /// Extra `#!substdef` overrides.
+    pub extra: Vec<(String, String)>,
+}
+
+pub struct Kamailio {
+    child: Child,
+    pub sip: SocketAddr,
+    pub dir: PathBuf,
+}
+
+/// A loopback port free for both UDP and TCP (Kamailio listens on both).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let Ok(tcp) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = tcp.local_addr() else { continue };
+        if UdpSocket::bind(addr).is_ok() {
+            return addr.port();
+        }
+    }
+    panic!("no free loopback port");
+}
+
+/// Fails (never skips) when Kamailio is not installed: these tests are the proof that the
+/// example config works.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    for dir in ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"] {
+        let p = Path::new(dir).join("kamailio");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        bail!(
+            "kamailio is not installed on this CI machine; the Kamailio end-to-end tests cannot run"
+        );
+    }
+    bail!(
+        "kamailio is not installed: run .ci/run (it installs kamailio 5.6 and sipp) or `apt-get install kamailio kamailio-extra-modules`"
+    )
+}
+
+pub fn example_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kamailio/kamailio.cfg")
+}
+
+/// `text` with each `#!substdef "!NAME!...!g"` line set to `value`.
+pub fn substitute(text: &str, values: &[(String, String)]) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut seen = Vec::new();
+    for line in text.lines() {
+        let replaced = values
+            .iter()
+            .find(|(name, _)| line.starts_with(&format!("#!substdef \"!{name}!")));
+        match replaced {
+            Some((name, value)) => {
+                out.push_str(&format!("#!substdef \"!{name}!{value}!g\""));
+                seen.push(name.clone());
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    for (name, _) in values {
+        if !seen.contains(name) {
+            bail!("examples/kamailio/kamailio.cfg has no #!substdef for {name}");
+        }
+    }
+    Ok(out)
+}
+
+impl Kamailio {
+    pub fn start(setup: &Setup) -> anyhow::Result<Kamailio> {
+        let bin = binary()?;
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("cvw-e2e-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let address_file = dir.join("cvw-address.list");
+        std::fs::write(
+            &address_file,
+            format!(
+                "1 {} 32 {} pbx\n2 {} 32 {} cvw-host\n",
+                setup.pbx.ip(),
+                setup.pbx.port(),
+                setup.host_ua.ip(),
+                setup.host_ua.port()
+            ),
+        )?;
+        let mut values: Vec<(String, String)> = [
+            ("CVW_SIP_PORT", port.to_string()),
+            ("CVW_PBX_TRUNK", format!("sip:{}", setup.pbx)),
+            ("CVW_HOST_IP", setup.host_jsonrpc.ip().to_string()),
+            ("CVW_HOST_PORT", setup.host_jsonrpc.port().to_string()),
+            (
+                "CVW_DECISION_TIMEOUT_MS",
+                setup.decision_timeout_ms.to_string(),
+            ),
+            ("CVW_ADDRESS_FILE", address_file.display().to_string()),
+            ("CVW_RUNDIR", dir.display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        values.extend(setup.extra.iter().cloned());
+        let example = example_config();
+        let text = std::fs::read_to_string(&example)
+            .with_context(|| format!("read {}", example.display()))?;
+        let cfg = dir.join("kamailio.cfg");
+        std::fs::write(&cfg, substitute(&text, &values)?)?;
+        let log = std::fs::File::create(dir.join("kamailio.log"))?;
+        let child = Command::new(bin)
+            .arg("-f")
+            .arg(&cfg)
+            .args(["-DD", "-E", "-m", "128", "-M", "16", "-P"])
+            .arg(dir.join("kamailio.pid"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("spawn kamailio")?;
+        let mut k = Kamailio {
+            child,
+            sip: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        };
+        k.wait_ready()?;
+        Ok(k)
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("kamailio exited at start ({status}):\n{}", self.log_tail());
+            }
+            if std::net::TcpStream::connect_timeout(&self.sip, Duration::from_millis(100)).is_ok() {
+                // The SIP workers are forked right after the listeners: give them a moment.
+                std::thread::sleep(Duration::from_millis(300));
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "kamailio did not listen on {} within 10 s:\n{}",
+            self.sip,
+            self.log_tail()
+        )
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // Kamailio forks its workers into the group we created: signal the whole group.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
