@@ -131,3 +131,52 @@ impl DecisionService {
         })
     }
 }
+
+/// Binds a listener for `cvw serve` (which runs inside the runtime but wires synchronously).
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// `cvw serve`'s wiring: the transports configured in `[decision]`, as tasks in `tasks`,
+/// stopped when `stop` resolves. A listener that cannot bind is a start-up error naming
+/// the address.
+pub fn spawn_configured(
+    decider: Arc<dyn Decider>,
+    jsonrpc: Option<std::net::SocketAddr>,
+    http: Option<std::net::SocketAddr>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let svc = DecisionService::new(decider);
+    let (trigger, shutdown) = Shutdown::new();
+    if let Some(addr) = jsonrpc {
+        let listener =
+            bind(addr).with_context(|| format!("[decision] jsonrpc: cannot listen on {addr}"))?;
+        let (svc, shutdown) = (svc.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            jsonrpc::serve(listener, svc, shutdown)
+                .await
+                .context("decision service (JSON-RPC)")
+        });
+        tracing::info!(%addr, "decision service: JSON-RPC in netstrings (Kamailio janssonrpcc)");
+    }
+    if let Some(addr) = http {
+        let listener =
+            bind(addr).with_context(|| format!("[decision] http: cannot listen on {addr}"))?;
+        tasks.spawn(async move {
+            http::serve(listener, svc, shutdown)
+                .await
+                .context("decision service (HTTP)")
+        });
+        tracing::info!(%addr, "decision service: HTTP JSON (OpenSIPS rest_client, Kamailio http_client)");
+    }
+    tasks.spawn(async move {
+        stop.await;
+        trigger.fire();
+        Ok(())
+    });
+    Ok(())
+}
