@@ -1,24 +1,8 @@
-//! The Call-via-Work policy (CVW-1..51) as plain Rust: the logic compiles and tests
-//! natively; `component` is the thin wit-bindgen skin that turns it into a
-//! `cvw:policy@1.0.0` component on `wasm32`. Other policies depend on this crate with
-//! `default-features = false` (no exports of its own) and reuse [`policy::CallViaWork`]
-//! and the skin's [`export_policy!`] macro.
+//! The default Call-via-Work policy component (`cvw:policy@1.0.0`): exports
+//! [`CallViaWork`] from `cvw-guest-logic`, where the logic, its tests and the wit-bindgen
+//! skin live. Re-exports that crate so users of `cvw-guest` as a library see one API.
 
-pub mod audit;
-pub mod config;
-pub mod env;
-pub mod incoming;
-pub mod limits;
-pub mod model;
-pub mod numbers;
-pub mod origination;
-pub mod policy;
+pub use cvw_guest_logic::*;
 
-#[cfg(target_arch = "wasm32")]
-pub mod component;
-
-#[cfg(any(test, feature = "testkit"))]
-pub mod testkit;
-
-pub use env::{Message, Services};
-pub use policy::{CallViaWork, Hooks};
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
+cvw_guest_logic::export_policy!(CvwComponent, cvw_guest_logic::CallViaWork);

@@ -680,10 +680,9 @@ pub fn run_scenarios<H: Hooks>(dir: &Path) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::CallViaWork;
 
     fn examples() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
     }
 
     #[test]
@@ -693,13 +692,6 @@ mod tests {
         for pair in config_pairs() {
             assert!(dir.config.contains(&pair), "{pair:?} not in directory.toml");
         }
-    }
-
-    #[test]
-    fn every_example_scenario_matches_the_policy() {
-        let ran = run_scenarios::<CallViaWork>(&examples().join("scenarios"))
-            .unwrap_or_else(|failures| panic!("{failures}"));
-        assert!(ran >= 30, "only {ran} scenarios found");
     }
 
     #[test]

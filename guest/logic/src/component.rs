@@ -1,7 +1,8 @@
 //! The wit-bindgen skin: the `cvw:policy@1.0.0` bindings, the conversions between them and
 //! the plain model, [`Message`]/[`Services`] over the imports, and [`export_policy!`],
-//! which exports any [`Hooks`] implementation as the component's `hooks`. With the
-//! `component` feature (default) this crate exports [`CallViaWork`]. Not here: decisions.
+//! which exports any [`Hooks`] implementation as the component's `hooks`. This crate
+//! exports nothing itself (every policy crate exports once, see `cvw-guest`). Not here:
+//! decisions.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
@@ -14,7 +15,7 @@ use crate::policy::Hooks;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/policy-1.0.0",
+        path: "../../wit/policy-1.0.0",
         world: "policy",
         pub_export_macro: true,
     });
@@ -401,6 +402,3 @@ macro_rules! export_policy {
         $crate::component::bindings::export!($component with_types_in $crate::component::bindings);
     };
 }
-
-#[cfg(feature = "component")]
-export_policy!(CvwComponent, crate::policy::CallViaWork);
