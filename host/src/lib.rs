@@ -5,6 +5,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod cli;
 pub mod control;
 pub mod directory;
 pub mod message;

@@ -1,1 +1,473 @@
 //! `cvw serve`: wiring of directory, policy, watchers, control API and decision service.
+//!
+//! Owns the serve configuration file (`examples/cvw.toml`), the [`Deployment`] (the one
+//! place that publishes: start-up, file changes and the control API all go through it, so
+//! publishes never interleave), the file watcher and the single shutdown signal every task
+//! selects on. It does not own the policy runtime ([`crate::policy`]), the HTTP routes
+//! ([`crate::control`]) or the decision service ([`crate::service`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info};
+
+use crate::control::{self, AdminToken};
+use crate::directory::{Directory, DirectoryError};
+use crate::policy::model::Reply;
+use crate::policy::{FailureMode, LoadError, PolicyHost, PolicyVersion, RuntimeSettings, builtin};
+
+/// Editors write a file in several steps (truncate, write, rename); act once they settle.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// The serve configuration file. Relative paths are relative to the file's folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The directory file (users, policies, `[policy.config]`).
+    pub directory: PathBuf,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default)]
+    pub decision: DecisionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `"built-in"` for the default policy compiled into this binary, or a `.wasm` path.
+    #[serde(default = "builtin_module")]
+    pub module: String,
+    /// Publish again when the module or directory file changes.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    #[serde(default = "default_memory_mib")]
+    pub memory_limit_mib: usize,
+    /// `open`: route as if there were no policy when it fails; `closed`: `failure_reply`.
+    #[serde(default)]
+    pub failure_mode: FailureModeName,
+    #[serde(default = "default_failure_reply")]
+    pub failure_reply: Reply,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureModeName {
+    #[default]
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Loopback by default: the control API can replace the routing logic.
+    #[serde(default = "default_control_listen")]
+    pub listen: SocketAddr,
+    /// A file holding the admin token; without it `CVW_ADMIN_TOKEN` must be set.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Where the decision service (the ADAPTER helper's [`crate::service`]) listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionConfig {
+    /// JSON-RPC over TCP (netstrings), for Kamailio `jsonrpcs`/OpenSIPS.
+    pub jsonrpc: Option<SocketAddr>,
+    /// HTTP JSON, for Kamailio `http_async_client`/OpenSIPS `rest_client`.
+    pub http: Option<SocketAddr>,
+}
+
+const BUILT_IN: &str = "built-in";
+
+fn builtin_module() -> String {
+    BUILT_IN.to_string()
+}
+fn yes() -> bool {
+    true
+}
+fn default_deadline_ms() -> u64 {
+    20
+}
+fn default_memory_mib() -> usize {
+    16
+}
+fn default_failure_reply() -> Reply {
+    Reply {
+        code: 503,
+        reason: "Call via Work unavailable".to_string(),
+        headers: Vec::new(),
+    }
+}
+fn default_control_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8448))
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            module: builtin_module(),
+            watch: true,
+            deadline_ms: default_deadline_ms(),
+            memory_limit_mib: default_memory_mib(),
+            failure_mode: FailureModeName::Open,
+            failure_reply: default_failure_reply(),
+        }
+    }
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            listen: default_control_listen(),
+            token_file: None,
+        }
+    }
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        DecisionConfig {
+            jsonrpc: Some(SocketAddr::from(([127, 0, 0, 1], 8449))),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
+        }
+    }
+}
+
+/// Where the policy component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    BuiltIn,
+    File(PathBuf),
+}
+
+impl ServeConfig {
+    /// Read the configuration and make its paths absolute against its folder.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the serve configuration {}", path.display()))?;
+        let mut config: ServeConfig = toml::from_str(&text)
+            .with_context(|| format!("{}: invalid serve configuration", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.directory = base.join(&config.directory);
+        if config.policy.module != BUILT_IN {
+            config.policy.module = base.join(&config.policy.module).display().to_string();
+        }
+        if let Some(file) = &config.control.token_file {
+            config.control.token_file = Some(base.join(file));
+        }
+        Ok(config)
+    }
+
+    pub fn policy_source(&self) -> PolicySource {
+        if self.policy.module == BUILT_IN {
+            PolicySource::BuiltIn
+        } else {
+            PolicySource::File(PathBuf::from(&self.policy.module))
+        }
+    }
+
+    pub fn runtime_settings(&self) -> RuntimeSettings {
+        RuntimeSettings {
+            deadline: Duration::from_millis(self.policy.deadline_ms),
+            memory_limit_bytes: self.policy.memory_limit_mib << 20,
+            failure_mode: match self.policy.failure_mode {
+                FailureModeName::Open => FailureMode::Open,
+                FailureModeName::Closed => FailureMode::Closed(self.policy.failure_reply.clone()),
+            },
+            ..RuntimeSettings::default()
+        }
+    }
+}
+
+/// Why a directory reload was not published; the old directory and policy keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Policy(#[from] LoadError),
+}
+
+/// The running policy and directory. Every publish goes through here, under one lock, so
+/// a file change and a control API swap cannot interleave.
+pub struct Deployment {
+    host: PolicyHost,
+    directory_path: PathBuf,
+    directory: Mutex<Arc<Directory>>,
+}
+
+impl Deployment {
+    /// Load the directory and publish the first policy; a bad file stops start-up.
+    pub fn start(host: PolicyHost, config: &ServeConfig) -> anyhow::Result<Self> {
+        let directory = Arc::new(Directory::load(&config.directory)?);
+        let version = match config.policy_source() {
+            PolicySource::BuiltIn => host.publish(
+                builtin::default_policy()?,
+                builtin::DEFAULT_ORIGIN,
+                directory.clone(),
+            ),
+            PolicySource::File(path) => host.publish_file(&path, directory.clone()),
+        }?;
+        info!(generation = version.generation, origin = %version.origin, digest = %version.digest, "policy published");
+        Ok(Deployment {
+            host,
+            directory_path: config.directory.clone(),
+            directory: Mutex::new(directory),
+        })
+    }
+
+    pub fn host(&self) -> &PolicyHost {
+        &self.host
+    }
+
+    pub fn directory_path(&self) -> &Path {
+        &self.directory_path
+    }
+
+    /// Publish the module at `path` with the current directory.
+    pub fn swap_file(&self, path: &Path) -> Result<PolicyVersion, LoadError> {
+        let directory = self.lock();
+        self.host.publish_file(path, directory.clone())
+    }
+
+    /// Publish uploaded module bytes with the current directory.
+    pub fn swap_bytes(&self, wasm: &[u8], origin: &str) -> Result<PolicyVersion, LoadError> {
+        let directory = self.lock();
+        self.host.publish(wasm, origin, directory.clone())
+    }
+
+    /// Read the directory file again and republish the running module with it. A bad file
+    /// or one the policy's `check-user` refuses leaves the old directory in place.
+    pub fn reload_directory(&self) -> Result<PolicyVersion, ReloadError> {
+        let mut current = self.lock();
+        let fresh = Arc::new(Directory::load(&self.directory_path)?);
+        let version = self.host.republish_with(fresh.clone())?;
+        *current = fresh;
+        Ok(version)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Directory>> {
+        // A panic while holding the lock cannot leave the Arc half-written.
+        self.directory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Tells every task to stop; cloned into each of them.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and the sender that fires it.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Resolves once shutdown was asked for (or the sender is gone).
+    pub async fn wait(mut self) {
+        // An Err means the sender was dropped, which also means stop.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Run `cvw serve` until `shutdown` resolves: publish, watch, serve the control API on
+/// `control_listener`. Tests pass a listener on port 0 and a future they control.
+pub async fn run(
+    config: ServeConfig,
+    control_listener: tokio::net::TcpListener,
+    token: AdminToken,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let host =
+        PolicyHost::new(config.runtime_settings()).context("cannot start the policy runtime")?;
+    let deployment = {
+        let config = config.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Deployment::start(host, &config))
+                .await
+                .context("start-up task failed")??,
+        )
+    };
+    let (stop, signal) = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let watcher = if config.policy.watch {
+        Some(spawn_watcher(
+            &config,
+            deployment.clone(),
+            signal.clone(),
+            &mut tasks,
+        )?)
+    } else {
+        None
+    };
+
+    start_decision_service(&config, &deployment, signal.clone(), &mut tasks)?;
+
+    let router = control::router(deployment.clone(), token);
+    let control_signal = signal.clone();
+    tasks.spawn(async move {
+        axum::serve(control_listener, router)
+            .with_graceful_shutdown(control_signal.wait())
+            .await
+            .context("control API failed")
+    });
+
+    tokio::select! {
+        () = shutdown => info!("shutting down"),
+        Some(result) = tasks.join_next() => report_task_end(result),
+    }
+    // Dropping the sender wakes every task's `Shutdown::wait`.
+    let _ = stop.send(true);
+    drop(watcher);
+    while let Some(result) = tasks.join_next().await {
+        report_task_end(result);
+    }
+    Ok(())
+}
+
+fn report_task_end(result: Result<anyhow::Result<()>, tokio::task::JoinError>) {
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => error!("task stopped: {e:#}"),
+        Err(e) => error!("task panicked: {e}"),
+    }
+}
+
+/// The decision service the proxies ask (ADAPTER helper): start it here, on the addresses
+/// of `[decision]`, with `deployment.host()` and `signal` for shutdown, as tasks in `tasks`.
+fn start_decision_service(
+    config: &ServeConfig,
+    deployment: &Arc<Deployment>,
+    signal: Shutdown,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    // ADAPTER helper: the decision service on the [decision] addresses.
+    crate::service::spawn_configured(
+        Arc::new(deployment.host().clone()),
+        config.decision.jsonrpc,
+        config.decision.http,
+        signal.wait(),
+        tasks,
+    )
+}
+
+/// Which file changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Changed {
+    Policy,
+    Directory,
+}
+
+/// Watch the folders of the module and directory files (editors replace files by rename,
+/// which a watch on the file itself would miss) and publish after each settled change.
+fn spawn_watcher(
+    config: &ServeConfig,
+    deployment: Arc<Deployment>,
+    signal: Shutdown,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+
+    let policy_file = match config.policy_source() {
+        PolicySource::File(path) => Some(absolute(&path)),
+        PolicySource::BuiltIn => None,
+    };
+    let directory_file = absolute(&config.directory);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (policy_match, directory_match) = (policy_file.clone(), directory_file.clone());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        for path in &event.paths {
+            if Some(path) == policy_match.as_ref() {
+                let _ = tx.send(Changed::Policy);
+            } else if *path == directory_match {
+                let _ = tx.send(Changed::Directory);
+            }
+        }
+    })
+    .context("cannot start the file watcher")?;
+    let mut folders: Vec<PathBuf> = policy_file
+        .iter()
+        .chain([&directory_file])
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    folders.dedup();
+    for folder in &folders {
+        watcher
+            .watch(folder, notify::RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", folder.display()))?;
+    }
+
+    tasks.spawn(async move {
+        let stop = signal.wait();
+        tokio::pin!(stop);
+        loop {
+            let first = tokio::select! {
+                () = &mut stop => return Ok(()),
+                changed = rx.recv() => match changed { Some(c) => c, None => return Ok(()) },
+            };
+            let mut changes = vec![first];
+            // Collect the rest of the burst before acting once per file.
+            loop {
+                tokio::select! {
+                    () = &mut stop => return Ok(()),
+                    () = tokio::time::sleep(DEBOUNCE) => break,
+                    Some(c) = rx.recv() => changes.push(c),
+                }
+            }
+            let policy = changes
+                .contains(&Changed::Policy)
+                .then(|| policy_file.clone())
+                .flatten();
+            let directory = changes.contains(&Changed::Directory);
+            let deployment = deployment.clone();
+            tokio::task::spawn_blocking(move || {
+                apply_changes(&deployment, policy.as_deref(), directory)
+            })
+            .await
+            .context("reload task failed")?;
+        }
+    });
+    Ok(watcher)
+}
+
+fn apply_changes(deployment: &Deployment, policy: Option<&Path>, directory: bool) {
+    if directory {
+        match deployment.reload_directory() {
+            Ok(v) => {
+                info!(generation = v.generation, file = %deployment.directory_path().display(), "directory reloaded")
+            }
+            Err(e) => {
+                error!(file = %deployment.directory_path().display(), "directory reload refused, the old one stays: {e}")
+            }
+        }
+    }
+    if let Some(path) = policy {
+        match deployment.swap_file(path) {
+            Ok(v) => {
+                info!(generation = v.generation, digest = %v.digest, origin = %v.origin, "policy swapped")
+            }
+            Err(e) => error!(
+                step = e.step(),
+                "policy swap refused, the old one stays: {e}"
+            ),
+        }
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
