@@ -33,10 +33,16 @@ pub enum Input {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestSpec {
+    /// Default `INVITE`.
+    #[serde(default = "invite")]
     pub method: String,
     pub uri: String,
+    /// Default: the RFC 3261 anonymous From.
+    #[serde(default = "anonymous")]
     pub from: String,
-    pub to: String,
+    /// Default: the request URI.
+    #[serde(default)]
+    pub to: Option<String>,
     #[serde(default)]
     pub call_id: Option<String>,
     #[serde(default)]
@@ -47,6 +53,14 @@ pub struct RequestSpec {
     source: Source,
     #[serde(default)]
     contacts: Vec<Contact>,
+}
+
+fn invite() -> String {
+    "INVITE".to_string()
+}
+
+fn anonymous() -> String {
+    "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string()
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -284,7 +298,7 @@ impl Scenario {
             .unwrap_or_else(|| format!("scenario-{}@cvw.test", self.file.display()));
         let mut builder = SipRequest::builder(&spec.method, &spec.uri)
             .from(&spec.from)
-            .to(&spec.to)
+            .to(spec.to.as_deref().unwrap_or(&spec.uri))
             .call_id(&call_id);
         for header in &spec.headers {
             builder = builder.header(&header.name, &header.value);

@@ -343,15 +343,14 @@ fn report_task_end(result: Result<anyhow::Result<()>, tokio::task::JoinError>) {
     }
 }
 
-/// The decision service the proxies ask (ADAPTER helper): start it here, on the addresses
-/// of `[decision]`, with `deployment.host()` and `signal` for shutdown, as tasks in `tasks`.
+/// The decision service the proxies ask ([`crate::service`]), on the addresses of
+/// `[decision]`. It asks the `PolicyHost` directly, so swaps reach it without a restart.
 fn start_decision_service(
     config: &ServeConfig,
     deployment: &Arc<Deployment>,
     signal: Shutdown,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    // ADAPTER helper: the decision service on the [decision] addresses.
     crate::service::spawn_configured(
         Arc::new(deployment.host().clone()),
         config.decision.jsonrpc,
