@@ -254,6 +254,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.0.join("serve.log")).unwrap_or_default();
+            eprintln!("--- cvw serve log ---\n{log}");
+        }
     }
 }
 
@@ -273,7 +277,7 @@ impl Server {
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("CVW_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(dir.0.join("serve.log")).unwrap())
             .spawn()
             .unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -466,4 +470,101 @@ fn serve_refuses_to_start_without_an_admin_token() {
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("no admin token"), "{stderr}");
+}
+
+#[test]
+fn cvw_52_policy_swap_and_status_commands_talk_to_serve() {
+    let server = Server::start("serve-commands", &default_policy());
+    let module = server.dir.write("next.wasm", variant("swap-command"));
+    let with_token = |args: &[&str]| {
+        Command::new(CVW)
+            .args(args)
+            .env("CVW_ADMIN_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+    let out = with_token(&[
+        "policy",
+        "swap",
+        module.to_str().unwrap(),
+        "--control",
+        &server.url,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("generation: 2"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = with_token(&["status", "--control", &server.url]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("generation: 2"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "digest:     sha256:{}",
+            sha256(&variant("swap-command"))
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("policy:     call-via-work "), "{stdout}");
+
+    let garbage = server.dir.write("garbage.wasm", "garbage");
+    let out = with_token(&[
+        "policy",
+        "swap",
+        garbage.to_str().unwrap(),
+        "--control",
+        &server.url,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("HTTP 422"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = cvw(&["status", "--control", &server.url]);
+    assert!(!out.status.success(), "no token, no status");
+}
+
+#[tokio::test]
+async fn serve_run_ends_every_task_when_shutdown_resolves() {
+    let dir = TempDir::new("shutdown");
+    dir.write("directory.toml", DIRECTORY);
+    let config_path = dir.write(
+        "cvw.toml",
+        "directory = \"directory.toml\"\n[decision]\njsonrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n",
+    );
+    let config = cvw::serve::ServeConfig::load(&config_path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let token = cvw::control::AdminToken::new(TOKEN).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cvw::serve::run(config, listener, token, async {
+        let _ = stopped.await;
+    }));
+
+    let control = Control::new(&url, TOKEN).unwrap();
+    let answer = tokio::task::spawn_blocking(move || control.get("/v1/policy"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), server).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "serve::run did not end cleanly: {ended:?}"
+    );
+    let after = Control::new(&url, TOKEN).unwrap();
+    let refused = tokio::task::spawn_blocking(move || after.get("/v1/policy"))
+        .await
+        .unwrap();
+    assert!(
+        refused.is_err(),
+        "the control API still answers after shutdown"
+    );
 }

@@ -167,7 +167,8 @@ async fn swap_policy(State(api): State<Api>, headers: HeaderMap, body: Bytes) ->
     .await;
     match result {
         Ok(Ok(version)) => {
-            tracing::info!(generation = version.generation, origin = %version.origin, "policy swapped by the control API");
+            let (generation, origin) = (version.generation, &version.origin);
+            tracing::info!(generation, %origin, "policy swapped by the control API");
             axum::Json(version).into_response()
         }
         Ok(Err(e)) => refused(&api, e.step(), &e),

@@ -127,14 +127,34 @@ fn serve_command(config_path: &std::path::Path) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
         // Tests and scripts read this line to find a port chosen by the system.
         println!("control: http://{address}");
-        serve::run(config, listener, token, async {
-            // Without a signal handler there is nothing to wait for but a kill.
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        })
-        .await
+        serve::run(config, listener, token, stop_signal()).await
     })
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn stop_signal() {
+    let interrupt = async {
+        // Without a signal handler there is nothing to wait for but a kill.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }
 
 fn control(url: &str, token_file: Option<PathBuf>) -> anyhow::Result<Control> {

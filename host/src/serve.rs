@@ -209,7 +209,8 @@ impl Deployment {
     /// Load the directory and publish the first policy; a bad file stops start-up.
     pub fn start(host: PolicyHost, config: &ServeConfig) -> anyhow::Result<Self> {
         let directory = Arc::new(Directory::load(&config.directory)?);
-        let version = match config.policy_source() {
+        // The runtime logs every publish; only a failure needs saying here (start-up fails).
+        match config.policy_source() {
             PolicySource::BuiltIn => host.publish(
                 builtin::default_policy()?,
                 builtin::DEFAULT_ORIGIN,
@@ -217,7 +218,6 @@ impl Deployment {
             ),
             PolicySource::File(path) => host.publish_file(&path, directory.clone()),
         }?;
-        info!(generation = version.generation, origin = %version.origin, digest = %version.digest, "policy published");
         Ok(Deployment {
             host,
             directory_path: config.directory.clone(),
@@ -326,7 +326,7 @@ pub async fn run(
         () = shutdown => info!("shutting down"),
         Some(result) = tasks.join_next() => report_task_end(result),
     }
-    // Dropping the sender wakes every task's `Shutdown::wait`.
+    // Every task selects on this one signal.
     let _ = stop.send(true);
     drop(watcher);
     while let Some(result) = tasks.join_next().await {
@@ -445,20 +445,15 @@ fn spawn_watcher(
 
 fn apply_changes(deployment: &Deployment, policy: Option<&Path>, directory: bool) {
     if directory {
+        let file = deployment.directory_path().display();
         match deployment.reload_directory() {
-            Ok(v) => {
-                info!(generation = v.generation, file = %deployment.directory_path().display(), "directory reloaded")
-            }
-            Err(e) => {
-                error!(file = %deployment.directory_path().display(), "directory reload refused, the old one stays: {e}")
-            }
+            Ok(v) => info!(generation = v.generation, %file, "directory reloaded"),
+            Err(e) => error!(%file, "directory reload refused, the old one stays: {e}"),
         }
     }
     if let Some(path) = policy {
         match deployment.swap_file(path) {
-            Ok(v) => {
-                info!(generation = v.generation, digest = %v.digest, origin = %v.origin, "policy swapped")
-            }
+            Ok(v) => info!(generation = v.generation, origin = %v.origin, "policy swapped"),
             Err(e) => error!(
                 step = e.step(),
                 "policy swap refused, the old one stays: {e}"
