@@ -446,6 +446,22 @@ fn cvw_3_a_bad_directory_reload_is_refused_with_its_line() {
     );
     assert_eq!(server.policy()["generation"], 1);
 
+    // CVW-4: a file that parses but the policy's check-user refuses is refused as well.
+    server
+        .dir
+        .write("directory.toml", format!("{DIRECTORY}delegation = true\n"));
+    let answer = server
+        .control
+        .post("/v1/directory/reload", "text/plain", b"")
+        .unwrap();
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert!(
+        error_of(&answer).contains("check-user refused user sip:alice@corp.example"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(server.policy()["generation"], 1);
+
     server.dir.write(
         "directory.toml",
         DIRECTORY.replace("Alice Smith", "Alice S."),

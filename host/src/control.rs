@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,6 +28,9 @@ use sha2::{Digest, Sha256};
 
 use crate::policy::{MetricsSnapshot, PolicyVersion};
 use crate::serve::{Deployment, ReloadError};
+
+/// Largest module upload; axum's default of 2 MiB is smaller than a debug-built policy.
+const MAX_MODULE_BYTES: usize = 64 << 20;
 
 /// Environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "CVW_ADMIN_TOKEN";
@@ -105,6 +108,7 @@ pub fn router(deployment: Arc<Deployment>, token: AdminToken) -> Router {
         .route("/v1/policy", get(current_policy).post(swap_policy))
         .route("/v1/directory/reload", post(reload_directory))
         .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_MODULE_BYTES))
         .with_state(Api { deployment, token })
 }
 

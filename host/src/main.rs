@@ -126,7 +126,7 @@ fn serve_command(config_path: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.control.listen))?;
         let address = listener.local_addr()?;
         // Tests and scripts read this line to find a port chosen by the system.
-        println!("control: http://{address}");
+        cvw::say!("control: http://{address}");
         serve::run(config, listener, token, stop_signal()).await
     })
 }
@@ -208,10 +208,10 @@ fn print_policy_answer(answer: cli::client::Answer) -> anyhow::Result<ExitCode> 
             .unwrap_or_default()
             .to_string()
     };
-    println!("generation: {}", field("generation"));
-    println!("policy:     {} {}", info("name"), info("version"));
-    println!("contract:   {}", field("contract"));
-    println!("origin:     {}", field("origin"));
-    println!("digest:     sha256:{}", field("digest"));
+    cvw::say!("generation: {}", field("generation"));
+    cvw::say!("policy:     {} {}", info("name"), info("version"));
+    cvw::say!("contract:   {}", field("contract"));
+    cvw::say!("origin:     {}", field("origin"));
+    cvw::say!("digest:     sha256:{}", field("digest"));
     Ok(ExitCode::SUCCESS)
 }

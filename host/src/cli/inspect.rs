@@ -31,10 +31,10 @@ impl Shape {
 
     pub fn print(&self) {
         for export in &self.exports {
-            println!("export:    {export}");
+            crate::say!("export:    {export}");
         }
         for import in &self.imports {
-            println!("import:    {import}");
+            crate::say!("import:    {import}");
         }
     }
 }

@@ -3,6 +3,16 @@
 //! exit codes. Does not own loading or running policies ([`crate::policy`]), scenarios
 //! ([`crate::scenario`]) or the control API's server side ([`crate::control`]).
 
+/// `println!` that ignores a closed stdout (`cvw policy test ... | head`) instead of
+/// panicking: the command's result is its exit code, not whether anyone read all lines.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod client;
 pub mod inspect;
 
@@ -39,7 +49,7 @@ pub fn check(module: &str, directory: &Path) -> anyhow::Result<()> {
     }
     let shape = inspect::Shape::of(&wasm)
         .map_err(|e| anyhow::anyhow!("{origin}: not a WebAssembly component: {e:#}"))?;
-    println!("module:    {origin} ({} bytes)", wasm.len());
+    say!("module:    {origin} ({} bytes)", wasm.len());
     shape.print();
     let directory = Directory::load(directory)?;
     let users = directory.len();
@@ -47,18 +57,18 @@ pub fn check(module: &str, directory: &Path) -> anyhow::Result<()> {
         PolicyHost::new(RuntimeSettings::default()).context("cannot start the policy runtime")?;
     let version = host.publish(&wasm, &origin, Arc::new(directory))?;
     print_version(&version);
-    println!("directory: {users} users accepted by configure and check-user");
-    println!("ok");
+    say!("directory: {users} users accepted by configure and check-user");
+    say!("ok");
     Ok(())
 }
 
 pub fn print_version(version: &PolicyVersion) {
-    println!("contract:  {}", version.contract);
-    println!("policy:    {} {}", version.info.name, version.info.version);
+    say!("contract:  {}", version.contract);
+    say!("policy:    {} {}", version.info.name, version.info.version);
     if !version.info.description.is_empty() {
-        println!("           {}", version.info.description);
+        say!("           {}", version.info.description);
     }
-    println!("digest:    sha256:{}", version.digest);
+    say!("digest:    sha256:{}", version.digest);
 }
 
 /// Scenario files named on the command line; a folder stands for its `*.toml` files.
@@ -107,7 +117,7 @@ pub fn test(module: &str, scenarios: &[PathBuf]) -> anyhow::Result<Tally> {
         match result {
             Ok(report) if report.passed() => {
                 tally.passed += 1;
-                println!("ok    {} ({})", report.name, file.display());
+                say!("ok    {} ({})", report.name, file.display());
             }
             Ok(report) => {
                 tally.failed += 1;
@@ -115,24 +125,26 @@ pub fn test(module: &str, scenarios: &[PathBuf]) -> anyhow::Result<Tally> {
             }
             Err(e) => {
                 tally.errors += 1;
-                println!("ERROR {}: {e}", file.display());
+                say!("ERROR {}: {e}", file.display());
             }
         }
     }
-    println!(
+    say!(
         "{} passed, {} failed, {} could not run",
-        tally.passed, tally.failed, tally.errors
+        tally.passed,
+        tally.failed,
+        tally.errors
     );
     Ok(tally)
 }
 
 fn print_failure(report: &Report) {
-    println!("FAIL  {} ({})", report.name, report.file.display());
+    say!("FAIL  {} ({})", report.name, report.file.display());
     if let Some(failure) = &report.failure {
-        println!("      the policy failed: {failure}");
+        say!("      the policy failed: {failure}");
     }
     for difference in &report.differences {
-        println!("      {difference}");
+        say!("      {difference}");
     }
-    println!("      decision: {}", report.actual);
+    say!("      decision: {}", report.actual);
 }
