@@ -21,6 +21,10 @@ pub struct Setup {
     pub decision_timeout_ms: u32,
     /// Extra `#!substdef` overrides.
     pub extra: Vec<(String, String)>,
+    /// A last edit of the generated config text (the load tool adds its static baseline).
+    pub transform: Option<fn(String) -> String>,
+    /// Kamailio shared memory (MB): ~20 KB per two-branch INVITE transaction in flight.
+    pub shm_mb: u32,
 }
 
 pub struct Kamailio {
@@ -128,12 +132,24 @@ impl Kamailio {
         let text = std::fs::read_to_string(&example)
             .with_context(|| format!("read {}", example.display()))?;
         let cfg = dir.join("kamailio.cfg");
-        std::fs::write(&cfg, substitute(&text, &values)?)?;
+        let mut text = substitute(&text, &values)?;
+        if let Some(edit) = setup.transform {
+            text = edit(text);
+        }
+        std::fs::write(&cfg, text)?;
         let log = std::fs::File::create(dir.join("kamailio.log"))?;
         let child = Command::new(bin)
             .arg("-f")
             .arg(&cfg)
-            .args(["-DD", "-E", "-m", "128", "-M", "16", "-P"])
+            .args([
+                "-DD",
+                "-E",
+                "-m",
+                &setup.shm_mb.to_string(),
+                "-M",
+                "16",
+                "-P",
+            ])
             .arg(dir.join("kamailio.pid"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -176,6 +192,25 @@ impl Kamailio {
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
+    /// Process ids of Kamailio and its workers (for CPU accounting).
+    pub fn pids(&self) -> Vec<u32> {
+        let group = self.child.id();
+        let mut pids = vec![group];
+        if let Ok(out) = Command::new("pgrep")
+            .args(["-g", &group.to_string()])
+            .output()
+        {
+            pids.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<u32>().ok()),
+            );
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
     }
@@ -198,7 +233,8 @@ impl Drop for Kamailio {
             .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
+        // Kept when a test fails, or on request, to read kamailio.log.
+        if !std::thread::panicking() && std::env::var_os("CVW_KEEP_KAMAILIO").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

@@ -1,0 +1,627 @@
+//! `cvw-load`: load figures for the decision service and for Kamailio with Call via Work
+//! (SIP over loopback). A measuring tool, not a test: it prints what it measured.
+//!
+//! - `cvw-load decisions`: JSON-RPC decisions/s against the in-process decision service
+//!   (its own 2-thread runtime, the generator on another thread), latency percentiles,
+//!   and host CPU per decision; `--rate` for latency at a fixed offered load.
+//! - `cvw-load sip`: calls/s of a two-branch simultaneous ring through a real Kamailio,
+//!   once with the cvw decision and once with the same fork written statically in the
+//!   config, in one run; Kamailio and host CPU per call.
+
+#[path = "../../../tests/support/kamailio.rs"]
+#[allow(dead_code)]
+mod kamailio;
+#[path = "../../../tests/support/sip.rs"]
+#[allow(dead_code)]
+mod sip;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use cvw::directory::Directory;
+use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
+use cvw::service::{DecisionService, Running, netstring};
+use serde_json::json;
+use sip::Msg;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+#[derive(Parser)]
+#[command(about = "Load figures for the cvw decision service and Kamailio with Call via Work")]
+struct Args {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Decision service alone: JSON-RPC `route` calls over netstring TCP connections.
+    Decisions {
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// TCP connections (janssonrpcc opens one per server by default).
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Requests in flight per connection (closed loop); ignored with --rate.
+        #[arg(long, default_value_t = 32)]
+        depth: usize,
+        /// Offered load in decisions/s (open loop), to read latency at that rate.
+        #[arg(long)]
+        rate: Option<u64>,
+    },
+    /// Two-branch simultaneous ring through Kamailio: cvw decision vs static fork.
+    Sip {
+        /// Seconds per variant.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Calls in flight.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+        /// Kamailio SIP worker processes.
+        #[arg(long, default_value_t = 4)]
+        children: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let service_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cvw-svc")
+        .enable_all()
+        .build()?;
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("cvw-load")
+        .enable_all()
+        .build()?;
+    let tmp = std::env::temp_dir().join(format!("cvw-load-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let result = match args.mode {
+        Mode::Decisions {
+            seconds,
+            connections,
+            depth,
+            rate,
+        } => {
+            let (host, service) =
+                service_rt.block_on(start_service(&tmp, "127.0.0.1:5090".parse()?))?;
+            let r = load_rt.block_on(decisions(
+                service.jsonrpc,
+                seconds,
+                connections,
+                depth,
+                rate,
+            ));
+            report_metrics(&host);
+            service_rt.block_on(service.stop());
+            r
+        }
+        Mode::Sip {
+            seconds,
+            concurrency,
+            children,
+        } => {
+            let r = sip_run(&service_rt, &load_rt, &tmp, seconds, concurrency, children);
+            r
+        }
+    };
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn report_metrics(host: &PolicyHost) {
+    let m = host.metrics();
+    println!(
+        "policy metrics: decisions={} failures={}",
+        m.decisions,
+        m.total_failures()
+    );
+}
+
+const ALICE: &str = "sip:alice@corp.example";
+const DESK: &str = "+14255550101";
+
+async fn start_service(
+    tmp: &std::path::Path,
+    pbx: SocketAddr,
+) -> anyhow::Result<(PolicyHost, Running)> {
+    let dir = tmp.join("directory.toml");
+    std::fs::write(
+        &dir,
+        format!(
+            r#"[policy.config]
+global_caller_id = "+14255550000"
+pbx_trunk = "sip:{pbx}"
+pbx_domain = "pbx.corp.example"
+desk_ring_timeout_ms = 15000
+pbx_voicemail_timeout_ms = 20000
+
+[policies.global]
+enabled = true
+
+[[users]]
+uc_address = "{ALICE}"
+display_name = "Alice Smith"
+line_uri = "tel:{DESK}"
+"#
+        ),
+    )?;
+    let host = PolicyHost::new(RuntimeSettings::default())?;
+    let wasm = builtin::default_policy().context("default policy not built")?;
+    host.publish(
+        wasm,
+        builtin::DEFAULT_ORIGIN,
+        Arc::new(Directory::load(&dir)?),
+    )?;
+    let service = DecisionService::new(Arc::new(host.clone()))
+        .start("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?)
+        .await?;
+    Ok((host, service))
+}
+
+// ---------------------------------------------------------------- CPU accounting
+
+/// CPU seconds used so far by this process's threads, split by thread-name prefix.
+fn thread_cpu(prefix: &str) -> (f64, f64) {
+    let (mut matching, mut total) = (0u64, 0u64);
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+                continue;
+            };
+            let Some((comm, ticks)) = parse_stat(&stat) else {
+                continue;
+            };
+            total += ticks;
+            if comm.starts_with(prefix) {
+                matching += ticks;
+            }
+        }
+    }
+    (ticks_to_s(matching), ticks_to_s(total))
+}
+
+fn process_cpu(pids: &[u32]) -> f64 {
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|s| parse_stat(&s).map(|(_, t)| t))
+        .sum();
+    ticks_to_s(ticks)
+}
+
+/// `(comm, utime + stime)` of a /proc stat line.
+fn parse_stat(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    // Fields after the comm start at "state" (field 3): utime is field 14, stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+/// USER_HZ is 100 on every Linux this runs on.
+fn ticks_to_s(t: u64) -> f64 {
+    t as f64 / 100.0
+}
+
+// ---------------------------------------------------------------- decisions
+
+fn route_frame(id: u64) -> Vec<u8> {
+    let invite = format!(
+        "INVITE {ALICE} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-{id}\r\n\
+         From: \"Bob\" <sip:bob@corp.example>;tag={id}\r\nTo: <{ALICE}>\r\nCall-ID: load-{id}@cvw\r\n\
+         CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:bob@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let req = json!({
+        "jsonrpc": "2.0", "id": id, "method": "route",
+        "params": {
+            "msg": base64::engine::general_purpose::STANDARD.encode(invite),
+            "source": "uc",
+            "contacts": [
+                { "uri": "sip:alice@127.0.0.1:5071", "user_agent": "UC/1.0" },
+                { "uri": "sip:alice@127.0.0.1:5072;transport=tcp", "user_agent": "UC-Mobile/1.0" }
+            ]
+        }
+    });
+    netstring::encode(req.to_string().as_bytes())
+}
+
+#[derive(Default)]
+struct Lat(Vec<u32>);
+
+impl Lat {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d.as_micros().min(u128::from(u32::MAX)) as u32);
+    }
+    fn report(&mut self, what: &str) {
+        self.0.sort_unstable();
+        let n = self.0.len();
+        if n == 0 {
+            println!("{what}: no samples");
+            return;
+        }
+        let p = |q: f64| self.0[((n as f64 * q) as usize).min(n - 1)];
+        println!(
+            "{what}: n={n} p50={}us p90={}us p99={}us p99.9={}us max={}us",
+            p(0.5),
+            p(0.9),
+            p(0.99),
+            p(0.999),
+            self.0[n - 1]
+        );
+    }
+}
+
+async fn decisions(
+    addr: SocketAddr,
+    seconds: u64,
+    connections: usize,
+    depth: usize,
+    rate: Option<u64>,
+) -> anyhow::Result<()> {
+    let (svc0, all0) = thread_cpu("cvw-svc");
+    let (gen0, _) = thread_cpu("cvw-load");
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let per_conn_rate = rate.map(|r| (r as f64 / connections as f64).max(1.0));
+        tasks.push(tokio::spawn(connection_load(
+            addr,
+            c as u64,
+            depth,
+            per_conn_rate,
+            until,
+        )));
+    }
+    let mut lat = Lat::default();
+    let mut errors = 0u64;
+    for t in tasks {
+        let (l, e) = t.await??;
+        lat.0.extend(l.0);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (svc1, all1) = thread_cpu("cvw-svc");
+    let (gen1, _) = thread_cpu("cvw-load");
+    let n = lat.0.len() as f64;
+    let host_cpu = (all1 - all0) - (gen1 - gen0);
+    println!(
+        "decision service: {:.0} decisions/s over {elapsed:.1} s ({} connections, {}), errors={errors}",
+        n / elapsed,
+        connections,
+        match rate {
+            Some(r) => format!("open loop at {r}/s"),
+            None => format!("{depth} in flight each"),
+        }
+    );
+    println!(
+        "host CPU: {:.1} us/decision (service runtime threads {:.1} us/decision); generator {:.2} CPU-s",
+        host_cpu / n * 1e6,
+        (svc1 - svc0) / n * 1e6,
+        gen1 - gen0
+    );
+    lat.report("round trip");
+    Ok(())
+}
+
+async fn connection_load(
+    addr: SocketAddr,
+    conn: u64,
+    depth: usize,
+    rate: Option<f64>,
+    until: Instant,
+) -> anyhow::Result<(Lat, u64)> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let (credit_tx, mut credit_rx) = tokio::sync::mpsc::channel::<()>(depth.max(1));
+    // Frames are answered in order on one connection: a FIFO of send times is enough.
+    let writer = tokio::spawn(async move {
+        let mut id = conn << 40;
+        let mut tick = rate.map(|r| {
+            let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            i
+        });
+        while Instant::now() < until {
+            match tick.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => {
+                    if credit_tx.send(()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            id += 1;
+            let frame = route_frame(id);
+            if sent_tx.send(Instant::now()).is_err() || wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        drop(sent_tx);
+        anyhow::Ok(wr)
+    });
+    let mut lat = Lat::default();
+    let mut errors = 0;
+    let mut dec = netstring::Decoder::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut pending: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+    let mut writer_done = false;
+    loop {
+        if writer_done && pending.is_empty() {
+            break;
+        }
+        let n = tokio::select! {
+            biased;
+            t = sent_rx.recv(), if !writer_done => {
+                match t { Some(t) => pending.push_back(t), None => writer_done = true }
+                continue;
+            }
+            n = rd.read(&mut buf) => n?,
+            () = tokio::time::sleep(Duration::from_secs(5)) => bail!("connection {conn}: no answer for 5 s"),
+        };
+        if n == 0 {
+            bail!("connection {conn}: service closed");
+        }
+        dec.extend(&buf[..n]);
+        while let Some(frame) = dec.next_frame()? {
+            // The send time is queued before the frame is written, so it is always here.
+            while pending.is_empty() {
+                match sent_rx.recv().await {
+                    Some(t) => pending.push_back(t),
+                    None => bail!("connection {conn}: answer without a request"),
+                }
+            }
+            if let Some(t) = pending.pop_front() {
+                lat.push(t.elapsed());
+            }
+            if !frame.windows(9).any(|w| w == b"\"result\":") {
+                errors += 1;
+            }
+            let _ = credit_rx.try_recv();
+        }
+    }
+    let _ = writer.await;
+    Ok((lat, errors))
+}
+
+// ---------------------------------------------------------------- SIP through Kamailio
+
+/// The baseline: the same two-branch fork (desk via the trunk + Alice's registration),
+/// written in the config, for Request-URIs starting with `static-`.
+fn add_static_fork(cfg: String) -> String {
+    let cfg = cfg.replacen(
+        "\tif (is_method(\"INVITE\")) {\n\t\troute(CVW);",
+        "\tif (is_method(\"INVITE\") && $rU =~ \"^static-\") {\n\t\troute(STATIC_FORK);\n\t\texit;\n\t}\n\tif (is_method(\"INVITE\")) {\n\t\troute(CVW);",
+        1,
+    );
+    cfg + r#"
+route[STATIC_FORK] {
+	$ru = "sip:alice@" + $rd;
+	if (!lookup("location")) { sl_send_reply("404", "Not Found"); exit; }
+	append_branch("sip:+14255550101@pbx.corp.example;user=phone");
+	t_on_branch("STATIC_BRANCH");
+	if (!t_relay()) sl_reply_error();
+	exit;
+}
+
+branch_route[STATIC_BRANCH] {
+	if ($rU == "+14255550101") {
+		$du = "CVW_PBX_TRUNK";
+		append_hf("X-CVW-Leg: desk\r\n");
+	}
+}
+"#
+}
+
+/// A UAS that answers every INVITE at once with 486 (like the reference measurement) and
+/// ignores everything else.
+async fn busy_uas(sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 65536];
+    while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+        let Some(m) = Msg::parse(&buf[..n]) else {
+            continue;
+        };
+        if std::env::var_os("CVW_LOAD_TRACE").is_some() {
+            eprintln!(
+                "uas {} <- {} ({}) from {from}",
+                sock.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                m.start,
+                m.call_id()
+            );
+        }
+        if m.is_request() && m.method() == "INVITE" {
+            let r = m.response(486, "Busy Here", Some("uas"));
+            let _ = sock.send_to(&r.to_bytes(), from).await;
+        }
+    }
+}
+
+fn sip_run(
+    service_rt: &tokio::runtime::Runtime,
+    load_rt: &tokio::runtime::Runtime,
+    tmp: &std::path::Path,
+    seconds: u64,
+    concurrency: usize,
+    children: u32,
+) -> anyhow::Result<()> {
+    let pbx = load_rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
+    let pbx_addr = pbx.local_addr()?;
+    let (host, service) = service_rt.block_on(start_service(tmp, pbx_addr))?;
+    let kam = kamailio::Kamailio::start(&kamailio::Setup {
+        host_jsonrpc: service.jsonrpc,
+        pbx: pbx_addr,
+        host_ua: "127.0.0.1:9".parse()?,
+        decision_timeout_ms: 1000,
+        extra: vec![("CVW_CHILDREN".into(), children.to_string())],
+        transform: Some(add_static_fork),
+        shm_mb: 512,
+    })?;
+    println!(
+        "kamailio {} with {children} workers; {concurrency} calls in flight; {seconds} s per variant",
+        kam.sip
+    );
+    let r = load_rt.block_on(async {
+        let pbx = Arc::new(pbx);
+        tokio::spawn(busy_uas(pbx));
+        let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        register(&client, kam.sip).await?;
+        tokio::spawn(busy_uas(client));
+        let mut results = Vec::new();
+        for (name, ruri) in [("static fork in kamailio.cfg", "sip:static-alice@corp.example"), ("cvw decision (janssonrpcc)", ALICE)] {
+            // Warm up (connections, caches), then measure.
+            let _ = calls(kam.sip, ruri, concurrency, Duration::from_secs(1)).await?;
+            let k0 = process_cpu(&kam.pids());
+            let (h0, _) = thread_cpu("cvw-svc");
+            let (rate, lat, failed, n) = calls(kam.sip, ruri, concurrency, Duration::from_secs(seconds)).await?;
+            let k1 = process_cpu(&kam.pids());
+            let (h1, _) = thread_cpu("cvw-svc");
+            println!(
+                "{name}: {rate:.0} calls/s ({n} calls, {failed} without a final response); Kamailio CPU {:.0} us/call; host service threads {:.1} us/call",
+                (k1 - k0) / n as f64 * 1e6,
+                (h1 - h0) / n as f64 * 1e6
+            );
+            let mut lat = lat;
+            lat.report("  INVITE to final response");
+            results.push(rate);
+        }
+        if let [baseline, cvw] = results[..] {
+            println!("cvw / static = {:.0} %", cvw / baseline * 100.0);
+        }
+        anyhow::Ok(())
+    });
+    report_metrics(&host);
+    drop(kam);
+    service_rt.block_on(service.stop());
+    r
+}
+
+async fn register(sock: &UdpSocket, proxy: SocketAddr) -> anyhow::Result<()> {
+    let local = sock.local_addr()?;
+    let mut m = Msg::request("REGISTER", "sip:corp.example");
+    m.push(
+        "Via",
+        format!("SIP/2.0/UDP {local};branch=z9hG4bK-reg;rport"),
+    )
+    .push("Max-Forwards", "70")
+    .push("From", format!("<{ALICE}>;tag=reg"))
+    .push("To", format!("<{ALICE}>"))
+    .push("Call-ID", "load-register")
+    .push("CSeq", "1 REGISTER")
+    .push("Contact", format!("<sip:alice@{local}>"))
+    .push("Expires", "3600");
+    sock.send_to(&m.to_bytes(), proxy).await?;
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .context("REGISTER: no answer")??;
+    let r = Msg::parse(&buf[..n]).context("REGISTER: bad answer")?;
+    if r.code() != 200 {
+        bail!("REGISTER: {}", r.start);
+    }
+    Ok(())
+}
+
+/// Closed loop: `concurrency` calls in flight; each call is INVITE → final response → ACK.
+/// Returns (calls/s, latencies, calls without a final response, completed calls).
+async fn calls(
+    proxy: SocketAddr,
+    ruri: &str,
+    concurrency: usize,
+    dur: Duration,
+) -> anyhow::Result<(f64, Lat, u64, u64)> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = sock.local_addr()?;
+    let mut inflight: HashMap<String, (Instant, Msg)> = HashMap::new();
+    let mut seq = 0u64;
+    let mut lat = Lat::default();
+    let mut failed = 0u64;
+    let mut done = 0u64;
+    let started = Instant::now();
+    let until = started + dur;
+    let mut buf = vec![0u8; 65536];
+    let new_call = |seq: u64| {
+        let mut m = Msg::request("INVITE", ruri);
+        m.push(
+            "Via",
+            format!(
+                "SIP/2.0/UDP {local};branch=z9hG4bK-l{}-{seq};rport",
+                local.port()
+            ),
+        )
+        .push("Max-Forwards", "70")
+        .push("From", format!("<sip:bob@corp.example>;tag=l{seq}"))
+        .push("To", format!("<{ruri}>"))
+        .push(
+            "Call-ID",
+            format!("load-{seq}-{}-{}", local.port(), std::process::id()),
+        )
+        .push("CSeq", "1 INVITE")
+        .push("Contact", format!("<sip:bob@{local}>"));
+        m
+    };
+    let mut sweep = Instant::now();
+    while Instant::now() < until || !inflight.is_empty() {
+        while Instant::now() < until && inflight.len() < concurrency {
+            seq += 1;
+            let m = new_call(seq);
+            if std::env::var_os("CVW_LOAD_TRACE").is_some() {
+                eprintln!("uac {local} -> {} ({})", m.start, m.call_id());
+            }
+            sock.send_to(&m.to_bytes(), proxy).await?;
+            inflight.insert(m.call_id().to_owned(), (Instant::now(), m));
+        }
+        if sweep.elapsed() > Duration::from_secs(1) {
+            // A call without a final response in 8 s is lost: free its slot.
+            let before = inflight.len();
+            inflight.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(8));
+            failed += (before - inflight.len()) as u64;
+            sweep = Instant::now();
+        }
+        let Ok(r) =
+            tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await
+        else {
+            if Instant::now() > until + Duration::from_secs(10) {
+                failed += inflight.len() as u64;
+                break;
+            }
+            continue;
+        };
+        let (n, _) = r?;
+        let Some(resp) = Msg::parse(&buf[..n]) else {
+            continue;
+        };
+        if resp.is_request() || resp.code() < 200 {
+            continue;
+        }
+        if let Some((t, inv)) = inflight.remove(resp.call_id()) {
+            lat.push(t.elapsed());
+            done += 1;
+            // ACK for a non-2xx final response: hop by hop, same branch as the INVITE.
+            let mut ack = Msg::request("ACK", ruri);
+            for h in ["Via", "From", "Call-ID", "Max-Forwards"] {
+                if let Some(v) = inv.header(h) {
+                    ack.push(h, v);
+                }
+            }
+            ack.push("To", resp.header("To").unwrap_or(""))
+                .push("CSeq", "1 ACK");
+            sock.send_to(&ack.to_bytes(), proxy).await?;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(dur.as_secs_f64());
+    Ok((done as f64 / elapsed, lat, failed, done))
+}
