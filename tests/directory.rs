@@ -237,3 +237,33 @@ fn the_shipped_example_directory_loads() {
     let dir = Directory::load(&path).unwrap();
     assert!(!dir.is_empty());
 }
+
+#[test]
+fn cvw_1_an_unknown_key_in_a_policy_names_its_line() {
+    let text = GOOD.replace(
+        "use_admin_callback_number = true",
+        "use_admin_number = true",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    let line = text
+        .lines()
+        .position(|l| l.contains("use_admin_number"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.starts_with(&format!("{FILE}:{line}: unknown field `use_admin_number`")),
+        "{err}"
+    );
+}
+
+#[test]
+fn cvw_1_a_site_without_an_assigned_policy_falls_back_to_global() {
+    let text = GOOD.replace(
+        "uc_address = \"sip:carol@corp.example\"",
+        "uc_address = \"sip:carol@corp.example\"\nsite = \"paris\"",
+    );
+    let dir = parse(&text).unwrap();
+    let carol = dir.lookup("sip:carol@corp.example").unwrap();
+    assert_eq!(carol.site.as_deref(), Some("paris"));
+    assert_eq!(carol.settings.name, "global");
+}

@@ -465,3 +465,44 @@ fn apply_changes(deployment: &Deployment, policy: Option<&Path>, directory: bool
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_loads_with_paths_beside_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cvw.toml");
+        let config = ServeConfig::load(&path).unwrap();
+        assert_eq!(config.policy_source(), PolicySource::BuiltIn);
+        assert!(config.directory.ends_with("examples/directory.toml"));
+        assert!(config.directory.is_file());
+        assert!(config.control.listen.ip().is_loopback());
+        assert_eq!(config.runtime_settings().failure_mode, FailureMode::Open);
+    }
+
+    #[test]
+    fn closed_failure_mode_answers_with_the_configured_reply() {
+        let text = "directory = \"d.toml\"\n[policy]\nmodule = \"p.wasm\"\nfailure_mode = \"closed\"\n\
+                    failure_reply = { code = 480, reason = \"Temporarily Unavailable\" }\n";
+        let config: ServeConfig = toml::from_str(text).unwrap();
+        let FailureMode::Closed(reply) = config.runtime_settings().failure_mode else {
+            panic!("closed mode")
+        };
+        assert_eq!(
+            (reply.code, reply.reason.as_str()),
+            (480, "Temporarily Unavailable")
+        );
+        assert_eq!(config.policy_source(), PolicySource::File("p.wasm".into()));
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_refused() {
+        let text = "directory = \"d.toml\"\n[policy]\ndeadline = 20\n";
+        let err = toml::from_str::<ServeConfig>(text).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `deadline`"),
+            "{err}"
+        );
+    }
+}
