@@ -267,3 +267,16 @@ fn cvw_1_a_site_without_an_assigned_policy_falls_back_to_global() {
     assert_eq!(carol.site.as_deref(), Some("paris"));
     assert_eq!(carol.settings.name, "global");
 }
+
+#[test]
+fn cvw_3_a_line_number_finds_its_owner_even_when_it_is_someone_elses_callback() {
+    // Alice's callback number is Dave's desk line (Dave is defined later in the file).
+    let text = format!(
+        "{GOOD}\n[[users]]\nuc_address = \"sip:dave@corp.example\"\nline_uri = \"tel:+14255550199\"\n"
+    );
+    let dir = parse(&text).unwrap();
+    assert_eq!(
+        dir.lookup("+14255550199").map(|u| u.uc_address).as_deref(),
+        Some("sip:dave@corp.example")
+    );
+}

@@ -532,6 +532,8 @@ struct IndexBuilder {
     users: Vec<User>,
     by_address: HashMap<String, usize>,
     by_digits: HashMap<String, usize>,
+    /// Line numbers only: two users on one desk line is an error, a shared callback not.
+    lines: HashMap<String, usize>,
     address_lines: HashMap<String, usize>,
 }
 
@@ -553,28 +555,24 @@ impl IndexBuilder {
             });
         }
         let index = self.users.len();
-        if let Some(line_uri) = &user.line_uri {
+        let raw = record.get_ref();
+        if let (Some(line_uri), Some(spanned)) = (&user.line_uri, &raw.line_uri) {
+            // Validated in build_user, so the line has digits.
             let digits = number_digits(line_uri).unwrap_or_default();
-            if let Some(&other) = self.by_digits.get(&digits) {
+            if let Some(other) = self.lines.get(&digits).and_then(|&i| self.users.get(i)) {
                 return Err(DirectoryError::DuplicateLine {
-                    at: lines.of(record
-                        .get_ref()
-                        .line_uri
-                        .as_ref()
-                        .unwrap_or(&record.get_ref().uc_address)),
+                    at: lines.of(spanned),
                     user: user.uc_address,
                     number: line_uri.clone(),
-                    other: self
-                        .users
-                        .get(other)
-                        .map(|u| u.uc_address.clone())
-                        .unwrap_or_default(),
+                    other: other.uc_address.clone(),
                 });
             }
+            self.lines.insert(digits.clone(), index);
+            // A line number wins over someone's earlier callback number.
             self.by_digits.insert(digits, index);
         }
-        // A callback number may be shared (a team phone); the first owner of a number wins
-        // and a line number always wins over a callback number.
+        // A callback number may be shared (a team phone): its first owner is found by it,
+        // unless it is somebody's line.
         if let Some(digits) = user.callback_number.as_deref().and_then(number_digits) {
             self.by_digits.entry(digits).or_insert(index);
         }
