@@ -27,6 +27,7 @@ struct Args {
 enum Command {
     /// Run the policy beside the proxies: decision service, file watcher, control API.
     Serve {
+        /// The serve configuration (directory, policy, limits, listen addresses).
         #[arg(long, default_value = "examples/cvw.toml")]
         config: PathBuf,
     },
@@ -35,8 +36,10 @@ enum Command {
     Policy(PolicyCommand),
     /// Show the policy a running `cvw serve` publishes.
     Status {
+        /// The control API of `cvw serve`.
         #[arg(long, default_value = "http://127.0.0.1:8448")]
         control: String,
+        /// A file holding the admin token (default: $CVW_ADMIN_TOKEN).
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
@@ -47,21 +50,28 @@ enum PolicyCommand {
     /// Load a module, show its contract, exports, imports and describe(), and run
     /// configure and check-user against a directory. `built-in` is the default policy.
     Check {
+        /// A policy component (.wasm), or `built-in`.
         module: String,
+        /// The directory whose users and [policy.config] the policy must accept.
         #[arg(long, default_value = "examples/directory.toml")]
         directory: PathBuf,
     },
     /// Run scenario files (CVW-53) against a module; a folder stands for its *.toml files.
     Test {
+        /// A policy component (.wasm), or `built-in`.
         module: String,
+        /// Scenario files or folders of them.
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
     },
     /// Upload a module to a running `cvw serve`.
     Swap {
+        /// The policy component (.wasm) to upload.
         module: PathBuf,
+        /// The control API of `cvw serve`.
         #[arg(long, default_value = "http://127.0.0.1:8448")]
         control: String,
+        /// A file holding the admin token (default: $CVW_ADMIN_TOKEN).
         #[arg(long)]
         token_file: Option<PathBuf>,
     },

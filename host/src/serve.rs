@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::control::{self, AdminToken};
 use crate::directory::{Directory, DirectoryError};
@@ -297,6 +297,11 @@ pub async fn run(
                 .context("start-up task failed")??,
         )
     };
+    if let Ok(address) = control_listener.local_addr()
+        && !address.ip().is_loopback()
+    {
+        warn!(%address, "the control API can replace the routing logic; it listens beyond loopback");
+    }
     let (stop, signal) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
 
