@@ -584,3 +584,22 @@ async fn serve_run_ends_every_task_when_shutdown_resolves() {
         "the control API still answers after shutdown"
     );
 }
+
+#[test]
+fn cvw_3_an_edited_directory_file_is_republished_by_the_watcher() {
+    let server = Server::start("serve-directory-watch", &default_policy());
+    let refused = server.metric("cvw_policy_refused_loads_total");
+    server.dir.write(
+        "directory.toml",
+        format!(
+            "{DIRECTORY}\n[[users]]\nuc_address = \"sip:bob@corp.example\"\nline_uri = \"tel:+14255550102\"\n"
+        ),
+    );
+    let policy = server.wait_for_generation(2);
+    assert_eq!(
+        policy["generation"], 2,
+        "the directory change was not published"
+    );
+    assert_eq!(policy["digest"], sha256(&default_policy()), "same module");
+    assert_eq!(server.metric("cvw_policy_refused_loads_total"), refused);
+}
