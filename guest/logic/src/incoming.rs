@@ -126,8 +126,7 @@ fn ring_user(
 
 /// The desk-phone branch of `user` (CVW-30, CVW-51), `None` without a line number.
 pub fn desk_target(config: &Config, user: &User) -> Option<Target> {
-    let line = numbers::number(user.line_uri.as_deref()?)?;
-    let uri = numbers::pbx_uri(&line, &config.pbx_uri_suffix);
+    let uri = numbers::pbx_uri_of(user.line_uri.as_deref()?, &config.pbx_uri_suffix)?;
     let divert = divert_header(config.desk_divert_header, &user.uc_address, &uri, None);
     Some(Target {
         label: DESK.to_owned(),

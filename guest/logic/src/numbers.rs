@@ -95,10 +95,25 @@ pub fn has_prefix(number: &str, prefixes: &[String]) -> bool {
 }
 
 /// Whether `uri` addresses a phone number rather than a person: a `tel:` URI, a SIP URI
-/// with `user=phone`, or a SIP URI whose user part is a number.
+/// with `user=phone`, or a SIP URI whose user part is a number. Allocates nothing (it is
+/// on the INVITE hot path).
 pub fn is_number_address(uri: &str) -> bool {
-    let lower_tel = uri.len() >= 4 && uri[..4].eq_ignore_ascii_case("tel:");
-    lower_tel || uri.contains("user=phone") || number(uri).is_some()
+    let tel = uri.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("tel:"));
+    tel || uri.contains("user=phone") || looks_like_number(uri_user(uri))
+}
+
+/// [`number`] would accept `user`, checked without building the result.
+fn looks_like_number(user: &str) -> bool {
+    let (mut digits, mut plus) = (false, false);
+    for c in user.chars() {
+        match c {
+            '0'..='9' => digits = true,
+            '+' if !digits && !plus => plus = true,
+            c if is_separator(c) => {}
+            _ => return false,
+        }
+    }
+    digits
 }
 
 /// The URI that reaches `number` through the PBX: `sip:<number>@<domain>;user=phone`,
@@ -109,6 +124,20 @@ pub fn pbx_uri(number: &str, suffix: &str) -> String {
     uri.push_str(number);
     uri.push_str(suffix);
     uri
+}
+
+/// [`pbx_uri`] of the number in `text` (a line URI such as `tel:+1-425-555-0101`), in one
+/// allocation; `None` when `text` is not a number.
+pub fn pbx_uri_of(text: &str, suffix: &str) -> Option<String> {
+    let user = uri_user(text);
+    if !looks_like_number(user) {
+        return None;
+    }
+    let mut uri = String::with_capacity(4 + user.len() + suffix.len());
+    uri.push_str("sip:");
+    uri.extend(user.chars().filter(|c| !is_separator(*c)));
+    uri.push_str(suffix);
+    Some(uri)
 }
 
 #[cfg(test)]
@@ -170,6 +199,32 @@ mod tests {
         ));
         assert!(is_number_address("sip:4255550199@corp.example"));
         assert!(!is_number_address("sip:alice@corp.example"));
+    }
+
+    #[test]
+    fn the_quick_number_test_agrees_with_the_parser() {
+        for text in [
+            "+1 (425) 555-0101",
+            "4255550101",
+            "alice",
+            "+",
+            "1+2",
+            "++1",
+            "*57",
+            "",
+            " +1",
+        ] {
+            assert_eq!(looks_like_number(text), number(text).is_some(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn pbx_uri_of_a_line_uri_drops_the_separators() {
+        assert_eq!(
+            pbx_uri_of("tel:+1-425-555-0101;phone-context=+1", "@pbx;user=phone").as_deref(),
+            Some("sip:+14255550101@pbx;user=phone")
+        );
+        assert_eq!(pbx_uri_of("tel:abc", "@pbx"), None);
     }
 
     #[test]
