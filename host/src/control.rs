@@ -323,6 +323,37 @@ mod tests {
     }
 
     #[test]
+    fn metrics_are_prometheus_text() {
+        let snapshot = MetricsSnapshot {
+            decisions: 7,
+            failures: [(crate::policy::FailureKind::Deadline, 2)]
+                .into_iter()
+                .collect(),
+            swaps: 3,
+            refused_loads: 1,
+            guest: [("cvw_refused".to_string(), 4)].into_iter().collect(),
+            guest_dropped: 0,
+        };
+        let text = prometheus(&snapshot, 3);
+        for line in [
+            "# TYPE cvw_policy_generation gauge",
+            "cvw_policy_generation 3",
+            "# TYPE cvw_policy_decisions_total counter",
+            "cvw_policy_decisions_total 7",
+            "cvw_policy_failures_total{kind=\"deadline\"} 2",
+            "cvw_policy_swaps_total 3",
+            "cvw_policy_refused_loads_total 1",
+            "cvw_policy_guest_total{name=\"cvw_refused\"} 4",
+            "cvw_policy_guest_dropped_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
+
+    #[test]
     fn an_empty_token_is_no_token() {
         assert!(AdminToken::new("").is_none());
     }
