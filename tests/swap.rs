@@ -78,7 +78,12 @@ fn office_hours() -> Vec<u8> {
 
 fn host_with_default() -> PolicyHost {
     let host = PolicyHost::new(RuntimeSettings::default()).unwrap();
-    host.publish(builtin::default_policy().unwrap(), builtin::DEFAULT_ORIGIN, directory()).unwrap();
+    host.publish(
+        builtin::default_policy().unwrap(),
+        builtin::DEFAULT_ORIGIN,
+        directory(),
+    )
+    .unwrap();
     host
 }
 
@@ -101,7 +106,10 @@ fn swap_under_load_loses_no_decision() {
                 while !stop.load(Ordering::Relaxed) {
                     let outcome = host.on_request(&req, &ctx);
                     failed += u64::from(outcome.failure.is_some());
-                    assert!(outcome.generation >= last_generation, "went back to an older version");
+                    assert!(
+                        outcome.generation >= last_generation,
+                        "went back to an older version"
+                    );
                     assert!(outcome.generation > 0, "an outcome without a version");
                     last_generation = outcome.generation;
                     calls += 1;
@@ -112,7 +120,11 @@ fn swap_under_load_loses_no_decision() {
         .collect();
     start.wait();
     for swap in 0..12 {
-        let (wasm, origin) = if swap % 2 == 0 { (&office_hours[..], "office-hours") } else { (default, "default") };
+        let (wasm, origin) = if swap % 2 == 0 {
+            (&office_hours[..], "office-hours")
+        } else {
+            (default, "default")
+        };
         let version = host.publish(wasm, origin, directory()).unwrap();
         assert_eq!(version.generation, swap + 2);
         thread::sleep(std::time::Duration::from_millis(20));
@@ -123,26 +135,42 @@ fn swap_under_load_loses_no_decision() {
     let failed: u64 = results.iter().map(|r| r.1).sum();
     eprintln!("{calls} decisions during 12 swaps, {failed} failed");
     assert_eq!(failed, 0, "failures: {:?}", host.metrics().failures);
-    assert!(results.iter().all(|r| r.2 == 13), "every thread ends on the last version: {results:?}");
+    assert!(
+        results.iter().all(|r| r.2 == 13),
+        "every thread ends on the last version: {results:?}"
+    );
     assert_eq!(host.metrics().total_failures(), 0);
     assert_eq!(host.metrics().swaps, 13);
 }
 
 fn assert_still_serving(host: &PolicyHost, before: &cvw::policy::PolicyVersion) {
-    assert_eq!(host.current().as_ref(), Some(before), "the old version must stay current");
+    assert_eq!(
+        host.current().as_ref(),
+        Some(before),
+        "the old version must stay current"
+    );
     let outcome = host.on_request(&invite(), &uc());
     assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
     assert_eq!(outcome.generation, before.generation);
-    assert!(matches!(outcome.value, Decision::Fork(_)), "{:?}", outcome.value);
+    assert!(
+        matches!(outcome.value, Decision::Fork(_)),
+        "{:?}",
+        outcome.value
+    );
 }
 
 #[test]
 fn garbage_bytes_are_refused_and_the_old_version_keeps_serving() {
     let host = host_with_default();
     let before = host.current().unwrap();
-    let err = host.publish(b"\0asm but not really", "garbage.wasm", directory()).unwrap_err();
+    let err = host
+        .publish(b"\0asm but not really", "garbage.wasm", directory())
+        .unwrap_err();
     assert!(matches!(err, LoadError::Compile { .. }), "{err}");
-    assert!(err.to_string().starts_with("garbage.wasm: "), "names the module: {err}");
+    assert!(
+        err.to_string().starts_with("garbage.wasm: "),
+        "names the module: {err}"
+    );
     assert_still_serving(&host, &before);
     assert_eq!(host.metrics().refused_loads, 1);
 }
@@ -151,11 +179,23 @@ fn garbage_bytes_are_refused_and_the_old_version_keeps_serving() {
 fn a_configuration_the_policy_refuses_keeps_the_old_version() {
     let host = host_with_default();
     let before = host.current().unwrap();
-    let without_caller_id: Vec<_> = config().into_iter().filter(|(k, _)| k != "global_caller_id").collect();
+    let without_caller_id: Vec<_> = config()
+        .into_iter()
+        .filter(|(k, _)| k != "global_caller_id")
+        .collect();
     let users = vec![user("sip:alice@corp.example", "tel:+14255550101", true)];
-    let err = host.publish(&office_hours(), "office-hours", directory_with(users, without_caller_id)).unwrap_err();
+    let err = host
+        .publish(
+            &office_hours(),
+            "office-hours",
+            directory_with(users, without_caller_id),
+        )
+        .unwrap_err();
     assert_eq!(err.step(), "configure", "{err}");
-    assert!(err.to_string().contains("global_caller_id"), "names the key: {err}");
+    assert!(
+        err.to_string().contains("global_caller_id"),
+        "names the key: {err}"
+    );
     assert_still_serving(&host, &before);
 }
 
@@ -167,7 +207,9 @@ fn a_user_the_policy_refuses_keeps_the_old_version() {
     let before = host.current().unwrap();
     let mut carol = user("sip:carol@corp.example", "tel:+14255550103", true);
     carol.line_uri = None;
-    let err = host.republish_with(directory_with(vec![carol], config())).unwrap_err();
+    let err = host
+        .republish_with(directory_with(vec![carol], config()))
+        .unwrap_err();
     match &err {
         LoadError::CheckUser { user, .. } => assert_eq!(user, "sip:carol@corp.example"),
         other => panic!("expected a check-user refusal, got {other}"),
@@ -182,5 +224,8 @@ fn republishing_for_a_new_directory_keeps_the_module() {
     let after = host.republish_with(directory()).unwrap();
     assert_eq!(after.generation, before.generation + 1);
     assert_eq!(after.digest, before.digest);
-    assert_eq!(host.on_request(&invite(), &uc()).generation, after.generation);
+    assert_eq!(
+        host.on_request(&invite(), &uc()).generation,
+        after.generation
+    );
 }

@@ -6,7 +6,7 @@
 
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Config, Engine, OptLevel, ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
@@ -43,8 +43,16 @@ impl EpochTicker {
         thread::Builder::new()
             .name("cvw-epoch".into())
             .spawn(move || {
+                // On a loaded machine this thread wakes late too; catching up on the ticks
+                // that are due keeps epochs on wall-clock time rather than on its luck.
+                let started = Instant::now();
+                let mut ticks: u128 = 0;
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
-                    engine.increment_epoch();
+                    let due = started.elapsed().as_nanos() / TICK.as_nanos();
+                    while ticks < due {
+                        engine.increment_epoch();
+                        ticks += 1;
+                    }
                 }
             })?;
         Ok(Self { _stop: stop })
@@ -57,6 +65,66 @@ pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
     u64::try_from(deadline.as_nanos().div_ceil(tick))
         .unwrap_or(u64::MAX)
         .max(1)
+}
+
+/// What happens when a call reaches its wall-clock deadline. The deadline is wall-clock
+/// (epochs), so a healthy call that merely waited for a core — a 2-core machine compiling
+/// a new policy version, say — would be killed with a loop's verdict. At the deadline the
+/// call gets [`PROBE`] more; if in that window its thread burned at least [`BUSY`] of CPU
+/// it is running guest code without end and is interrupted, otherwise it was descheduled
+/// and is given another window, up to [`OVERTIME_FACTOR`] × the deadline in all.
+///
+/// Costs nothing on a call that finishes in time: the check runs only at the deadline.
+#[derive(Debug, Default)]
+pub(crate) struct Overtime {
+    /// Thread CPU time when the current window started; `None` before the deadline.
+    window_cpu: Option<Duration>,
+    windows: u64,
+}
+
+pub(crate) const PROBE: Duration = Duration::from_millis(5);
+/// A healthy hook call needs microseconds of CPU in all; a quarter millisecond within one
+/// window means guest code is running, even with the thread getting only 5% of a core.
+pub(crate) const BUSY: Duration = Duration::from_micros(250);
+pub(crate) const OVERTIME_FACTOR: u64 = 5;
+
+impl Overtime {
+    /// Called by the epoch callback at the deadline (`deadline` ticks after the call
+    /// started) and at the end of each window:
+    /// `Some(ticks)` extends the call, `None` interrupts it.
+    pub(crate) fn extend(&mut self, deadline: u64) -> Option<u64> {
+        let probe_ticks = deadline_ticks(PROBE);
+        let max_windows = deadline.saturating_mul(OVERTIME_FACTOR - 1) / probe_ticks;
+        let now = thread_cpu_time()?;
+        let burned = self.window_cpu.map(|start| now.saturating_sub(start));
+        if burned.is_some_and(|b| b >= BUSY) || self.windows >= max_windows {
+            return None;
+        }
+        self.window_cpu = Some(now);
+        self.windows += 1;
+        Some(probe_ticks)
+    }
+}
+
+/// CPU time of the calling thread; `None` where it cannot be read (then a call at its
+/// deadline is interrupted, as with a plain epoch deadline).
+#[cfg(unix)]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, exclusively borrowed timespec for the call's duration, and
+    // CLOCK_THREAD_CPUTIME_ID is a clock id every supported unix accepts.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u32::try_from(ts.tv_nsec).ok()?;
+    (rc == 0).then(|| Duration::new(secs, nanos))
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
 }
 
 /// [`StoreLimits`] (memory cap, growth failure traps) that also remembers whether the cap
@@ -133,5 +201,28 @@ mod tests {
         assert_eq!(deadline_ticks(Duration::from_millis(20)), 20);
         assert_eq!(deadline_ticks(Duration::from_micros(20_500)), 21);
         assert_eq!(deadline_ticks(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn a_busy_call_is_interrupted_after_one_window() {
+        let mut overtime = Overtime::default();
+        assert_eq!(overtime.extend(20), Some(5), "the first window is granted");
+        let start = thread_cpu_time().unwrap();
+        while thread_cpu_time().unwrap() - start < BUSY * 2 {
+            std::hint::black_box(0);
+        }
+        assert_eq!(
+            overtime.extend(20),
+            None,
+            "a thread that burned CPU is interrupted"
+        );
+    }
+
+    #[test]
+    fn a_descheduled_call_gets_windows_up_to_the_cap() {
+        let mut overtime = Overtime::default();
+        let granted = std::iter::from_fn(|| overtime.extend(20)).take(100).count();
+        // 20 ms deadline × (5 - 1) = 80 ms of windows of 5 ms.
+        assert_eq!(granted, 16);
     }
 }

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwapOption;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::{self, Policy, PolicyPre};
 use super::engine::{self, EpochTicker};
@@ -81,6 +81,13 @@ struct Snapshot {
     component: Component,
     pre: PolicyPre<HostState>,
     env: Arc<VersionEnv>,
+    config: Vec<(String, String)>,
+}
+
+/// What a successful probe learnt about a module.
+struct Probed {
+    pre: PolicyPre<HostState>,
+    info: super::model::PolicyInfo,
     config: Vec<(String, String)>,
 }
 
@@ -237,7 +244,7 @@ impl PolicyHost {
                 let component = Component::new(&self.inner.engine, wasm).map_err(|e| {
                     self.refused(LoadError::Compile {
                         origin: origin.to_owned(),
-                        reason: format!("{e:#}"),
+                        reason: render(&e),
                     })
                 })?;
                 if state.compiled.len() >= COMPILED_CACHE {
@@ -409,8 +416,7 @@ impl PolicyHost {
                 },
             }
         };
-        warm.store.set_epoch_deadline(self.inner.deadline_ticks);
-        warm.store.data_mut().hook = hook.name();
+        self.arm(&mut warm.store, hook.name());
         let result = call(&mut warm.store, &warm.policy);
         warm.store.data_mut().end_call();
         let failure = match result {
@@ -426,7 +432,7 @@ impl PolicyHost {
                 }
                 Err(detail) => (FailureKind::InvalidDecision, detail),
             },
-            Err(e) => (classify(warm.store.data(), &e), format!("{e:#}")),
+            Err(e) => (classify(warm.store.data(), &e), render(&e)),
         };
         // `warm` is dropped here: after a trap the instance is poisoned, and after a wrong
         // answer its state is suspect.
@@ -457,27 +463,38 @@ impl PolicyHost {
             HostState::new(env, self.inner.settings.memory_limit_bytes),
         );
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
+        let ticks = self.inner.deadline_ticks;
+        store.epoch_deadline_callback(move |mut store| {
+            Ok(match store.data_mut().overtime.extend(ticks) {
+                Some(more) => UpdateDeadline::Continue(more),
+                None => UpdateDeadline::Interrupt,
+            })
+        });
         store
+    }
+
+    /// Starts the deadline of one guest call.
+    fn arm(&self, store: &mut Store<HostState>, hook: &'static str) {
+        store.set_epoch_deadline(self.inner.deadline_ticks);
+        store.data_mut().begin_call(hook);
     }
 
     /// A fresh instance of `snapshot` for this thread, configured as the contract requires.
     fn instantiate(&self, snapshot: &Snapshot) -> Result<Warm, String> {
         let mut store = self.new_store(snapshot.env.clone());
-        store.set_epoch_deadline(self.inner.deadline_ticks);
+        self.arm(&mut store, "instantiate");
         let policy = snapshot
             .pre
             .instantiate(&mut store)
-            .map_err(|e| format!("{e:#}"))?;
-        store.set_epoch_deadline(self.inner.deadline_ticks);
-        store.data_mut().hook = "configure";
+            .map_err(|e| render(&e))?;
+        self.arm(&mut store, "configure");
         match policy
             .cvw_policy_hooks()
             .call_configure(&mut store, &snapshot.config)
         {
             Ok(Ok(())) => {}
             Ok(Err(refusal)) => return Err(format!("configure refused: {refusal}")),
-            Err(e) => return Err(format!("configure: {e:#}")),
+            Err(e) => return Err(format!("configure: {}", render(&e))),
         }
         store.data_mut().end_call();
         Ok(Warm {
@@ -516,7 +533,7 @@ impl PolicyHost {
             directory: directory.clone(),
             shared: self.inner.shared.clone(),
         });
-        let (pre, info, config) = self
+        let Probed { pre, info, config } = self
             .probe(&component, &env, origin)
             .map_err(|e| self.refused(e))?;
         let version = PolicyVersion {
@@ -546,16 +563,9 @@ impl PolicyHost {
         component: &Component,
         env: &Arc<VersionEnv>,
         origin: &str,
-    ) -> Result<
-        (
-            PolicyPre<HostState>,
-            super::model::PolicyInfo,
-            Vec<(String, String)>,
-        ),
-        LoadError,
-    > {
+    ) -> Result<Probed, LoadError> {
         let origin = origin.to_owned();
-        let reason = |e: wasmtime::Error| format!("{e:#}");
+        let reason = |e: wasmtime::Error| render(&e);
         let mut linker = self.inner.linker.clone();
         // Imports beyond the contract (the WASI that a std guest pulls in for panics and
         // stdio) trap when called: the policy gets nothing it was not granted.
@@ -568,8 +578,7 @@ impl PolicyHost {
                 reason: reason(e),
             })?;
         let mut store = self.new_store(env.clone());
-        let ticks = self.inner.deadline_ticks;
-        store.set_epoch_deadline(ticks);
+        self.arm(&mut store, "instantiate");
         let policy = pre
             .instantiate(&mut store)
             .map_err(|e| LoadError::Instantiate {
@@ -577,7 +586,7 @@ impl PolicyHost {
                 reason: reason(e),
             })?;
         let hooks = policy.cvw_policy_hooks();
-        store.set_epoch_deadline(ticks);
+        self.arm(&mut store, "describe");
         let info = hooks
             .call_describe(&mut store)
             .map_err(|e| LoadError::Describe {
@@ -585,14 +594,14 @@ impl PolicyHost {
                 reason: reason(e),
             })?;
         let config = env.directory.policy_config();
-        store.set_epoch_deadline(ticks);
+        self.arm(&mut store, "configure");
         let configured = hooks.call_configure(&mut store, &config).map_err(reason);
         if let Err(reason) = configured.and_then(|refused| refused) {
             return Err(LoadError::Configure { origin, reason });
         }
         for user in env.directory.users() {
             let address = user.uc_address.clone();
-            store.set_epoch_deadline(ticks);
+            self.arm(&mut store, "check-user");
             let checked = hooks
                 .call_check_user(&mut store, &bindings::user(user))
                 .map_err(reason);
@@ -604,7 +613,11 @@ impl PolicyHost {
                 });
             }
         }
-        Ok((pre, bindings::policy_info(info), config))
+        Ok(Probed {
+            pre,
+            info: bindings::policy_info(info),
+            config,
+        })
     }
 }
 
@@ -617,6 +630,21 @@ fn classify(state: &HostState, error: &wasmtime::Error) -> FailureKind {
         Some(Trap::Interrupt) => FailureKind::Deadline,
         Some(Trap::StackOverflow) => FailureKind::StackOverflow,
         _ => FailureKind::Trap,
+    }
+}
+
+/// The error chain on one line, without the wasm backtrace (frame addresses say nothing
+/// to an operator; the trap message does).
+fn render(error: &wasmtime::Error) -> String {
+    let parts: Vec<String> = error
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|text| !text.contains("wasm backtrace"))
+        .collect();
+    if parts.is_empty() {
+        error.to_string()
+    } else {
+        parts.join(": ")
     }
 }
 

@@ -10,7 +10,7 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::DirectoryView;
 use super::bindings::{self, Policy, cvw::policy as imports, wit};
-use super::engine::Limiter;
+use super::engine::{Limiter, Overtime};
 use super::runtime::Shared;
 use crate::message::SipRequest;
 
@@ -31,7 +31,9 @@ pub(crate) struct HostState {
     /// The request lent to the running hook; `None` between calls.
     lent: Option<SipRequest>,
     /// Which hook runs, for log lines.
-    pub(crate) hook: &'static str,
+    hook: &'static str,
+    /// The running call's time past its deadline.
+    pub(crate) overtime: Overtime,
 }
 
 impl HostState {
@@ -41,7 +43,14 @@ impl HostState {
             limiter: Limiter::new(memory_limit_bytes),
             lent: None,
             hook: "",
+            overtime: Overtime::default(),
         }
+    }
+
+    /// Marks the start of a guest call (of `hook`, for logs).
+    pub(crate) fn begin_call(&mut self, hook: &'static str) {
+        self.hook = hook;
+        self.overtime = Overtime::default();
     }
 
     /// Lends `request` for one call; the returned handle is what the hook receives.

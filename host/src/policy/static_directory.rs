@@ -48,8 +48,15 @@ impl DirectoryView for StaticDirectory {
 fn digits(address: &str) -> String {
     let rest = address.split_once(':').map_or(address, |(_, rest)| rest);
     let user = rest.split(['@', ';']).next().unwrap_or("");
-    let is_number = !user.is_empty() && user.chars().all(|c| c.is_ascii_digit() || " +-.()".contains(c));
-    if is_number { user.chars().filter(char::is_ascii_digit).collect() } else { String::new() }
+    let is_number = !user.is_empty()
+        && user
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +-.()".contains(c));
+    if is_number {
+        user.chars().filter(char::is_ascii_digit).collect()
+    } else {
+        String::new()
+    }
 }
 
 #[cfg(test)]
