@@ -110,6 +110,8 @@ impl World {
             host_ua: ua_addr,
             decision_timeout_ms: 1000,
             extra: vec![],
+            transform: None,
+            shm_mb: 128,
         })
         .unwrap();
         let _ = placeholder;
@@ -186,6 +188,12 @@ async fn cvw30_uc_call_rings_desk_and_every_soft_client() {
     let i2 = c2.expect_invite(WAIT).await;
     assert_eq!(i1.call_id(), call.call_id);
     assert_eq!(i2.call_id(), call.call_id);
+    // Per-branch headers of a parallel fork land on their own branch only; the proxy's
+    // own timer plumbing (CVW-51) does not leak to the PBX.
+    assert_eq!(desk.header("X-CVW-Leg"), Some("desk"));
+    assert_eq!(i1.header("X-CVW-Leg"), None);
+    assert_eq!(desk.header("X-CVW-Ring-Timeout"), None);
+    assert_eq!(desk.header("X-CVW-Next-Hop"), None);
     assert!(
         i2.header("Via").unwrap_or("").contains("SIP/2.0/TCP"),
         "TCP client reached over TCP"

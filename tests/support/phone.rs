@@ -75,10 +75,10 @@ impl Phone {
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
             while let Ok((n, _)) = reader.recv_from(&mut buf).await {
-                if let Some(m) = Msg::parse(&buf[..n]) {
-                    if in_tx.send(m).is_err() {
-                        break;
-                    }
+                if let Some(m) = Msg::parse(&buf[..n])
+                    && in_tx.send(m).is_err()
+                {
+                    break;
                 }
             }
         });
@@ -114,10 +114,10 @@ impl Phone {
             loop {
                 while let Some(len) = Msg::frame_len(&buf) {
                     let frame: Vec<u8> = buf.drain(..len).collect();
-                    if let Some(m) = Msg::parse(&frame) {
-                        if in_tx.send(m).is_err() {
-                            return;
-                        }
+                    if let Some(m) = Msg::parse(&frame)
+                        && in_tx.send(m).is_err()
+                    {
+                        return;
                     }
                 }
                 // Keep-alive CRLFs between messages.

@@ -49,10 +49,7 @@ pub enum MapError {
 }
 
 /// `text` if it can go on a SIP header line unchanged.
-pub(crate) fn line_safe<'a>(
-    field: impl Fn() -> String,
-    text: &'a str,
-) -> Result<&'a str, MapError> {
+pub(crate) fn line_safe(field: impl Fn() -> String, text: &str) -> Result<&str, MapError> {
     if text.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(MapError::LineBreak { field: field() });
     }

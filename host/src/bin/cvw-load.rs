@@ -12,7 +12,6 @@
 #[allow(dead_code)]
 mod kamailio;
 #[path = "../../../tests/support/sip.rs"]
-#[allow(dead_code)]
 mod sip;
 
 use anyhow::{Context, bail};
@@ -106,10 +105,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             concurrency,
             children,
-        } => {
-            let r = sip_run(&service_rt, &load_rt, &tmp, seconds, concurrency, children);
-            r
-        }
+        } => sip_run(&service_rt, &load_rt, &tmp, seconds, concurrency, children),
     };
     let _ = std::fs::remove_dir_all(&tmp);
     result
@@ -484,10 +480,20 @@ fn sip_run(
         for (name, ruri) in [("static fork in kamailio.cfg", "sip:static-alice@corp.example"), ("cvw decision (janssonrpcc)", ALICE)] {
             // Warm up (connections, caches), then measure.
             let _ = calls(kam.sip, ruri, concurrency, Duration::from_secs(1)).await?;
+            let pids = kam.pids();
+            let per0: Vec<f64> = pids.iter().map(|p| process_cpu(&[*p])).collect();
             let k0 = process_cpu(&kam.pids());
             let (h0, _) = thread_cpu("cvw-svc");
             let (rate, lat, failed, n) = calls(kam.sip, ruri, concurrency, Duration::from_secs(seconds)).await?;
             let k1 = process_cpu(&kam.pids());
+            if std::env::var_os("CVW_LOAD_TRACE").is_some() {
+                let per: Vec<String> = pids
+                    .iter()
+                    .zip(&per0)
+                    .map(|(p, c0)| format!("{p}:{:.2}", process_cpu(&[*p]) - c0))
+                    .collect();
+                eprintln!("  Kamailio CPU-s by process: {}", per.join(" "));
+            }
             let (h1, _) = thread_cpu("cvw-svc");
             println!(
                 "{name}: {rate:.0} calls/s ({n} calls, {failed} without a final response); Kamailio CPU {:.0} us/call; host service threads {:.1} us/call",
