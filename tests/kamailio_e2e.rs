@@ -36,7 +36,7 @@ struct World {
     host_ua: Phone,
 }
 
-fn directory_text(pbx: SocketAddr, desk_ring_timeout_ms: u32) -> String {
+fn directory_text(pbx: SocketAddr, desk_ring_timeout_ms: u32, extra_config: &str) -> String {
     format!(
         r#"
 [policy.config]
@@ -46,6 +46,7 @@ pbx_domain = "pbx.corp.example"
 desk_ring_timeout_ms = {desk_ring_timeout_ms}
 pbx_voicemail_timeout_ms = 20000
 emergency_numbers = ["911", "112"]
+{extra_config}
 
 [policies.global]
 enabled = true
@@ -73,6 +74,11 @@ impl World {
     }
 
     async fn with_desk_timeout(desk_ring_timeout_ms: u32) -> World {
+        Self::with_config(desk_ring_timeout_ms, "").await
+    }
+
+    /// `extra_config`: more `[policy.config]` lines.
+    async fn with_config(desk_ring_timeout_ms: u32, extra_config: &str) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("cvw=debug")
             .with_test_writer()
@@ -87,7 +93,11 @@ impl World {
         let dir = std::env::temp_dir().join(unique("cvw-e2e-dir-"));
         std::fs::create_dir_all(&dir).unwrap();
         let directory = dir.join("directory.toml");
-        std::fs::write(&directory, directory_text(pbx_addr, desk_ring_timeout_ms)).unwrap();
+        std::fs::write(
+            &directory,
+            directory_text(pbx_addr, desk_ring_timeout_ms, extra_config),
+        )
+        .unwrap();
         let host = PolicyHost::new(RuntimeSettings::default()).unwrap();
         let wasm = builtin::default_policy().expect("default policy built");
         host.publish(
@@ -106,6 +116,7 @@ impl World {
             .unwrap();
         let kam = Kamailio::start(&Setup {
             host_jsonrpc: service.jsonrpc,
+            host_http: service.http,
             pbx: pbx_addr,
             host_ua: ua_addr,
             decision_timeout_ms: 1000,
@@ -218,6 +229,7 @@ async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere() {
     let desk = w.pbx.expect_invite(WAIT).await;
     let i1 = c1.expect_invite(WAIT).await;
     let i2 = c2.expect_invite(WAIT).await;
+    bob.expect_ringing(3, WAIT).await;
 
     c2.answer(&i2);
     let ok = bob.final_response(&mut call, WAIT).await;
@@ -248,6 +260,9 @@ async fn cvw32_answered_on_desk_stops_the_soft_clients() {
     let desk = w.pbx.expect_invite(WAIT).await;
     let i1 = c1.expect_invite(WAIT).await;
     let i2 = c2.expect_invite(WAIT).await;
+    // All three ring before the desk answers: a branch whose 180 reached Kamailio only
+    // after the 2xx was seen cancelled with `Reason: SIP;cause=200` and no text.
+    bob.expect_ringing(3, WAIT).await;
 
     w.pbx.answer(&desk);
     let ok = bob.final_response(&mut call, WAIT).await;
@@ -380,6 +395,7 @@ async fn fail_open_when_the_host_is_stopped() {
     let mut call = bob.invite(ALICE, BOB, &[]);
     let i1 = c1.expect_invite(Duration::from_secs(8)).await;
     let i2 = c2.expect_invite(Duration::from_secs(8)).await;
+    bob.expect_ringing(2, WAIT).await;
     c1.answer(&i1);
     assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
     c2.expect_cancel(&i2, WAIT).await;
@@ -403,6 +419,7 @@ async fn policy_hot_swap_while_calls_ring_loses_no_call() {
     let desk = w.pbx.expect_invite(WAIT).await;
     let i1 = c1.expect_invite(WAIT).await;
     let i2 = c2.expect_invite(WAIT).await;
+    bob.expect_ringing(3, WAIT).await;
     let before = w.host.current().unwrap().generation;
 
     let wasm = builtin::default_policy().unwrap();
@@ -429,6 +446,7 @@ async fn policy_hot_swap_while_calls_ring_loses_no_call() {
     let desk2 = w.pbx.expect_invite(WAIT).await;
     let j1 = c1.expect_invite(WAIT).await;
     let j2 = c2.expect_invite(WAIT).await;
+    bob.expect_ringing(3, WAIT).await;
     w.pbx.answer(&desk2);
     assert_eq!(
         bob.final_response(&mut call2, WAIT).await.code(),
@@ -458,4 +476,65 @@ async fn user_not_enabled_gets_plain_routing() {
             .is_none(),
         "no desk leg for Carol"
     );
+}
+
+/// The reply hook: the desk phone's PBX answers the desk leg with 181 (forwarded, e.g. to
+/// voicemail); the policy cancels that branch so the voicemail cannot steal the call,
+/// while the soft client rings on and can answer (CVW-51's goal by another route).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_hook_cancels_a_diverted_desk_leg() {
+    let mut w = World::new().await;
+    let mut c1 = w.udp("alice-udp").await;
+    c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+    let mut forwarded = desk.response(181, "Call Is Being Forwarded", Some("pbx"));
+    forwarded.push(
+        "Diversion",
+        "<sip:+14255550101@pbx.corp.example>;reason=no-answer",
+    );
+    w.pbx.send(&forwarded);
+
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    c1.answer(&i1);
+    let ok = bob.final_response(&mut call, WAIT).await;
+    assert_eq!(
+        ok.code(),
+        200,
+        "the client still wins after the desk leg was cancelled"
+    );
+    assert!(
+        !c1.log
+            .iter()
+            .any(|m| m.is_request() && m.method() == "CANCEL"),
+        "only the diverted desk leg was cancelled"
+    );
+}
+
+/// The failure hook: nobody answers within the ring timeouts (408); the policy sends the
+/// caller on to the configured no-answer destination, through the PBX trunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_hook_sends_an_unanswered_call_to_voicemail() {
+    let mut w = World::with_config(
+        2000,
+        "client_ring_timeout_ms = 2000\nno_answer_uri = \"sip:voicemail@pbx.corp.example\"",
+    )
+    .await;
+    let mut c1 = w.udp("alice-udp").await;
+    c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    c1.expect_cancel(&i1, WAIT).await;
+
+    let vm = w.pbx.expect_invite(WAIT).await;
+    assert_eq!(vm.call_id(), call.call_id);
+    assert_eq!(uri_user(&vm), "voicemail");
+    assert_eq!(vm.header("X-CVW-Leg"), Some("voicemail"));
+    w.pbx.answer(&vm);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
 }

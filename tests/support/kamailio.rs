@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct Setup {
     /// The JSON-RPC (netstring) address of the host's decision service.
     pub host_jsonrpc: SocketAddr,
+    /// Its HTTP address (reply and failure hooks).
+    pub host_http: SocketAddr,
     /// The PBX trunk (address group 1, next hop for numbers).
     pub pbx: SocketAddr,
     /// The host's own user agent (address group 2, CVW-34).
@@ -33,6 +35,10 @@ pub struct Kamailio {
     pub dir: PathBuf,
 }
 
+/// Ports already handed out in this process: tests run in parallel, and a port that was
+/// free a moment ago may be handed to two of them.
+static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
 /// A loopback port free for both UDP and TCP (Kamailio listens on both).
 pub fn free_port() -> u16 {
     for _ in 0..50 {
@@ -40,7 +46,12 @@ pub fn free_port() -> u16 {
             continue;
         };
         let Ok(addr) = tcp.local_addr() else { continue };
-        if UdpSocket::bind(addr).is_ok() {
+        if UdpSocket::bind(addr).is_err() {
+            continue;
+        }
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
             return addr.port();
         }
     }
@@ -117,6 +128,7 @@ impl Kamailio {
             ("CVW_PBX_TRUNK", format!("sip:{}", setup.pbx)),
             ("CVW_HOST_IP", setup.host_jsonrpc.ip().to_string()),
             ("CVW_HOST_PORT", setup.host_jsonrpc.port().to_string()),
+            ("CVW_HOST_HTTP_PORT", setup.host_http.port().to_string()),
             (
                 "CVW_DECISION_TIMEOUT_MS",
                 setup.decision_timeout_ms.to_string(),
@@ -173,8 +185,13 @@ impl Kamailio {
                 bail!("kamailio exited at start ({status}):\n{}", self.log_tail());
             }
             if std::net::TcpStream::connect_timeout(&self.sip, Duration::from_millis(100)).is_ok() {
-                // The SIP workers are forked right after the listeners: give them a moment.
+                // The SIP workers are forked right after the listeners: give them a moment,
+                // and make sure it is our Kamailio that answered (a port taken by someone
+                // else makes ours exit).
                 std::thread::sleep(Duration::from_millis(300));
+                if let Some(status) = self.child.try_wait()? {
+                    bail!("kamailio exited at start ({status}):\n{}", self.log_tail());
+                }
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -341,6 +341,23 @@ impl Phone {
         r
     }
 
+    /// Waits until `branches` different branches (To tags) have rung back (18x).
+    pub async fn expect_ringing(&mut self, branches: usize, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut tags = std::collections::HashSet::new();
+        while tags.len() < branches {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let r = self.expect_response("INVITE", 180, left).await;
+            if r.code() < 200 {
+                tags.insert(
+                    param(r.header("To").unwrap_or(""), "tag")
+                        .unwrap_or("")
+                        .to_owned(),
+                );
+            }
+        }
+    }
+
     /// CANCELs a pending INVITE (same branch, RFC 3261 §9.1).
     pub fn cancel(&self, call: &Call) {
         let mut c = Msg::request("CANCEL", call.invite.uri());

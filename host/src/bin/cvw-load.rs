@@ -459,6 +459,7 @@ fn sip_run(
     let (host, service) = service_rt.block_on(start_service(tmp, pbx_addr))?;
     let kam = kamailio::Kamailio::start(&kamailio::Setup {
         host_jsonrpc: service.jsonrpc,
+        host_http: service.http,
         pbx: pbx_addr,
         host_ua: "127.0.0.1:9".parse()?,
         decision_timeout_ms: 1000,
