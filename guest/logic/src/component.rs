@@ -255,9 +255,12 @@ pub fn configure<H: Hooks + 'static>(
     slot: &'static Slot<H>,
     config: Vec<(String, String)>,
 ) -> Result<(), String> {
-    let policy = H::configure(&config, &HostServices)?;
-    slot.set(Some(policy));
-    Ok(())
+    // The configured policy lives as long as the instance: not in the per-call arena.
+    crate::arena::outside_arena(|| {
+        let policy = H::configure(&config, &HostServices)?;
+        slot.set(Some(policy));
+        Ok(())
+    })
 }
 
 #[doc(hidden)]

@@ -16,8 +16,13 @@ pub mod numbers;
 pub mod origination;
 pub mod policy;
 
+pub mod arena;
 #[cfg(target_arch = "wasm32")]
 pub mod component;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: arena::HookArena = arena::HookArena;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
