@@ -52,7 +52,7 @@ fn invite(config: &Config, msg: &dyn Message, ctx: RequestContext, svc: &dyn Ser
     }
     if is_gruu(&request_uri) {
         // One device (or a conference focus, CVW-42), not the user's address: never forked.
-        return uc_side_limits(config, &request_uri, msg, ctx.source, svc);
+        return uc_side_limits(config, &request_uri, msg, ctx.source, true, svc);
     }
     let by_number = numbers::is_number_address(&request_uri);
     let callee = svc.lookup(&request_uri);
@@ -60,9 +60,10 @@ fn invite(config: &Config, msg: &dyn Message, ctx: RequestContext, svc: &dyn Ser
         Some(user) if !by_number && user.enabled() => ring_user(config, msg, ctx, user, svc),
         Some(user) if by_number => {
             report_number_addressing(&request_uri, &user, svc);
-            uc_side_limits(config, &request_uri, msg, ctx.source, svc)
+            uc_side_limits(config, &request_uri, msg, ctx.source, false, svc)
         }
-        _ => uc_side_limits(config, &request_uri, msg, ctx.source, svc),
+        Some(_) => uc_side_limits(config, &request_uri, msg, ctx.source, false, svc),
+        None => uc_side_limits(config, &request_uri, msg, ctx.source, true, svc),
     }
 }
 
@@ -200,12 +201,13 @@ fn uc_side_limits(
     request_uri: &str,
     msg: &dyn Message,
     source: Source,
+    to_device: bool,
     svc: &dyn Services,
 ) -> Decision {
     if source != Source::Uc {
         return Decision::Continue;
     }
-    match limits::invite_limit(config, request_uri, msg) {
+    match limits::invite_limit(config, request_uri, msg, to_device) {
         Some(limit) => refuse_if_cvw_caller(msg, svc, limit),
         None => Decision::Continue,
     }
@@ -341,6 +343,20 @@ mod tests {
         );
         // The hot path pays one directory lookup.
         assert_eq!(svc.lookups.get(), 1);
+    }
+
+    #[test]
+    fn the_hot_paths_read_no_body_and_look_up_once() {
+        let svc = FakeServices::example();
+        let sdp = "v=0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n";
+        for uri in ["sip:alice@corp.example", "sip:carol@corp.example"] {
+            let msg = FakeMessage::invite(uri)
+                .from("sip:dave@corp.example")
+                .body(sdp);
+            on_request(&config(), &msg, ctx(Source::Uc), &svc);
+            assert_eq!(msg.body_reads.get(), 0, "{uri}");
+        }
+        assert_eq!(svc.lookups.get(), 2);
     }
 
     #[test]

@@ -102,8 +102,15 @@ impl Limit {
 }
 
 /// The limitation an `INVITE` from the UC side runs into, judged from `request_uri` and the
-/// message; `None` for an ordinary call. Cheapest tests first.
-pub fn invite_limit(config: &Config, request_uri: &str, msg: &dyn Message) -> Option<Limit> {
+/// message; `None` for an ordinary call. Cheapest tests first. `to_device`: the
+/// Request-URI is no directory user's address (a contact, as in a re-INVITE), so the SDP
+/// is read for hold and recording; a new call to a person skips that copy.
+pub fn invite_limit(
+    config: &Config,
+    request_uri: &str,
+    msg: &dyn Message,
+    to_device: bool,
+) -> Option<Limit> {
     if let Some(limit) = destination_limit(config, request_uri) {
         return Some(limit);
     }
@@ -116,6 +123,9 @@ pub fn invite_limit(config: &Config, request_uri: &str, msg: &dyn Message) -> Op
     }
     if let Some(limit) = joins_dialog(msg) {
         return Some(limit);
+    }
+    if !to_device {
+        return None;
     }
     sdp_limit(&msg.body())
 }
@@ -183,17 +193,20 @@ mod tests {
         let replaces = FakeMessage::invite("sip:bob@corp.example")
             .header("Replaces", "abc@host;to-tag=1;from-tag=2");
         assert_eq!(
-            invite_limit(&c, "sip:bob@corp.example", &replaces),
+            invite_limit(&c, "sip:bob@corp.example", &replaces, true),
             Some(Limit::ThirdParty)
         );
         let join = FakeMessage::invite("sip:bob@corp.example").header("Join", "x;to-tag=1");
         assert_eq!(
-            invite_limit(&c, "sip:bob@corp.example", &join),
+            invite_limit(&c, "sip:bob@corp.example", &join, true),
             Some(Limit::ThirdParty)
         );
         let sharing = FakeMessage::invite("sip:bob@corp.example")
             .body("v=0\r\nm=applicationsharing 5000 TCP/RTP/AVP 127\r\n");
-        assert_eq!(invite_limit(&c, "sip:bob@corp.example", &sharing), None);
+        assert_eq!(
+            invite_limit(&c, "sip:bob@corp.example", &sharing, true),
+            None
+        );
     }
 
     #[test]
@@ -202,8 +215,11 @@ mod tests {
         let av = "sip:alice@corp.example;gruu;opaque=app:conf:audio-video:id:42";
         let chat = "sip:alice@corp.example;gruu;opaque=app:conf:chat:id:42";
         let msg = FakeMessage::invite(av);
-        assert_eq!(invite_limit(&c, av, &msg), Some(Limit::Escalation));
-        assert_eq!(invite_limit(&c, chat, &FakeMessage::invite(chat)), None);
+        assert_eq!(invite_limit(&c, av, &msg, true), Some(Limit::Escalation));
+        assert_eq!(
+            invite_limit(&c, chat, &FakeMessage::invite(chat), true),
+            None
+        );
         assert_eq!(Limit::Escalation.refusal().rule, "CVW-42");
     }
 

@@ -43,6 +43,11 @@ fn strip_scheme(uri: &str) -> Option<&str> {
 /// their `%2A`/`%23` escapes), for dialled feature codes.
 fn normalise(text: &str, allow_codes: bool) -> Option<String> {
     let user = uri_user(text);
+    // Names (the common case on the INVITE path) are turned away before allocating.
+    let first = user.chars().next()?;
+    if !(first.is_ascii_digit() || is_separator(first) || matches!(first, '+' | '*' | '#' | '%')) {
+        return None;
+    }
     let mut out = String::with_capacity(user.len());
     let mut chars = user.char_indices();
     while let Some((i, c)) = chars.next() {

@@ -27,6 +27,8 @@ pub struct FakeMessage {
     pub to: NameAddr,
     pub headers: Vec<Header>,
     pub body: Vec<u8>,
+    /// How often a hook asked for the body (a copy across the component boundary).
+    pub body_reads: Cell<u32>,
 }
 
 impl FakeMessage {
@@ -111,6 +113,7 @@ impl Message for FakeMessage {
             .collect()
     }
     fn body(&self) -> Vec<u8> {
+        self.body_reads.set(self.body_reads.get() + 1);
         self.body.clone()
     }
 }
