@@ -114,10 +114,10 @@ fn main() {
         b.iter(|| SipRequest::parse(black_box(INVITE.as_bytes())))
     });
     c.bench_function("adapters/kamailio rtjson mapping", |b| {
-        b.iter(|| Kamailio.decision(black_box(&decision)))
+        b.iter(|| Kamailio.decision(black_box(&decision), 1))
     });
     c.bench_function("adapters/opensips mapping", |b| {
-        b.iter(|| OpenSips.decision(black_box(&decision)))
+        b.iter(|| OpenSips.decision(black_box(&decision), 1))
     });
     c.final_summary();
 }

@@ -6,31 +6,101 @@
 //! `routes[i].headers.from` and `routes[i].fr_inv_timer` (the per-branch ring timeout,
 //! CVW-51) and applies them. Both read the same fields, so one document serves both modes.
 
-use super::{Dialect, MapError, final_reply, header_lines, line_safe, name_addr};
+use super::{Dialect, Document, MapError, final_reply, header_lines, line_safe, name_addr};
 use crate::policy::model::{Decision, ForkMode, Target};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 
 /// The Kamailio dialect (janssonrpcc, http_client).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Kamailio;
 
+/// What the config reads: `action`, then the fields of that action.
+#[derive(Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+enum Doc<'a> {
+    Relay {
+        rtjson: Rtjson<'a>,
+        generation: u64,
+    },
+    Reply {
+        code: u16,
+        reason: String,
+        headers: String,
+        generation: u64,
+    },
+    Refuse {
+        code: u16,
+        reason: String,
+        headers: String,
+        rule: &'a str,
+        generation: u64,
+    },
+    Continue {
+        generation: u64,
+    },
+}
+
+#[derive(Serialize)]
+struct Rtjson<'a> {
+    version: &'static str,
+    routing: &'static str,
+    routes: Vec<Route<'a>>,
+}
+
+/// One rtjson route. `label` is ours; rtjson ignores fields it does not know.
+#[derive(Serialize)]
+struct Route<'a> {
+    label: &'a str,
+    uri: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_uri: Option<&'a str>,
+    #[serde(skip_serializing_if = "RouteHeaders::is_empty")]
+    headers: RouteHeaders<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fr_inv_timer: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct RouteHeaders<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<FromHeader<'a>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    extra: String,
+}
+
+impl RouteHeaders<'_> {
+    fn is_empty(&self) -> bool {
+        self.from.is_none() && self.extra.is_empty()
+    }
+}
+
+#[derive(Serialize)]
+struct FromHeader<'a> {
+    display: &'a str,
+    uri: &'a str,
+}
+
 impl Dialect for Kamailio {
-    fn decision(&self, decision: &Decision) -> Result<Value, MapError> {
+    fn decision(&self, decision: &Decision, generation: u64) -> Result<Document, MapError> {
         if let Some((code, reason, headers)) = final_reply(decision)? {
-            let action = if matches!(decision, Decision::Refuse(_)) {
-                "refuse"
-            } else {
-                "reply"
-            };
-            let mut doc =
-                json!({ "action": action, "code": code, "reason": reason, "headers": headers });
-            if let Decision::Refuse(r) = decision {
-                doc["rule"] = Value::String(r.rule.clone());
-            }
-            return Ok(doc);
+            return Document::of(&match decision {
+                Decision::Refuse(r) => Doc::Refuse {
+                    code,
+                    reason,
+                    headers,
+                    rule: &r.rule,
+                    generation,
+                },
+                _ => Doc::Reply {
+                    code,
+                    reason,
+                    headers,
+                    generation,
+                },
+            });
         }
         match decision {
-            Decision::Continue => Ok(json!({ "action": "continue" })),
+            Decision::Continue => Document::of(&Doc::Continue { generation }),
             Decision::Fork(fork) => {
                 if fork.targets.is_empty() {
                     return Err(MapError::EmptyFork);
@@ -45,10 +115,14 @@ impl Dialect for Kamailio {
                     .enumerate()
                     .map(|(i, t)| route(i, t))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(json!({
-                    "action": "relay",
-                    "rtjson": { "version": "1.0", "routing": routing, "routes": routes },
-                }))
+                Document::of(&Doc::Relay {
+                    rtjson: Rtjson {
+                        version: "1.0",
+                        routing,
+                        routes,
+                    },
+                    generation,
+                })
             }
             Decision::Originate(_) => Err(MapError::Unsupported("originate")),
             _ => Err(MapError::Unsupported("unknown")),
@@ -56,8 +130,7 @@ impl Dialect for Kamailio {
     }
 }
 
-/// One rtjson route. `label` is ours; rtjson ignores fields it does not know.
-fn route(i: usize, t: &Target) -> Result<Value, MapError> {
+fn route(i: usize, t: &Target) -> Result<Route<'_>, MapError> {
     let field = |name: &str| format!("targets[{i}].{name}");
     let mut extra = header_lines(&field("headers"), &t.headers)?;
     if let Some(pai) = &t.asserted_identity {
@@ -67,46 +140,37 @@ fn route(i: usize, t: &Target) -> Result<Value, MapError> {
         extra.push_str(&name_addr(&pai.display, &pai.uri));
         extra.push_str("\r\n");
     }
-    let mut headers = Map::new();
-    if let Some(from) = &t.from {
-        line_safe(|| field("from"), &from.display)?;
-        line_safe(|| field("from"), &from.uri)?;
-        headers.insert(
-            "from".into(),
-            json!({ "display": from.display, "uri": from.uri }),
-        );
-    }
-    if !extra.is_empty() {
-        headers.insert("extra".into(), Value::String(extra));
-    }
-    let mut r = Map::new();
-    r.insert(
-        "label".into(),
-        Value::String(line_safe(|| field("label"), &t.label)?.into()),
-    );
-    r.insert(
-        "uri".into(),
-        Value::String(line_safe(|| field("uri"), &t.uri)?.into()),
-    );
-    if let Some(hop) = &t.next_hop {
-        r.insert(
-            "dst_uri".into(),
-            Value::String(line_safe(|| field("next_hop"), hop)?.into()),
-        );
-    }
-    if !headers.is_empty() {
-        r.insert("headers".into(), Value::Object(headers));
-    }
-    if let Some(ms) = t.ring_timeout_ms {
-        r.insert("fr_inv_timer".into(), json!(ms));
-    }
-    Ok(Value::Object(r))
+    let from = match &t.from {
+        Some(f) => Some(FromHeader {
+            display: line_safe(|| field("from"), &f.display)?,
+            uri: line_safe(|| field("from"), &f.uri)?,
+        }),
+        None => None,
+    };
+    Ok(Route {
+        label: line_safe(|| field("label"), &t.label)?,
+        uri: line_safe(|| field("uri"), &t.uri)?,
+        dst_uri: t
+            .next_hop
+            .as_deref()
+            .map(|hop| line_safe(|| field("next_hop"), hop))
+            .transpose()?,
+        headers: RouteHeaders { from, extra },
+        fr_inv_timer: t.ring_timeout_ms,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::model::{Fork, Header, NameAddr, Refusal, Reply};
+    use serde_json::{Value, json};
+
+    fn doc(d: &Decision) -> Result<Value, MapError> {
+        Kamailio
+            .decision(d, 3)
+            .map(|doc| serde_json::from_str(doc.as_str()).unwrap())
+    }
 
     fn desk() -> Target {
         Target {
@@ -149,6 +213,7 @@ mod tests {
         });
         let golden = json!({
             "action": "relay",
+            "generation": 3,
             "rtjson": {
                 "version": "1.0",
                 "routing": "parallel",
@@ -170,7 +235,7 @@ mod tests {
                 ]
             }
         });
-        assert_eq!(Kamailio.decision(&d).unwrap(), golden);
+        assert_eq!(doc(&d).unwrap(), golden);
     }
 
     #[test]
@@ -179,13 +244,10 @@ mod tests {
             mode: ForkMode::Serial,
             targets: vec![client()],
         });
+        assert_eq!(doc(&d).unwrap()["rtjson"]["routing"], "serial");
         assert_eq!(
-            Kamailio.decision(&d).unwrap()["rtjson"]["routing"],
-            "serial"
-        );
-        assert_eq!(
-            Kamailio.decision(&Decision::Continue).unwrap(),
-            json!({ "action": "continue" })
+            doc(&Decision::Continue).unwrap(),
+            json!({ "action": "continue", "generation": 3 })
         );
     }
 
@@ -198,9 +260,10 @@ mod tests {
             rule: "CVW-41".into(),
         });
         assert_eq!(
-            Kamailio.decision(&d).unwrap(),
+            doc(&d).unwrap(),
             json!({
-                "action": "refuse", "code": 403, "reason": "Forbidden", "rule": "CVW-41",
+                "action": "refuse",
+                "generation": 3, "code": 403, "reason": "Forbidden", "rule": "CVW-41",
                 "headers": "Warning: 399 cvw \"Hold is not available on a \\\"Call via Work\\\" call.\"\r\n"
             })
         );
@@ -215,7 +278,7 @@ mod tests {
             targets: vec![client(), t],
         });
         assert_eq!(
-            Kamailio.decision(&d).unwrap_err().to_string(),
+            doc(&d).unwrap_err().to_string(),
             "targets[1].headers[0].value: contains a line break or a NUL byte"
         );
         let r = Decision::Reply(Reply {
@@ -224,13 +287,13 @@ mod tests {
             headers: vec![],
         });
         assert_eq!(
-            Kamailio.decision(&r).unwrap_err().to_string(),
+            doc(&r).unwrap_err().to_string(),
             "reply.code: status code 200 is outside 300..=699"
         );
         let e = Decision::Fork(Fork {
             mode: ForkMode::Parallel,
             targets: vec![],
         });
-        assert_eq!(Kamailio.decision(&e), Err(MapError::EmptyFork));
+        assert!(matches!(doc(&e), Err(MapError::EmptyFork)));
     }
 }

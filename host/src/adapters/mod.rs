@@ -8,7 +8,7 @@ pub mod kamailio;
 pub mod opensips;
 
 use crate::policy::model::{Decision, Header, ReplyAction};
-use serde_json::Value;
+use serde::Serialize;
 use thiserror::Error;
 
 pub use kamailio::Kamailio;
@@ -17,20 +17,50 @@ pub use opensips::OpenSips;
 /// A proxy's way of saying what to do with a request. One small trait: the service picks
 /// the dialect by transport/path and never looks inside the document.
 pub trait Dialect: Send + Sync + 'static {
-    /// The document for a request or failure decision.
-    fn decision(&self, decision: &Decision) -> Result<Value, MapError>;
+    /// The document for a request or failure decision made by policy `generation`.
+    fn decision(&self, decision: &Decision, generation: u64) -> Result<Document, MapError>;
     /// The document for a reply-hook action.
-    fn reply_action(&self, action: ReplyAction) -> Value {
-        match action {
-            ReplyAction::CancelBranch => serde_json::json!({ "action": "cancel-branch" }),
-            _ => serde_json::json!({ "action": "continue" }),
-        }
+    fn reply_action(&self, action: ReplyAction, generation: u64) -> Result<Document, MapError> {
+        let action = match action {
+            ReplyAction::CancelBranch => "cancel-branch",
+            _ => "continue",
+        };
+        Document::of(&ActionOnly { action, generation })
+    }
+}
+
+#[derive(Serialize)]
+struct ActionOnly {
+    action: &'static str,
+    generation: u64,
+}
+
+/// A decision in a proxy's terms: one serialized JSON object. Built from typed structs
+/// straight to text, because this is on every call's path and a `serde_json::Value` tree
+/// costs several allocations per field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document(String);
+
+impl Document {
+    pub(crate) fn of(doc: &impl Serialize) -> Result<Self, MapError> {
+        serde_json::to_string(doc)
+            .map(Document)
+            .map_err(MapError::Encode)
+    }
+
+    /// The JSON text (an object).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 
 /// Why a decision cannot be put into a proxy's terms. The proxy then falls back as it
 /// does when the host does not answer (fail-open), so none of these drop a call.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum MapError {
     #[error("decision has a fork with no targets")]
     EmptyFork,
@@ -46,6 +76,8 @@ pub enum MapError {
     BadHeaderName { field: String, name: String },
     #[error("decision kind {0} cannot be carried out by the proxy")]
     Unsupported(&'static str),
+    #[error("cannot encode the document: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 /// `text` if it can go on a SIP header line unchanged.

@@ -4,28 +4,75 @@
 //! because OpenSIPS' `$json` reads nested objects only one path at a time and a missing
 //! key is simply NULL.
 
-use super::{Dialect, MapError, final_reply, header_lines, line_safe, name_addr};
+use super::{Dialect, Document, MapError, final_reply, header_lines, line_safe, name_addr};
 use crate::policy::model::{Decision, ForkMode, Target};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 
 /// The OpenSIPS dialect (rest_client, async).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenSips;
 
+#[derive(Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+enum Doc<'a> {
+    Relay {
+        mode: &'static str,
+        routes: Vec<Route<'a>>,
+        generation: u64,
+    },
+    Reply {
+        code: u16,
+        reason: String,
+        headers: String,
+        generation: u64,
+    },
+    Refuse {
+        code: u16,
+        reason: String,
+        headers: String,
+        generation: u64,
+    },
+    Continue {
+        generation: u64,
+    },
+}
+
+#[derive(Serialize)]
+struct Route<'a> {
+    label: &'a str,
+    uri: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_uri: Option<&'a str>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    headers: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_display: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_uri: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ring_timeout_s: Option<u32>,
+}
+
 impl Dialect for OpenSips {
-    fn decision(&self, decision: &Decision) -> Result<Value, MapError> {
+    fn decision(&self, decision: &Decision, generation: u64) -> Result<Document, MapError> {
         if let Some((code, reason, headers)) = final_reply(decision)? {
-            let action = if matches!(decision, Decision::Refuse(_)) {
-                "refuse"
-            } else {
-                "reply"
-            };
-            return Ok(
-                json!({ "action": action, "code": code, "reason": reason, "headers": headers }),
-            );
+            return Document::of(&match decision {
+                Decision::Refuse(_) => Doc::Refuse {
+                    code,
+                    reason,
+                    headers,
+                    generation,
+                },
+                _ => Doc::Reply {
+                    code,
+                    reason,
+                    headers,
+                    generation,
+                },
+            });
         }
         match decision {
-            Decision::Continue => Ok(json!({ "action": "continue" })),
+            Decision::Continue => Document::of(&Doc::Continue { generation }),
             Decision::Fork(fork) => {
                 if fork.targets.is_empty() {
                     return Err(MapError::EmptyFork);
@@ -40,7 +87,11 @@ impl Dialect for OpenSips {
                     .enumerate()
                     .map(|(i, t)| route(i, t))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(json!({ "action": "relay", "mode": mode, "routes": routes }))
+                Document::of(&Doc::Relay {
+                    mode,
+                    routes,
+                    generation,
+                })
             }
             Decision::Originate(_) => Err(MapError::Unsupported("originate")),
             _ => Err(MapError::Unsupported("unknown")),
@@ -48,55 +99,48 @@ impl Dialect for OpenSips {
     }
 }
 
-fn route(i: usize, t: &Target) -> Result<Value, MapError> {
+fn route(i: usize, t: &Target) -> Result<Route<'_>, MapError> {
     let field = |name: &str| format!("targets[{i}].{name}");
-    let mut hdrs = header_lines(&field("headers"), &t.headers)?;
-    for (name, id) in [("P-Asserted-Identity", &t.asserted_identity)] {
-        if let Some(na) = id {
-            line_safe(|| field("asserted_identity"), &na.display)?;
-            line_safe(|| field("asserted_identity"), &na.uri)?;
-            hdrs.push_str(&format!("{name}: {}\r\n", name_addr(&na.display, &na.uri)));
-        }
+    let mut headers = header_lines(&field("headers"), &t.headers)?;
+    if let Some(pai) = &t.asserted_identity {
+        line_safe(|| field("asserted_identity"), &pai.display)?;
+        line_safe(|| field("asserted_identity"), &pai.uri)?;
+        headers.push_str("P-Asserted-Identity: ");
+        headers.push_str(&name_addr(&pai.display, &pai.uri));
+        headers.push_str("\r\n");
     }
-    let mut r = Map::new();
-    r.insert(
-        "label".into(),
-        Value::String(line_safe(|| field("label"), &t.label)?.into()),
-    );
-    r.insert(
-        "uri".into(),
-        Value::String(line_safe(|| field("uri"), &t.uri)?.into()),
-    );
-    if let Some(hop) = &t.next_hop {
-        r.insert(
-            "dst_uri".into(),
-            Value::String(line_safe(|| field("next_hop"), hop)?.into()),
-        );
-    }
-    if !hdrs.is_empty() {
-        r.insert("headers".into(), Value::String(hdrs));
-    }
-    if let Some(from) = &t.from {
-        r.insert(
-            "from_display".into(),
-            Value::String(line_safe(|| field("from"), &from.display)?.into()),
-        );
-        r.insert(
-            "from_uri".into(),
-            Value::String(line_safe(|| field("from"), &from.uri)?.into()),
-        );
-    }
-    if let Some(ms) = t.ring_timeout_ms {
+    let (from_display, from_uri) = match &t.from {
+        Some(f) => (
+            Some(line_safe(|| field("from"), &f.display)?),
+            Some(line_safe(|| field("from"), &f.uri)?),
+        ),
+        None => (None, None),
+    };
+    Ok(Route {
+        label: line_safe(|| field("label"), &t.label)?,
+        uri: line_safe(|| field("uri"), &t.uri)?,
+        dst_uri: t
+            .next_hop
+            .as_deref()
+            .map(|hop| line_safe(|| field("next_hop"), hop))
+            .transpose()?,
+        headers,
+        from_display,
+        from_uri,
         // OpenSIPS timers are whole seconds; round up so a branch never rings shorter.
-        r.insert("ring_timeout_s".into(), json!(ms.div_ceil(1000)));
-    }
-    Ok(Value::Object(r))
+        ring_timeout_s: t.ring_timeout_ms.map(|ms| ms.div_ceil(1000)),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::model::{Fork, Header, Reply};
+    use serde_json::{Value, json};
+
+    fn doc(d: &Decision) -> Value {
+        serde_json::from_str(OpenSips.decision(d, 3).unwrap().as_str()).unwrap()
+    }
 
     #[test]
     fn cvw30_parallel_fork_is_a_flat_route_list() {
@@ -127,9 +171,9 @@ mod tests {
             ],
         });
         assert_eq!(
-            OpenSips.decision(&d).unwrap(),
+            doc(&d),
             json!({
-                "action": "relay", "mode": "parallel",
+                "action": "relay", "mode": "parallel", "generation": 3,
                 "routes": [
                     { "label": "desk", "uri": "sip:+14255550101@pbx.corp.example;user=phone",
                       "dst_uri": "sip:127.0.0.1:5090", "headers": "X-CVW-Leg: desk\r\n", "ring_timeout_s": 16 },
@@ -150,8 +194,8 @@ mod tests {
             }],
         });
         assert_eq!(
-            OpenSips.decision(&d).unwrap(),
-            json!({ "action": "reply", "code": 480, "reason": "Temporarily Unavailable", "headers": "Retry-After: 60\r\n" })
+            doc(&d),
+            json!({ "action": "reply", "generation": 3, "code": 480, "reason": "Temporarily Unavailable", "headers": "Retry-After: 60\r\n" })
         );
     }
 }

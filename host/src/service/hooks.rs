@@ -10,7 +10,7 @@
 //! `failure` add `reply` (label, uri, code, reason, headers of the branch).
 
 use super::{Decided, DecisionService};
-use crate::adapters::{Dialect, MapError};
+use crate::adapters::{Dialect, Document, MapError};
 use crate::message::{MessageError, SipRequest};
 use crate::policy::model::{BranchReply, Contact, RequestContext, Source};
 use base64::Engine as _;
@@ -47,6 +47,8 @@ pub enum HookError {
     UnknownMethod(String),
     #[error("params: {0}")]
     Params(#[source] serde_json::Error),
+    #[error("params.{0}: missing")]
+    MissingParam(&'static str),
     #[error("params.msg: not base64: {0}")]
     Base64(#[source] base64::DecodeError),
     #[error("params.msg: not a SIP request: {0}")]
@@ -67,13 +69,35 @@ impl HookError {
     }
 }
 
-#[derive(Deserialize)]
-struct RouteParams {
-    msg: String,
+/// The params of any hook, read in one pass (the hook says which fields it needs).
+#[derive(Deserialize, Default)]
+pub struct Params {
+    #[serde(default)]
+    msg: Option<String>,
     #[serde(default)]
     source: Option<SourceParam>,
     #[serde(default)]
     contacts: Vec<ContactParam>,
+    #[serde(default)]
+    reply: Option<BranchReply>,
+}
+
+impl Params {
+    /// Params from an already parsed JSON value (`null` means none).
+    pub fn from_value(params: Value) -> Result<Self, HookError> {
+        if params.is_null() {
+            return Ok(Params::default());
+        }
+        serde_json::from_value(params).map_err(HookError::Params)
+    }
+
+    fn msg(&self) -> Result<SipRequest, HookError> {
+        parse_msg(self.msg.as_deref().ok_or(HookError::MissingParam("msg"))?)
+    }
+
+    fn reply(&self) -> Result<&BranchReply, HookError> {
+        self.reply.as_ref().ok_or(HookError::MissingParam("reply"))
+    }
 }
 
 /// `source` as proxies send it: empty means "not classified".
@@ -98,12 +122,6 @@ struct ContactParam {
     instance: Option<String>,
     #[serde(default)]
     user_agent: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct BranchParams {
-    msg: String,
-    reply: BranchReply,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -140,20 +158,19 @@ fn parse_msg(b64: &str) -> Result<SipRequest, HookError> {
 }
 
 impl DecisionService {
-    /// Answers one hook call with the dialect's document plus `generation`.
+    /// Answers one hook call with the dialect's document (which carries the generation).
     pub fn handle(
         &self,
         dialect: &dyn Dialect,
         hook: Hook,
-        params: Value,
-    ) -> Result<Value, HookError> {
+        params: Params,
+    ) -> Result<Document, HookError> {
+        let req = params.msg()?;
         match hook {
             Hook::Route => {
-                let p: RouteParams = serde_json::from_value(params).map_err(HookError::Params)?;
-                let req = parse_msg(&p.msg)?;
                 let ctx = RequestContext {
-                    source: p.source.into(),
-                    contacts: p.contacts.into_iter().map(Contact::from).collect(),
+                    source: params.source.into(),
+                    contacts: params.contacts.into_iter().map(Contact::from).collect(),
                 };
                 let span =
                     tracing::debug_span!("route", call_id = %req.call_id(), source = ?ctx.source);
@@ -162,27 +179,38 @@ impl DecisionService {
                 decision_doc(dialect, d)
             }
             Hook::Failure => {
-                let p: BranchParams = serde_json::from_value(params).map_err(HookError::Params)?;
-                let req = parse_msg(&p.msg)?;
+                let reply = params.reply()?;
                 let span =
-                    tracing::debug_span!("failure", call_id = %req.call_id(), code = p.reply.code);
+                    tracing::debug_span!("failure", call_id = %req.call_id(), code = reply.code);
                 let _enter = span.enter();
-                let d = self.decider.on_failure(&req, &p.reply);
+                let d = self.decider.on_failure(&req, reply);
                 decision_doc(dialect, d)
             }
             Hook::Reply => {
-                let p: BranchParams = serde_json::from_value(params).map_err(HookError::Params)?;
-                let req = parse_msg(&p.msg)?;
+                let reply = params.reply()?;
                 let span =
-                    tracing::debug_span!("reply", call_id = %req.call_id(), code = p.reply.code);
+                    tracing::debug_span!("reply", call_id = %req.call_id(), code = reply.code);
                 let _enter = span.enter();
-                let d = self.decider.on_reply(&req, &p.reply);
+                let d = self.decider.on_reply(&req, reply);
                 log_failure(&d);
-                let mut doc = dialect.reply_action(d.value);
-                doc["generation"] = d.generation.into();
-                Ok(doc)
+                dialect
+                    .reply_action(d.value, d.generation)
+                    .map_err(|source| HookError::Map {
+                        generation: d.generation,
+                        source,
+                    })
             }
         }
+    }
+
+    /// [`Self::handle`] for params as a JSON value.
+    pub fn handle_value(
+        &self,
+        dialect: &dyn Dialect,
+        hook: Hook,
+        params: Value,
+    ) -> Result<Document, HookError> {
+        self.handle(dialect, hook, Params::from_value(params)?)
     }
 }
 
@@ -198,17 +226,15 @@ fn log_failure<T>(d: &Decided<T>) {
 fn decision_doc(
     dialect: &dyn Dialect,
     d: Decided<crate::policy::model::Decision>,
-) -> Result<Value, HookError> {
+) -> Result<Document, HookError> {
     log_failure(&d);
-    let mut doc = dialect.decision(&d.value).map_err(|source| {
+    dialect.decision(&d.value, d.generation).map_err(|source| {
         tracing::warn!(generation = d.generation, "unusable decision: {source}");
         HookError::Map {
             generation: d.generation,
             source,
         }
-    })?;
-    doc["generation"] = d.generation.into();
-    Ok(doc)
+    })
 }
 
 #[cfg(test)]
@@ -292,6 +318,10 @@ pub(crate) mod tests {
         Max-Forwards: 70\r\n\
         Content-Length: 0\r\n\r\n";
 
+    pub(crate) fn value(doc: Document) -> Value {
+        serde_json::from_str(doc.as_str()).unwrap()
+    }
+
     pub(crate) fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
     }
@@ -309,7 +339,7 @@ pub(crate) mod tests {
             "source": "uc",
             "contacts": [{ "uri": "sip:alice@127.0.0.1:5071", "next_hop": "", "user_agent": "UC/1.0", "instance": "" }]
         });
-        let doc = svc.handle(&Kamailio, Hook::Route, params).unwrap();
+        let doc = value(svc.handle_value(&Kamailio, Hook::Route, params).unwrap());
         assert_eq!(doc["action"], "relay");
         assert_eq!(doc["generation"], 7);
         assert_eq!(
@@ -335,7 +365,7 @@ pub(crate) mod tests {
         let (_, svc) = service();
         let params = json!({ "msg": b64(INVITE), "reply": { "label": "desk", "code": 181, "reason": "Forwarded" } });
         assert_eq!(
-            svc.handle(&Kamailio, Hook::Reply, params).unwrap(),
+            value(svc.handle_value(&Kamailio, Hook::Reply, params).unwrap()),
             json!({ "action": "cancel-branch", "generation": 7 })
         );
     }
@@ -344,12 +374,12 @@ pub(crate) mod tests {
     fn bad_input_is_named() {
         let (_, svc) = service();
         let err = |p: Value| {
-            svc.handle(&Kamailio, Hook::Route, p)
+            svc.handle_value(&Kamailio, Hook::Route, p)
                 .unwrap_err()
                 .to_string()
         };
         assert!(
-            err(json!({})).starts_with("params: missing field `msg`"),
+            err(json!({})).starts_with("params.msg: missing"),
             "{}",
             err(json!({}))
         );
@@ -369,7 +399,7 @@ pub(crate) mod tests {
     fn an_unusable_decision_is_a_host_error_naming_the_generation() {
         let (_, svc) = service();
         let e = svc
-            .handle(
+            .handle_value(
                 &Kamailio,
                 Hook::Failure,
                 json!({ "msg": b64(INVITE), "reply": { "code": 408 } }),

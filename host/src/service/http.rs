@@ -5,16 +5,17 @@
 //! Every accepted connection gets TCP_NODELAY: without it, keep-alive requests stall
 //! 40 ms on delayed ACKs.
 
+use super::hooks::Params;
 use super::{DecisionService, Hook, HookError, Shutdown};
 use crate::adapters::{Dialect, Kamailio, OpenSips};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::io;
 use tokio::net::TcpListener;
 
@@ -68,12 +69,17 @@ async fn hook(
         Ok(h) => h,
         Err(e) => return error(StatusCode::NOT_FOUND, &e.to_string()),
     };
-    let params: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
+    let params: Params = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) if e.is_data() => return error(StatusCode::BAD_REQUEST, &format!("params: {e}")),
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: not JSON: {e}")),
     };
     match svc.handle(dialect, hook, params) {
-        Ok(doc) => axum::Json(doc).into_response(),
+        Ok(doc) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            doc.into_string(),
+        )
+            .into_response(),
         Err(e @ HookError::Map { .. }) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
@@ -83,6 +89,7 @@ async fn hook(
 mod tests {
     use super::*;
     use crate::service::hooks::tests::{Fake, INVITE, b64};
+    use serde_json::Value;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -6,11 +6,13 @@
 //! frame whose `,` comes in a later read; Nagle adds 40 ms stalls). Requests on one
 //! connection are answered in order; janssonrpcc matches answers by id anyway.
 
+use super::hooks::Params;
 use super::netstring::{self, Decoder, NetstringError};
 use super::{DecisionService, Hook, HookError, Shutdown};
-use crate::adapters::{Dialect, Kamailio};
+use crate::adapters::{Dialect, Document, Kamailio};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -115,16 +117,38 @@ fn framing_error(e: &NetstringError) -> Vec<u8> {
 }
 
 fn error_bytes(id: &Value, code: i64, message: &str) -> Vec<u8> {
-    error(id, code, message).to_string().into_bytes()
+    error(id, code, message).into_bytes()
 }
 
-fn error(id: &Value, code: i64, message: &str) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
+fn error(id: &Value, code: i64, message: &str) -> String {
+    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } }).to_string()
+}
+
+/// The common case, read in one pass: a single call whose params are well formed.
+/// Anything else takes the slow path, which names precisely what is wrong.
+#[derive(Deserialize)]
+struct FastCall<'a> {
+    #[serde(borrow)]
+    jsonrpc: Cow<'a, str>,
+    id: Option<Value>,
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    #[serde(default)]
+    params: Option<Params>,
 }
 
 impl DecisionService {
     /// The answer to one frame's payload; `None` for notifications (no id).
     pub fn answer_frame(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        if let Ok(call) = serde_json::from_slice::<FastCall>(payload)
+            && call.jsonrpc == "2.0"
+        {
+            let result = call
+                .method
+                .parse::<Hook>()
+                .and_then(|hook| self.handle(&Kamailio, hook, call.params.unwrap_or_default()));
+            return call.id.map(|id| answer(&id, result).into_bytes());
+        }
         let value: Value = match serde_json::from_slice(payload) {
             Ok(v) => v,
             Err(e) => {
@@ -140,18 +164,18 @@ impl DecisionService {
                 Some(error(&Value::Null, INVALID_REQUEST, "empty batch"))
             }
             Value::Array(calls) => {
-                let answers: Vec<Value> = calls
+                let answers: Vec<String> = calls
                     .into_iter()
                     .filter_map(|c| self.answer_call(c, &Kamailio))
                     .collect();
-                (!answers.is_empty()).then_some(Value::Array(answers))
+                (!answers.is_empty()).then(|| format!("[{}]", answers.join(",")))
             }
             call => self.answer_call(call, &Kamailio),
         };
-        answer.map(|a| a.to_string().into_bytes())
+        answer.map(String::into_bytes)
     }
 
-    fn answer_call(&self, call: Value, dialect: &dyn Dialect) -> Option<Value> {
+    fn answer_call(&self, call: Value, dialect: &dyn Dialect) -> Option<String> {
         let env: Envelope = match serde_json::from_value(call) {
             Ok(e) => e,
             Err(e) => {
@@ -162,8 +186,7 @@ impl DecisionService {
                 ));
             }
         };
-        let id = env.id.clone();
-        let reply_id = id.clone().unwrap_or(Value::Null);
+        let reply_id = env.id.clone().unwrap_or(Value::Null);
         if env.jsonrpc.as_deref() != Some("2.0") {
             return Some(error(
                 &reply_id,
@@ -174,13 +197,21 @@ impl DecisionService {
         let result = env
             .method
             .parse::<Hook>()
-            .and_then(|hook| self.handle(dialect, hook, env.params.unwrap_or(Value::Null)));
+            .and_then(|hook| self.handle_value(dialect, hook, env.params.unwrap_or(Value::Null)));
         // A notification gets no answer, not even an error (JSON-RPC 2.0 section 4.1).
-        id.as_ref()?;
-        Some(match result {
-            Ok(doc) => json!({ "jsonrpc": "2.0", "id": reply_id, "result": doc }),
-            Err(e) => error(&reply_id, error_code(&e), &e.to_string()),
-        })
+        env.id.as_ref()?;
+        Some(answer(&reply_id, result))
+    }
+}
+
+/// A response: the document goes in as the text it already is.
+fn answer(id: &Value, result: Result<Document, HookError>) -> String {
+    match result {
+        Ok(doc) => format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{}}}",
+            doc.as_str()
+        ),
+        Err(e) => error(id, error_code(&e), &e.to_string()),
     }
 }
 
@@ -188,7 +219,10 @@ fn error_code(e: &HookError) -> i64 {
     match e {
         HookError::UnknownMethod(_) => METHOD_NOT_FOUND,
         HookError::Map { .. } => DECISION_ERROR,
-        HookError::Params(_) | HookError::Base64(_) | HookError::Message(_) => INVALID_PARAMS,
+        HookError::Params(_)
+        | HookError::MissingParam(_)
+        | HookError::Base64(_)
+        | HookError::Message(_) => INVALID_PARAMS,
     }
 }
 
