@@ -31,8 +31,9 @@ pub enum DialogError {
 }
 
 impl Dialog {
-    /// The UAC side, from our INVITE and a 1xx/2xx with a To tag (§12.1.2).
-    pub fn as_uac(request: &Request, response: &Response) -> Result<Dialog, DialogError> {
+    /// The UAC side, from a 1xx/2xx with a To tag to our INVITE (§12.1.2). The response
+    /// carries our From, Call-ID and CSeq, so it is all that is needed.
+    pub fn as_uac(response: &Response) -> Result<Dialog, DialogError> {
         response.headers.to_tag().ok_or(DialogError::NoTag("To"))?;
         let remote_target = contact_uri(&response.headers).ok_or(DialogError::NoContact)?;
         let mut route_set: Vec<String> = response
@@ -42,10 +43,10 @@ impl Dialog {
             .collect();
         route_set.reverse();
         Ok(Dialog {
-            call_id: request.headers.call_id().to_owned(),
-            local: request.headers.get("From").unwrap_or_default().to_owned(),
+            call_id: response.headers.call_id().to_owned(),
+            local: response.headers.get("From").unwrap_or_default().to_owned(),
             remote: response.headers.get("To").unwrap_or_default().to_owned(),
-            local_cseq: request.headers.cseq().map_or(1, |c| c.number),
+            local_cseq: response.headers.cseq().map_or(1, |c| c.number),
             remote_cseq: None,
             route_set,
             remote_target,
@@ -201,7 +202,7 @@ mod tests {
 
     #[test]
     fn uac_dialog_reverses_record_route_and_targets_contact() {
-        let d = Dialog::as_uac(&invite(), &ok(&["<sip:p2;lr>", "<sip:p1;lr>"])).unwrap();
+        let d = Dialog::as_uac(&ok(&["<sip:p2;lr>", "<sip:p1;lr>"])).unwrap();
         assert_eq!(d.local_tag(), "local1");
         assert_eq!(d.remote_tag(), "remote1");
         assert_eq!(d.route_set, vec!["sip:p1;lr", "sip:p2;lr"]);
@@ -211,7 +212,7 @@ mod tests {
 
     #[test]
     fn in_dialog_requests_use_loose_routes_and_increment_cseq_except_ack() {
-        let mut d = Dialog::as_uac(&invite(), &ok(&["<sip:p1;lr>"])).unwrap();
+        let mut d = Dialog::as_uac(&ok(&["<sip:p1;lr>"])).unwrap();
         let ack = d.request(Method::Ack, Some(1));
         assert_eq!(ack.headers.get("CSeq"), Some("1 ACK"));
         let bye = d.request(Method::Bye, None);
@@ -224,7 +225,7 @@ mod tests {
 
     #[test]
     fn strict_route_goes_into_the_request_uri() {
-        let mut d = Dialog::as_uac(&invite(), &ok(&["<sip:strict@p1>"])).unwrap();
+        let mut d = Dialog::as_uac(&ok(&["<sip:strict@p1>"])).unwrap();
         let bye = d.request(Method::Bye, None);
         assert_eq!(bye.uri, "sip:strict@p1");
         assert_eq!(
@@ -254,9 +255,9 @@ mod tests {
     fn a_response_without_tag_or_contact_makes_no_dialog() {
         let mut r = ok(&[]);
         r.headers.set("To", "<sip:a@pbx>");
-        assert_eq!(Dialog::as_uac(&invite(), &r), Err(DialogError::NoTag("To")));
+        assert_eq!(Dialog::as_uac(&r), Err(DialogError::NoTag("To")));
         let mut r = ok(&[]);
         r.headers.remove("Contact");
-        assert_eq!(Dialog::as_uac(&invite(), &r), Err(DialogError::NoContact));
+        assert_eq!(Dialog::as_uac(&r), Err(DialogError::NoContact));
     }
 }

@@ -142,6 +142,7 @@ pub struct TransactionLayer {
 }
 
 /// The TU side of an INVITE client transaction.
+#[derive(Debug)]
 pub struct InviteClient {
     cancel: mpsc::UnboundedSender<Vec<(String, String)>>,
 }
