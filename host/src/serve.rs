@@ -16,8 +16,14 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use cvw_sip::transport::Protocol;
+use cvw_sip::ua::{UaConfig, UserAgent};
+
+use crate::api::{self, Api, auth::Tokens, calls::Calls, limits::LimitSettings, limits::Limits};
+use crate::calllog::JsonLinesFile;
 use crate::control::{self, AdminToken};
 use crate::directory::{Directory, DirectoryError};
+use crate::origination::sip::SipOriginator;
 use crate::policy::model::Reply;
 use crate::policy::{FailureMode, LoadError, PolicyHost, PolicyVersion, RuntimeSettings, builtin};
 
@@ -36,6 +42,48 @@ pub struct ServeConfig {
     pub control: ControlConfig,
     #[serde(default)]
     pub decision: DecisionConfig,
+    /// The click-to-call API and the SIP user agent behind it; off when absent.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
+}
+
+/// `[api]`: click to call and conference dial-out (CVW-10..22), and the call log (CVW-50).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Per-user tokens, as SHA-256 hashes (`[[tokens]] user = ... sha256 = ...`).
+    pub tokens_file: PathBuf,
+    /// The call log, JSON lines, appended.
+    pub call_log: PathBuf,
+    #[serde(default)]
+    pub limits: LimitSettings,
+    pub sip: SipConfig,
+}
+
+/// `[api.sip]`: the host's own SIP user agent, which places both legs through the proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// Local address of the user agent (UDP and TCP); port 0 picks one.
+    pub bind: SocketAddr,
+    /// The proxy every leg goes through, e.g. `sip:127.0.0.1:5060`.
+    pub outbound_proxy: String,
+    /// `udp` or `tcp` toward the proxy.
+    #[serde(default)]
+    pub transport: SipTransport,
+    /// Added to the legs' `X-CVW-Leg` marker so the proxy can tell forged markers apart.
+    #[serde(default)]
+    pub leg_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SipTransport {
+    #[default]
+    Udp,
+    Tcp,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -163,6 +211,10 @@ impl ServeConfig {
         }
         if let Some(file) = &config.control.token_file {
             config.control.token_file = Some(base.join(file));
+        }
+        if let Some(api) = &mut config.api {
+            api.tokens_file = base.join(&api.tokens_file);
+            api.call_log = base.join(&api.call_log);
         }
         Ok(config)
     }
@@ -317,6 +369,9 @@ pub async fn run(
     };
 
     start_decision_service(&config, &deployment, signal.clone(), &mut tasks)?;
+    if let Some(api) = &config.api {
+        start_api(api, &deployment, signal.clone(), &mut tasks).await?;
+    }
 
     let router = control::router(deployment.clone(), token);
     let control_signal = signal.clone();
@@ -363,6 +418,54 @@ fn start_decision_service(
         signal.wait(),
         tasks,
     )
+}
+
+/// The click-to-call API and the user agent that places its calls. Calls ask the
+/// `PolicyHost` at the time they are requested, so a swap applies to the next call while
+/// calls already up go on (CVW-52).
+async fn start_api(
+    config: &ApiConfig,
+    deployment: &Arc<Deployment>,
+    signal: Shutdown,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let tokens = Tokens::load(&config.tokens_file)?;
+    let call_log = JsonLinesFile::open(&config.call_log)?;
+    let ua_config = UaConfig {
+        bind: config.sip.bind,
+        protocol: match config.sip.transport {
+            SipTransport::Udp => Protocol::Udp,
+            SipTransport::Tcp => Protocol::Tcp,
+        },
+        outbound_proxy: Some(config.sip.outbound_proxy.clone()),
+        leg_token: config.sip.leg_token.clone(),
+        ..UaConfig::default()
+    };
+    let (ua, incoming) = UserAgent::bind(ua_config)
+        .await
+        .with_context(|| format!("cannot start the SIP user agent on {}", config.sip.bind))?;
+    // The host places calls; it does not take them. Dropping the receiver answers
+    // stray INVITEs with 480.
+    drop(incoming);
+    let api = Arc::new(Api {
+        policy: deployment.host().clone(),
+        originator: Arc::new(SipOriginator::new(ua)),
+        tokens,
+        limits: Arc::new(Limits::new(config.limits)),
+        calls: Arc::new(Calls::default()),
+        call_log: Arc::new(call_log),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", config.listen))?;
+    info!(address = %config.listen, "click-to-call API listening");
+    tasks.spawn(async move {
+        axum::serve(listener, api::router(api))
+            .with_graceful_shutdown(signal.wait())
+            .await
+            .context("click-to-call API failed")
+    });
+    Ok(())
 }
 
 /// Which file changed.
@@ -484,6 +587,13 @@ mod tests {
         assert!(config.directory.is_file());
         assert!(config.control.listen.ip().is_loopback());
         assert_eq!(config.runtime_settings().failure_mode, FailureMode::Open);
+        let api = config.api.expect("the example enables the click-to-call API");
+        assert!(api.listen.ip().is_loopback());
+        let tokens = Tokens::load(&api.tokens_file).unwrap();
+        assert_eq!(
+            tokens.user_of("alice-demo-token"),
+            Some("sip:alice@corp.example")
+        );
     }
 
     #[test]

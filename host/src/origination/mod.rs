@@ -3,6 +3,8 @@
 //! transactions, dialogs) lives in the `cvw-sip` crate, behind this seam, so that the API
 //! and the call log can be tested without a network.
 
+pub mod sip;
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
