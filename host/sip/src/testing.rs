@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use crate::message::{Method, Request};
+use crate::message::{Method, Request, Response};
 use crate::sdp;
 use crate::ua::{Body, IncomingCall, IncomingRequest, Leg, LegEvent, UaConfig, UaError, UserAgent};
 
@@ -51,6 +51,8 @@ pub struct PhoneScript {
     pub hang_up_after: Option<Duration>,
     /// Send this INFO body (application/dtmf-relay) this long after the call is up.
     pub info_after: Option<(Duration, String)>,
+    /// Send a re-INVITE putting the call on hold (`a=sendonly`) this long after it is up.
+    pub hold_after: Option<Duration>,
     /// The RTP port written in this phone's SDP (m= lines).
     pub media_port: u16,
     /// Answer 200 at `ring_for` even after a CANCEL: the 200 that crosses the CANCEL.
@@ -67,6 +69,7 @@ impl Default for PhoneScript {
             reinvite: Reinvite::Accept,
             hang_up_after: None,
             info_after: None,
+            hold_after: None,
             media_port: 40_000,
             answer_despite_cancel: false,
         }
@@ -92,6 +95,8 @@ pub enum Seen {
     Request(Request),
     /// A CANCEL (answered by the transaction layer; the phone then sends 487).
     Cancel(Request),
+    /// A final response to a request this phone sent in a call.
+    Response(Response),
 }
 
 /// A phone on 127.0.0.1 with its own user agent.
@@ -137,6 +142,17 @@ impl TestPhone {
     /// Every request received so far (CANCELs as [`Seen::Cancel`]).
     pub fn seen(&self) -> Vec<Seen> {
         guard(&self.seen).clone()
+    }
+
+    /// The final responses this phone received to its own in-call requests.
+    pub fn responses(&self) -> Vec<Response> {
+        guard(&self.seen)
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Response(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The received requests of one method, in order (CANCEL included).
@@ -265,7 +281,12 @@ async fn in_call(leg: &mut Leg, script: &PhoneScript, seen: &Arc<Mutex<Vec<Seen>
         _ => 0,
     };
     let mut info_sent = false;
+    let mut hold_sent = false;
     loop {
+        let hold_at = match (script.hold_after, up_since, hold_sent) {
+            (Some(d), Some(t), false) => Some(t + d),
+            _ => None,
+        };
         let hang_up_at = up_since.zip(script.hang_up_after).map(|(t, d)| t + d);
         let info_at = match (&script.info_after, up_since, info_sent) {
             (Some((d, _)), Some(t), false) => Some(t + *d),
@@ -278,6 +299,12 @@ async fn in_call(leg: &mut Leg, script: &PhoneScript, seen: &Arc<Mutex<Vec<Seen>
                     LegEvent::Ack(ack) => {
                         guard(seen).push(Seen::Request(ack));
                         up_since.get_or_insert_with(Instant::now);
+                    }
+                    LegEvent::Response(r) if !r.is_provisional() => {
+                        if r.is_success() && r.method() == Some(Method::Invite) {
+                            let _ = leg.ack(None);
+                        }
+                        guard(seen).push(Seen::Response(r));
                     }
                     LegEvent::Request(r) => {
                         guard(seen).push(Seen::Request(r.request.clone()));
@@ -313,6 +340,12 @@ async fn in_call(leg: &mut Leg, script: &PhoneScript, seen: &Arc<Mutex<Vec<Seen>
                     leg.final_response(cseq, Method::Bye, |_| {}).await;
                 }
                 return PhoneEnd::HungUp;
+            }
+            _ = at(hold_at) => {
+                hold_sent = true;
+                let mut sdp = phone_sdp(None, script.media_port);
+                sdp.extend_from_slice(b"a=sendonly\r\n");
+                let _ = leg.request(Method::Invite, Some(Body::sdp(sdp)), &[]);
             }
             _ = at(info_at) => {
                 info_sent = true;

@@ -274,10 +274,15 @@ fn is_invite_response(event: &LegEvent) -> Option<&Response> {
 }
 
 impl Call {
-    async fn run(mut self) {
-        let ended = self.drive().await;
-        info!(reason = ended.reason.as_str(), code = ?ended.code, side = ?ended.side, "call ended");
-        self.emit(CallState::Ended(ended));
+    /// The call's task. Not an `async fn`: that would keep the moved-in call twice in the
+    /// task (argument and local). The phase state is boxed, one allocation of its size.
+    fn run(self) -> impl std::future::Future<Output = ()> + Send {
+        let mut call = Box::new(self);
+        async move {
+            let ended = Box::pin(call.drive()).await;
+            info!(reason = ended.reason.as_str(), code = ?ended.code, side = ?ended.side, "call ended");
+            call.emit(CallState::Ended(ended));
+        }
     }
 
     fn emit(&self, state: CallState) {
@@ -727,5 +732,50 @@ fn refuse(event: LegEvent) {
             _ => (481, "Call/Transaction Does Not Exist"),
         };
         r.transaction.respond(r.request.response(code, text));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ua::UaConfig;
+
+    /// The per-call budget (≤ 4 KiB in the host): the call task and its boxed phase state
+    /// take at most half of it, leaving the rest for the legs' heap strings (Call-ID,
+    /// tags, route set, the last ACK) and channels.
+    #[tokio::test]
+    async fn a_call_task_stays_within_the_per_call_memory_budget() {
+        let (ua, _) = UserAgent::bind(UaConfig::default()).await.unwrap();
+        let leg = |role| LegSpec {
+            target: "sip:a@127.0.0.1:9".into(),
+            from: NameAddr::new("", "sip:x@h"),
+            to: NameAddr::new("", "sip:a@h"),
+            asserted: None,
+            role: Some(role),
+            headers: Vec::new(),
+        };
+        let (states, _rx) = mpsc::unbounded_channel();
+        let (_hangup, hangup_rx) = watch::channel(false);
+        let call = Call {
+            a: ua.leg(leg(LegRole::Callback)),
+            b: ua.leg(leg(LegRole::Callee)),
+            settings: Settings {
+                flow: Flow::Iv,
+                callback_ring: Duration::from_secs(1),
+                callee_ring: Duration::from_secs(1),
+                max_duration: Duration::from_secs(1),
+                continue_when_diverted: false,
+            },
+            states,
+            hangup: hangup_rx,
+            relays: HashMap::new(),
+        };
+        let mut call = call;
+        let phases = std::mem::size_of_val(&call.drive());
+        let task = std::mem::size_of_val(&call) + std::mem::size_of_val(&call.run());
+        assert!(
+            task + phases <= 2 * 1024,
+            "task {task} + phases {phases} bytes"
+        );
     }
 }

@@ -223,13 +223,13 @@ impl UserAgent {
             events_tx: tx,
             role: spec.role,
             state: LegState::Uac(UacState {
-                spec: Some(UacSpec {
+                spec: Some(Box::new(UacSpec {
                     target: spec.target,
                     from,
                     to: spec.to.to_header(),
                     asserted: spec.asserted.map(|a| a.to_header()),
                     headers: spec.headers,
-                }),
+                })),
                 client: None,
             }),
             dialog: None,
@@ -487,7 +487,8 @@ struct UacSpec {
 
 #[derive(Debug)]
 struct UacState {
-    spec: Option<UacSpec>,
+    /// Boxed: needed only until the INVITE is sent.
+    spec: Option<Box<UacSpec>>,
     /// The initial INVITE's transaction, while a CANCEL may still be needed.
     client: Option<InviteClient>,
 }
@@ -919,6 +920,12 @@ impl Leg {
     /// with an all-port-0 answer if it carried an offer), BYE when established. Waits until
     /// the far end answered or the transaction timed out, so that "ended" means cleared.
     pub async fn clear(&mut self, reason: Option<&str>) {
+        // Boxed: clearing is rare and its state is large; a call waiting in any phase
+        // should not carry it (per-call memory budget).
+        Box::pin(self.clear_now(reason)).await
+    }
+
+    async fn clear_now(&mut self, reason: Option<&str>) {
         if self.dialog.is_none() {
             let ringing = matches!(&self.state, LegState::Uac(u) if u.client.is_some());
             if !ringing {

@@ -511,3 +511,67 @@ async fn flow_iv_over_tcp() {
     assert!(header(&a.requests(Method::Invite)[0], "Via").starts_with("SIP/2.0/TCP"));
     assert_eq!(media_ports(&b.requests(Method::Ack)[0].body), vec![40_000]);
 }
+
+/// CVW-12: a hold re-INVITE from the desk phone reaches the callee with its SDP unchanged,
+/// and the callee's answer comes back; both 200s are ACKed.
+#[tokio::test]
+async fn reinvite_from_one_leg_is_relayed_to_the_other() {
+    let ua = controller(Protocol::Udp).await;
+    let a = phone(PhoneScript {
+        // Up from the first ACK; B answers 300 ms later, so hold comes once connected.
+        hold_after: Some(Duration::from_secs(1)),
+        hang_up_after: Some(Duration::from_millis(1500)),
+        ..phone_a()
+    })
+    .await;
+    let mut b = phone(phone_b()).await;
+    let (_call, rx) = TwoLegCall::start(&ua, plan(&a, &b, Flow::Iv));
+    let (_, end) = states(rx).await;
+    assert_eq!(end.reason, EndReason::CallbackHungUp);
+    assert_eq!(b.ended().await, Some(PhoneEnd::HungUpByPeer));
+    let hold = &a.responses()[0];
+    assert_eq!(hold.code, 200);
+    assert_eq!(media_ports(&hold.body), vec![50_000], "B's answer");
+    let b_invites = b.requests(Method::Invite);
+    assert_eq!(b_invites.len(), 2);
+    assert!(String::from_utf8_lossy(&b_invites[1].body).contains("a=sendonly"));
+    assert_eq!(
+        b.requests(Method::Ack).len(),
+        2,
+        "B's 200 to the relayed re-INVITE ACKed"
+    );
+}
+
+/// With an outbound proxy every initial INVITE goes to it with a pre-loaded Route, and
+/// host names in the legs' URIs are left to the proxy. Here phone A plays the proxy and
+/// both phones.
+#[tokio::test]
+async fn outbound_proxy_receives_both_legs_with_a_route() {
+    let mut a = phone(phone_a()).await;
+    let proxy = a.uri("proxy").replace("proxy@", "");
+    let ua = UserAgent::bind(UaConfig {
+        outbound_proxy: Some(proxy.clone()),
+        ..UaConfig::default()
+    })
+    .await
+    .unwrap()
+    .0;
+    let mut p = plan(&a, &a, Flow::Iv);
+    p.callback.uri = "sip:+14255550101@pbx.corp.example;user=phone".into();
+    p.callee.uri = "sip:+14255550142@corp.example".into();
+    let (call, mut rx) = TwoLegCall::start(&ua, p);
+    connected(&mut rx).await;
+    call.hangup();
+    let (_, end) = states(rx).await;
+    assert_eq!(end.reason, EndReason::HungUp);
+    assert_eq!(a.ended().await, Some(PhoneEnd::HungUpByPeer));
+    let invites = a.requests(Method::Invite);
+    assert_eq!(
+        invites[0].uri,
+        "sip:+14255550101@pbx.corp.example;user=phone"
+    );
+    assert_eq!(invites[1].uri, "sip:+14255550142@corp.example");
+    for invite in &invites[..2] {
+        assert_eq!(header(invite, "Route"), format!("<{proxy};lr>"));
+    }
+}
