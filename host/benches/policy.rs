@@ -243,6 +243,61 @@ fn decision_latency(c: &mut Criterion) {
         wasm.as_secs_f64() / native.as_secs_f64()
     );
 
+    // The fixed cost of a hook call: a reply hook whose policy does nothing but answer.
+    let reply = model::BranchReply {
+        label: "desk".into(),
+        uri: "sip:+14255550101@pbx.corp.example;user=phone".into(),
+        code: 180,
+        reason: "Ringing".into(),
+        headers: vec![],
+    };
+    let floor = p50(200_000, || {
+        black_box(host.on_reply(&req, &reply));
+    });
+    println!(
+        "p50 on-reply (the per-call floor): wasm {:.2} µs",
+        floor.as_secs_f64() * 1e6
+    );
+
+    // Where the time goes: the same INVITE without contacts (fork to the desk alone), and
+    // to nobody in the directory (lookup misses, no fork).
+    let bare = RequestContext {
+        source: Source::Uc,
+        contacts: vec![],
+    };
+    let desk_only = p50(100_000, || {
+        black_box(host.on_request(&req, &bare));
+    });
+    let nobody = SipRequest::builder("INVITE", "sip:nobody@corp.example")
+        .from("<sip:bob@corp.example>;tag=1")
+        .to("<sip:nobody@corp.example>")
+        .call_id("bench-nobody")
+        .build()
+        .expect("request builds");
+    let miss = p50(100_000, || {
+        black_box(host.on_request(&nobody, &bare));
+    });
+    println!(
+        "p50 breakdown: fork to desk only {:.2} µs, unknown callee {:.2} µs",
+        desk_only.as_secs_f64() * 1e6,
+        miss.as_secs_f64() * 1e6
+    );
+
+    // A new version costs each thread one instantiate + configure on its first call.
+    let mut first_calls: Vec<Duration> = (0..50)
+        .map(|_| {
+            host.republish_with(directory()).expect("republishes");
+            let t = Instant::now();
+            black_box(host.on_request(&req, &ctx));
+            t.elapsed()
+        })
+        .collect();
+    first_calls.sort_unstable();
+    println!(
+        "p50 first call on a thread after a swap (instantiate + configure + decide): {:.1} µs",
+        first_calls[25].as_secs_f64() * 1e6
+    );
+
     let mut lookup = c.benchmark_group("directory");
     let dir = directory();
     lookup.bench_function("lookup-native", |b| {

@@ -6,6 +6,9 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/policies.rs"));
 }
 
+/// The default policy's bytes (empty when the guest did not build: prefer
+/// [`default_policy`], which says why).
+pub use generated::DEFAULT_POLICY;
 pub use generated::{DEFAULT_POLICY_PATH, MISBEHAVING_PATH, OFFICE_HOURS_PATH};
 
 use super::LoadError;

@@ -9,12 +9,29 @@ use super::model::User;
 #[derive(Debug, Clone, Default)]
 pub struct StaticDirectory {
     users: Vec<User>,
+    /// The digits of each user's line and callback numbers, computed once.
+    numbers: Vec<Vec<String>>,
     config: Vec<(String, String)>,
 }
 
 impl StaticDirectory {
     pub fn new(users: Vec<User>, config: Vec<(String, String)>) -> Self {
-        Self { users, config }
+        let numbers = users
+            .iter()
+            .map(|u| {
+                [&u.line_uri, &u.callback_number]
+                    .into_iter()
+                    .flatten()
+                    .map(|n| digits(n))
+                    .filter(|d| !d.is_empty())
+                    .collect()
+            })
+            .collect();
+        Self {
+            users,
+            numbers,
+            config,
+        }
     }
 }
 
@@ -23,15 +40,12 @@ impl DirectoryView for StaticDirectory {
         let digits = digits(address);
         self.users
             .iter()
-            .find(|u| {
+            .zip(&self.numbers)
+            .find(|(u, numbers)| {
                 u.uc_address.eq_ignore_ascii_case(address)
-                    || (!digits.is_empty()
-                        && [&u.line_uri, &u.callback_number]
-                            .into_iter()
-                            .flatten()
-                            .any(|n| self::digits(n) == digits))
+                    || (!digits.is_empty() && numbers.contains(&digits))
             })
-            .cloned()
+            .map(|(u, _)| u.clone())
     }
 
     fn users(&self) -> Vec<User> {
