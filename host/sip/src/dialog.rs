@@ -147,7 +147,7 @@ impl Dialog {
             None => (self.remote_target.clone(), Vec::new()),
             Some(first) if is_loose(first) => (self.remote_target.clone(), self.route_set.clone()),
             Some(first) => {
-                let mut routes: Vec<String> = self.route_set[1..].to_vec();
+                let mut routes: Vec<String> = self.route_set.iter().skip(1).cloned().collect();
                 routes.push(self.remote_target.clone());
                 (first.clone(), routes)
             }

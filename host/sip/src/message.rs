@@ -351,7 +351,8 @@ fn encode(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// Splits a header value at top-level commas, outside quotes and `<...>`.
+/// Splits a header value at top-level commas, outside quotes and `<...>`. (Slicing at the
+/// byte index of an ASCII comma is always on a character boundary.)
 pub fn split_list(value: &str) -> Vec<&str> {
     let mut parts = Vec::new();
     let (mut depth, mut quoted, mut start) = (0u32, false, 0usize);

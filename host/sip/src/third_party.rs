@@ -61,6 +61,8 @@ pub struct CallPlan {
     /// Whether to go on when A's phone diverted the call (181, History-Info, Diversion):
     /// a voicemail would otherwise "answer" the callback leg. Default: stop.
     pub continue_when_diverted: bool,
+    /// Refresh both sessions this often while connected (UPDATE, RFC 4028); `None`: never.
+    pub session_refresh: Option<Duration>,
 }
 
 /// Which party an outcome is about.
@@ -204,6 +206,7 @@ impl TwoLegCall {
             states,
             hangup: hangup_rx,
             relays: HashMap::new(),
+            refreshes: Vec::new(),
         };
         tokio::spawn(call.run().instrument(span));
         (handle, rx)
@@ -217,6 +220,7 @@ struct Settings {
     callee_ring: Duration,
     max_duration: Duration,
     continue_when_diverted: bool,
+    session_refresh: Option<Duration>,
 }
 
 impl From<&CallPlan> for Settings {
@@ -227,6 +231,7 @@ impl From<&CallPlan> for Settings {
             callee_ring: plan.callee.ring_timeout,
             max_duration: plan.max_duration,
             continue_when_diverted: plan.continue_when_diverted,
+            session_refresh: plan.session_refresh,
         }
     }
 }
@@ -244,6 +249,8 @@ struct Call {
     hangup: watch::Receiver<bool>,
     /// (leg the relayed copy went to, its CSeq) → the original request.
     relays: HashMap<(Side, u32), Relay>,
+    /// Session refreshes waiting for their answer.
+    refreshes: Vec<(Side, u32)>,
 }
 
 /// One thing that happened to the call.
@@ -563,8 +570,10 @@ impl Call {
     /// UPDATE are relayed; the maximum duration clears both.
     async fn connected(&mut self) -> Ended {
         let deadline = Instant::now() + self.settings.max_duration;
+        let mut refresh_at = self.settings.session_refresh.map(|i| Instant::now() + i);
         loop {
-            match self.step(Some(deadline)).await {
+            let wake = refresh_at.map_or(deadline, |r| r.min(deadline));
+            match self.step(Some(wake)).await {
                 Step::A(event) => {
                     if let Some(ended) = self.on_connected(Side::Callback, event).await {
                         return ended;
@@ -574,6 +583,10 @@ impl Call {
                     if let Some(ended) = self.on_connected(Side::Callee, event).await {
                         return ended;
                     }
+                }
+                Step::Timer if Instant::now() < deadline => {
+                    refresh_at = self.settings.session_refresh.map(|i| Instant::now() + i);
+                    self.refresh_sessions();
                 }
                 Step::Timer => {
                     self.clear_both(&reason(408, "Maximum call duration")).await;
@@ -622,10 +635,58 @@ impl Call {
                     .transaction
                     .respond(incoming.request.response(501, "Not Implemented")),
             },
-            LegEvent::Response(r) if !r.is_provisional() => self.relay_response(from, r),
+            LegEvent::Response(r) if !r.is_provisional() => {
+                if self.refresh_failed(from, &r) {
+                    let (_, other) = self.legs(from);
+                    other
+                        .clear(Some(&reason(r.code, "Session refresh failed")))
+                        .await;
+                    let why = if from == Side::Callee {
+                        EndReason::CalleeHungUp
+                    } else {
+                        EndReason::CallbackHungUp
+                    };
+                    return Some(end(why, Some(r.code), from));
+                }
+                self.relay_response(from, r)
+            }
             _ => {}
         }
         None
+    }
+
+    /// Session refresh (RFC 4028 style, by UPDATE without a body, so no offer/answer):
+    /// keeps each leg's dialog alive at the PBX and proves the far end is still there.
+    fn refresh_sessions(&mut self) {
+        let Some(interval) = self.settings.session_refresh else {
+            return;
+        };
+        let expires = vec![
+            (
+                "Session-Expires".to_owned(),
+                format!("{};refresher=uac", interval.as_secs().max(1) * 2),
+            ),
+            ("Supported".to_owned(), "timer".to_owned()),
+        ];
+        self.refreshes.clear();
+        for side in [Side::Callback, Side::Callee] {
+            let (leg, _) = self.legs(side);
+            if let Ok(cseq) = leg.request(Method::Update, None, &expires) {
+                self.refreshes.push((side, cseq));
+            }
+        }
+    }
+
+    /// A refresh answered 481 or 408: that leg's dialog is gone (RFC 4028 §10).
+    fn refresh_failed(&mut self, on: Side, response: &Response) -> bool {
+        let Some(cseq) = response.headers.cseq() else {
+            return false;
+        };
+        let Some(at) = self.refreshes.iter().position(|k| *k == (on, cseq.number)) else {
+            return false;
+        };
+        self.refreshes.swap_remove(at);
+        matches!(response.code, 408 | 481)
     }
 
     /// Sends a copy of a request to the other leg, body and type unchanged (CVW-22).
@@ -765,10 +826,12 @@ mod tests {
                 callee_ring: Duration::from_secs(1),
                 max_duration: Duration::from_secs(1),
                 continue_when_diverted: false,
+                session_refresh: None,
             },
             states,
             hangup: hangup_rx,
             relays: HashMap::new(),
+            refreshes: Vec::new(),
         };
         let mut call = call;
         let phases = std::mem::size_of_val(&call.drive());

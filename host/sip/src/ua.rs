@@ -979,3 +979,61 @@ pub fn glare_delay() -> Duration {
     let n = u64::from_str_radix(&token, 16).unwrap_or(0) % 191;
     Duration::from_millis(2100 + n * 10)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_ip_uris_with_port_and_transport_and_refuses_names() {
+        let d = resolve("sip:+1425@127.0.0.1:5090;transport=tcp", Protocol::Udp).unwrap();
+        assert_eq!(d.addr, SocketAddr::from(([127, 0, 0, 1], 5090)));
+        assert_eq!(d.protocol, Protocol::Tcp);
+        let d = resolve("sip:127.0.0.1", Protocol::Udp).unwrap();
+        assert_eq!(d.addr.port(), 5060);
+        assert_eq!(d.protocol, Protocol::Udp);
+        assert_eq!(resolve("sip:bob@pbx.corp.example", Protocol::Udp), None);
+        assert_eq!(resolve("not a uri", Protocol::Udp), None);
+    }
+
+    #[test]
+    fn glare_back_off_is_between_2_1_and_4_seconds() {
+        for _ in 0..200 {
+            let d = glare_delay();
+            assert!(
+                d >= Duration::from_millis(2100) && d <= Duration::from_secs(4),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_outbound_proxy_is_refused_at_start() {
+        let config = UaConfig {
+            outbound_proxy: Some("sip:proxy.example".into()),
+            ..UaConfig::default()
+        };
+        assert!(matches!(
+            UserAgent::bind(config).await,
+            Err(UaError::BadProxy(p)) if p == "sip:proxy.example"
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unroutable_target_is_an_error_not_a_hang() {
+        let (ua, _) = UserAgent::bind(UaConfig::default()).await.unwrap();
+        let mut leg = ua.leg(LegSpec {
+            target: "sip:bob@pbx.corp.example".into(),
+            from: NameAddr::new("", "sip:cvw@h"),
+            to: NameAddr::new("", "sip:bob@pbx.corp.example"),
+            asserted: None,
+            role: Some(LegRole::Callee),
+            headers: Vec::new(),
+        });
+        assert!(matches!(
+            leg.invite(None),
+            Err(SendError::Unroutable { .. })
+        ));
+        assert_eq!(leg.invite(None), Err(SendError::AlreadyInvited));
+    }
+}

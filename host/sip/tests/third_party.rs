@@ -47,6 +47,7 @@ fn plan(a: &TestPhone, b: &TestPhone, flow: Flow) -> CallPlan {
         max_duration: Duration::from_secs(3600),
         headers: Vec::new(),
         continue_when_diverted: false,
+        session_refresh: None,
     }
 }
 
@@ -574,4 +575,67 @@ async fn outbound_proxy_receives_both_legs_with_a_route() {
     for invite in &invites[..2] {
         assert_eq!(header(invite, "Route"), format!("<{proxy};lr>"));
     }
+}
+
+/// Session refresh: both legs get an UPDATE without SDP while connected.
+#[tokio::test]
+async fn connected_legs_get_session_refresh_updates() {
+    let ua = controller(Protocol::Udp).await;
+    let a = phone(PhoneScript {
+        hang_up_after: Some(Duration::from_millis(900)),
+        ..phone_a()
+    })
+    .await;
+    let b = phone(phone_b()).await;
+    let mut p = plan(&a, &b, Flow::Iv);
+    p.session_refresh = Some(Duration::from_millis(200));
+    let (_call, rx) = TwoLegCall::start(&ua, p);
+    let (_, end) = states(rx).await;
+    assert_eq!(end.reason, EndReason::CallbackHungUp);
+    for leg in [&a, &b] {
+        let updates = leg.requests(Method::Update);
+        assert!(!updates.is_empty(), "refreshed");
+        assert!(updates[0].body.is_empty());
+        assert!(header(&updates[0], "Session-Expires").ends_with(";refresher=uac"));
+    }
+}
+
+/// A callback URI that cannot be routed ends the call at once, nothing sent.
+#[tokio::test]
+async fn unroutable_callback_ends_at_once() {
+    let ua = controller(Protocol::Udp).await;
+    let a = phone(phone_a()).await;
+    let b = phone(phone_b()).await;
+    let mut p = plan(&a, &b, Flow::Iv);
+    p.callback.uri = "sip:+14255550101@pbx.corp.example".into();
+    let (_call, rx) = TwoLegCall::start(&ua, p);
+    let (all, end) = states(rx).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(end, ended(EndReason::Unroutable, None, Side::Callback));
+    assert!(a.seen().is_empty() && b.seen().is_empty());
+}
+
+/// A callback leg where nobody answers at all (no provisional, so no CANCEL may be
+/// sent, RFC 3261 §9.1): Timer B ends it as a timeout.
+#[tokio::test]
+async fn silent_callback_times_out_by_timer_b() {
+    let config = UaConfig {
+        timers: cvw_sip::transaction::Timers {
+            t1: Duration::from_millis(10),
+            ..Default::default()
+        },
+        ..UaConfig::default()
+    };
+    let ua = UserAgent::bind(config).await.unwrap().0;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = phone(phone_b()).await;
+    let mut p = plan(&b, &b, Flow::Iv);
+    p.callback.uri = format!("sip:+14255550101@{}", silent.local_addr().unwrap());
+    let (_call, rx) = TwoLegCall::start(&ua, p);
+    let (_, end) = states(rx).await;
+    assert_eq!(
+        end,
+        ended(EndReason::CallbackNotAnswered, Some(408), Side::Callback)
+    );
+    assert!(b.seen().is_empty());
 }
