@@ -96,10 +96,11 @@ fn ring_user(
     }
     let desk = desk_target(config, &user);
     if desk.is_none() {
-        svc.log(
-            Level::Warn,
-            "enabled user without a usable line_uri: desk not rung",
+        let line = format!(
+            "user {}: enabled but line_uri {:?} is not a number; desk phone not rung (CVW-4)",
+            user.uc_address, user.line_uri
         );
+        svc.log(Level::Warn, &line);
     }
     let clients = if ctx.source == Source::Pbx {
         // CVW-33: the PBX side reaches only the desk phone.
