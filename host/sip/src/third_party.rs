@@ -102,6 +102,9 @@ pub enum EndReason {
     MaxDuration,
     /// A leg's URI (or the proxy) is not routable.
     Unroutable,
+    /// A leg refused the flow's SDP shape (415/488/606 to the media-less offer or to the
+    /// offerless INVITE): this PBX or callee needs the other flow.
+    FlowRefused,
 }
 
 impl EndReason {
@@ -125,6 +128,7 @@ impl EndReason {
             EndReason::HungUp => "hung-up",
             EndReason::MaxDuration => "max-duration",
             EndReason::Unroutable => "unroutable",
+            EndReason::FlowRefused => "flow-refused",
         }
     }
 }
@@ -377,6 +381,7 @@ impl Call {
                         return Ok(r);
                     }
                     let why = match r.code {
+                        415 | 488 | 606 => EndReason::FlowRefused,
                         486 | 600 => EndReason::CallbackBusy,
                         603 => EndReason::CallbackDeclined,
                         408 | 480 | 487 => EndReason::CallbackNotAnswered,
@@ -425,6 +430,7 @@ impl Call {
                     }
                     self.a.clear(Some(&reason(r.code, &r.reason))).await;
                     let why = match r.code {
+                        415 | 488 | 606 => EndReason::FlowRefused,
                         486 | 600 => EndReason::CalleeBusy,
                         603 => EndReason::CalleeDeclined,
                         408 | 480 | 487 => EndReason::CalleeNotAnswered,

@@ -883,7 +883,7 @@ impl Leg {
         Some(LegEvent::Request(incoming))
     }
 
-    /// Reports the initial INVITE (request, hop) of a UAS leg, e.g. for 487 after CANCEL.
+    /// The user agent's IP, for the origin line of SDP the controller writes.
     pub fn local_ip(&self) -> String {
         self.inner.local_ip()
     }

@@ -257,6 +257,8 @@ async fn busy_or_declined_callback_never_dials_the_callee() {
     for (code, reason) in [
         (486, EndReason::CallbackBusy),
         (603, EndReason::CallbackDeclined),
+        // A PBX that refuses SDP without m= lines: a clear error naming the flow.
+        (488, EndReason::FlowRefused),
     ] {
         let ua = controller(Protocol::Udp).await;
         let a = phone(PhoneScript {
