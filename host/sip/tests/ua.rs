@@ -1,0 +1,132 @@
+//! The user agent core against a raw UDP socket on 127.0.0.1 playing the other side, so
+//! that the exact messages are visible: 2xx retransmission until the ACK (RFC 3261
+//! §13.3.1.4), a stray 2xx ACKed and ended with BYE (§13.2.2.4), 481 for requests
+//! outside any dialog (§12.2.2), and 480 when nobody takes new calls.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cvw_sip::message::{Message, Method, Response};
+use cvw_sip::transaction::Timers;
+use cvw_sip::transport::Protocol;
+use cvw_sip::ua::{Body, UaConfig, UserAgent};
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+
+fn fast() -> UaConfig {
+    UaConfig {
+        timers: Timers {
+            t1: Duration::from_millis(20),
+            t2: Duration::from_millis(80),
+            t4: Duration::from_millis(100),
+        },
+        ..UaConfig::default()
+    }
+}
+
+async fn raw() -> (UdpSocket, SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}
+
+async fn recv(socket: &UdpSocket) -> Message {
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .expect("a message within 5 s")
+        .unwrap();
+    Message::parse(&buf[..n]).unwrap()
+}
+
+async fn recv_response(socket: &UdpSocket) -> Response {
+    loop {
+        if let Message::Response(r) = recv(socket).await {
+            return r;
+        }
+    }
+}
+
+fn request(method: &str, me: SocketAddr, to: SocketAddr, call_id: &str, extra: &str) -> String {
+    format!(
+        "{method} sip:phone@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}{method}\r\n\
+         From: <sip:raw@{me}>;tag=raw1\r\nTo: <sip:phone@{to}>{extra}\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\nContact: <sip:raw@{me}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn uas_2xx_is_retransmitted_until_the_ack() {
+    let (ua, mut calls) = UserAgent::bind(fast()).await.unwrap();
+    let phone = ua.local_addr(Protocol::Udp);
+    let (socket, me) = raw().await;
+    let invite = request("INVITE", me, phone, "c-2xx", "");
+    socket.send_to(invite.as_bytes(), phone).await.unwrap();
+    let mut call = calls.recv().await.unwrap();
+    let sdp = Body::sdp(b"v=0\r\n".to_vec());
+    call.leg
+        .respond(&call.invite, 200, "OK", Some(sdp))
+        .unwrap();
+    let mut oks = Vec::new();
+    while oks.len() < 3 {
+        let r = recv_response(&socket).await;
+        assert_eq!(r.code, 200);
+        oks.push(r);
+    }
+    let tag = oks[0].headers.to_tag().unwrap().to_owned();
+    assert!(oks.iter().all(|r| r.headers.to_tag() == Some(tag.as_str())));
+    // The ACK of a 2xx is a new transaction (its own branch), matched by the dialog.
+    let ack = request("ACK", me, phone, "c-2xx", &format!(";tag={tag}"));
+    socket.send_to(ack.as_bytes(), phone).await.unwrap();
+    assert!(matches!(
+        call.leg.next().await,
+        Some(cvw_sip::ua::LegEvent::Ack(_))
+    ));
+    // After the ACK, no more 200s (T2 is 80 ms here; wait several intervals).
+    let mut buf = vec![0u8; 65_535];
+    let more = timeout(Duration::from_millis(400), socket.recv_from(&mut buf)).await;
+    assert!(more.is_err(), "2xx still retransmitted after the ACK");
+}
+
+#[tokio::test]
+async fn a_2xx_nobody_waits_for_is_acked_then_ended_with_bye() {
+    let (ua, _calls) = UserAgent::bind(fast()).await.unwrap();
+    let host = ua.local_addr(Protocol::Udp);
+    let (socket, me) = raw().await;
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {host};branch=z9hG4bKgone\r\n\
+         From: <sip:cvw@{host}>;tag=ours\r\nTo: <sip:b@{me}>;tag=theirs\r\nCall-ID: forked-1\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:b@{me}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: 5\r\n\r\nv=0\r\n"
+    );
+    socket.send_to(ok.as_bytes(), host).await.unwrap();
+    let Message::Request(ack) = recv(&socket).await else {
+        panic!("ACK expected");
+    };
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(ack.headers.get("CSeq"), Some("1 ACK"));
+    assert_eq!(ack.headers.to_tag(), Some("theirs"));
+    let Message::Request(bye) = recv(&socket).await else {
+        panic!("BYE expected");
+    };
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(bye.headers.call_id(), "forked-1");
+}
+
+#[tokio::test]
+async fn requests_outside_a_dialog_get_481_and_new_calls_480_when_refused() {
+    let (ua, calls) = UserAgent::bind(fast()).await.unwrap();
+    let host = ua.local_addr(Protocol::Udp);
+    let (socket, me) = raw().await;
+    let bye = request("BYE", me, host, "nodialog", ";tag=x");
+    socket.send_to(bye.as_bytes(), host).await.unwrap();
+    assert_eq!(recv_response(&socket).await.code, 481);
+    drop(calls);
+    let invite = request("INVITE", me, host, "refused", "");
+    socket.send_to(invite.as_bytes(), host).await.unwrap();
+    let mut r = recv_response(&socket).await;
+    while r.code == 100 {
+        r = recv_response(&socket).await;
+    }
+    assert_eq!(r.code, 480);
+}
