@@ -505,6 +505,45 @@ mod tests {
         assert_eq!(parsed.method(), Some(Method::Invite));
     }
 
+    /// Never panic on network input: every truncation of a message, and every position
+    /// overwritten with bytes that matter to SIP syntax, parses or fails cleanly, and the
+    /// helpers the layers use on a parsed message cope with what is left.
+    #[test]
+    fn mangled_messages_never_panic() {
+        let original = INVITE.as_bytes();
+        let mut inputs: Vec<Vec<u8>> = (0..original.len())
+            .map(|i| original[..i].to_vec())
+            .collect();
+        for i in 0..original.len() {
+            for b in [
+                b':', b';', b'<', b'>', b',', b'"', b'=', 0, 0xff, b' ', b'\r',
+            ] {
+                let mut m = original.to_vec();
+                m[i] = b;
+                inputs.push(m);
+            }
+        }
+        for input in inputs {
+            let Ok(message) = Message::parse(&input) else {
+                continue;
+            };
+            let h = message.headers();
+            let _ = (h.top_branch(), h.from_tag(), h.to_tag(), h.cseq());
+            for header in h.iter() {
+                let _ = (addr_uri(&header.value), param(&header.value, "tag"));
+                let _ = split_list(&header.value);
+            }
+            match &message {
+                Message::Request(r) => {
+                    let _ = crate::dialog::Dialog::as_uas(r, "t");
+                }
+                Message::Response(r) => {
+                    let _ = crate::dialog::Dialog::as_uac(r);
+                }
+            }
+        }
+    }
+
     #[test]
     fn name_addr_helpers() {
         let v = "\"Bob\" <sip:bob@h;transport=tcp>;tag=xy";

@@ -398,6 +398,19 @@ mod tests {
         assert_eq!(next_frame(&mut buf), Err(FrameError::TooLarge));
     }
 
+    #[test]
+    fn framing_mangled_streams_never_panics() {
+        let msg =
+            b"BYE sip:a SIP/2.0\r\nContent-Length: 3\r\n\r\nabcBYE sip:b SIP/2.0\r\nl: 0\r\n\r\n";
+        for i in 0..msg.len() {
+            for b in [b'\r', b'\n', b':', b'9', b'-', 0xff] {
+                let mut buf = msg.to_vec();
+                buf[i] = b;
+                while let Ok(Some(_)) = next_frame(&mut buf) {}
+            }
+        }
+    }
+
     const OPTIONS: &str = "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\n\
         From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
 
