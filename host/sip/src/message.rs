@@ -337,12 +337,20 @@ fn encode(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
     out.push_str(start);
     out.push_str("\r\n");
     for h in headers.iter() {
-        if h.name.eq_ignore_ascii_case("Content-Length") {
+        // Values may come from a policy or a peer: a header is never allowed to break the
+        // framing (no CR/LF injection, no invalid names).
+        let name_ok =
+            !h.name.is_empty() && h.name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !name_ok || h.name.eq_ignore_ascii_case("Content-Length") {
             continue;
         }
         out.push_str(&h.name);
         out.push_str(": ");
-        out.push_str(&h.value);
+        out.extend(
+            h.value
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c }),
+        );
         out.push_str("\r\n");
     }
     out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
@@ -542,6 +550,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn header_values_cannot_inject_lines() {
+        let mut headers = Headers::new();
+        headers.push("X-Policy", "a\r\nBYE: injected");
+        headers.push("Bad Name", "x");
+        headers.push("", "y");
+        let text = String::from_utf8(encode("OPTIONS sip:x SIP/2.0", &headers, b"")).unwrap();
+        assert_eq!(
+            text,
+            "OPTIONS sip:x SIP/2.0\r\nX-Policy: a  BYE: injected\r\nContent-Length: 0\r\n\r\n"
+        );
     }
 
     #[test]

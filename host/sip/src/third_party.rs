@@ -265,7 +265,13 @@ enum Step {
     Timer,
 }
 
+/// A Reason header value (RFC 3326). The text may come from a peer's reason phrase, so
+/// characters that would break the quoted string are dropped.
 fn reason(code: u16, text: &str) -> String {
+    let text: String = text
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect();
     format!("SIP;cause={code};text=\"{text}\"")
 }
 
@@ -366,7 +372,8 @@ impl Call {
                         refuse(event);
                         continue;
                     };
-                    if diverted(r) && !self.settings.continue_when_diverted {
+                    // A failure is reported as itself even when it names a diversion.
+                    if r.code < 300 && diverted(r) && !self.settings.continue_when_diverted {
                         let code = r.code;
                         self.a.clear(Some(&reason(480, "Callback diverted"))).await;
                         return Err(end(EndReason::CallbackDiverted, Some(code), Side::Callback));
@@ -810,6 +817,14 @@ mod tests {
     /// The per-call budget (≤ 4 KiB in the host): the call task and its boxed phase state
     /// take at most half of it, leaving the rest for the legs' heap strings (Call-ID,
     /// tags, route set, the last ACK) and channels.
+    #[test]
+    fn reason_text_from_a_peer_cannot_break_the_header() {
+        assert_eq!(
+            reason(486, "Busy \"Here\"\r\nX: y"),
+            "SIP;cause=486;text=\"Busy HereX: y\""
+        );
+    }
+
     #[tokio::test]
     async fn a_call_task_stays_within_the_per_call_memory_budget() {
         let (ua, _) = UserAgent::bind(UaConfig::default()).await.unwrap();

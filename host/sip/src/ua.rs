@@ -567,6 +567,15 @@ impl Leg {
             return Err(SendError::AlreadyInvited);
         };
         let spec = spec.take().ok_or(SendError::AlreadyInvited)?;
+        // The target goes into the start line: it must be one token.
+        if spec.target.is_empty()
+            || spec
+                .target
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(SendError::Unroutable { uri: spec.target });
+        }
         let inner = &self.inner;
         let (hop, route) = match inner.proxy {
             Some(proxy) => (Some(proxy), inner.config.outbound_proxy.clone()),
