@@ -61,8 +61,6 @@ pub struct CallPlan {
     /// Whether to go on when A's phone diverted the call (181, History-Info, Diversion):
     /// a voicemail would otherwise "answer" the callback leg. Default: stop.
     pub continue_when_diverted: bool,
-    /// Refresh both sessions this often while connected (UPDATE, RFC 4028); `None`: never.
-    pub session_refresh: Option<Duration>,
 }
 
 /// Which party an outcome is about.
@@ -102,9 +100,6 @@ pub enum EndReason {
     MaxDuration,
     /// A leg's URI (or the proxy) is not routable.
     Unroutable,
-    /// A leg refused the flow's SDP shape (415/488/606 to the media-less offer or to the
-    /// offerless INVITE): this PBX or callee needs the other flow.
-    FlowRefused,
 }
 
 impl EndReason {
@@ -128,7 +123,6 @@ impl EndReason {
             EndReason::HungUp => "hung-up",
             EndReason::MaxDuration => "max-duration",
             EndReason::Unroutable => "unroutable",
-            EndReason::FlowRefused => "flow-refused",
         }
     }
 }
@@ -139,6 +133,18 @@ pub struct Ended {
     pub reason: EndReason,
     pub code: Option<u16>,
     pub side: Side,
+}
+
+impl Ended {
+    /// Whether a leg refused the flow's SDP shape on its initial INVITE (415/488/606 to
+    /// the offer without m= lines, or to the INVITE without SDP): that PBX or callee
+    /// needs the other [`Flow`] (sip-call-flows.md: "fall back with a clear error").
+    pub fn flow_refused(&self) -> bool {
+        matches!(
+            self.reason,
+            EndReason::CallbackFailed | EndReason::CalleeFailed
+        ) && matches!(self.code, Some(415 | 488 | 606))
+    }
 }
 
 /// What the requester can follow (CVW-14). `Ended` is always last, and comes only once
@@ -206,7 +212,10 @@ impl TwoLegCall {
         let call = Call {
             a,
             b,
-            settings: Settings::from(&plan),
+            settings: Settings {
+                session_refresh: ua.session_refresh(),
+                ..Settings::from(&plan)
+            },
             states,
             hangup: hangup_rx,
             relays: HashMap::new(),
@@ -235,7 +244,7 @@ impl From<&CallPlan> for Settings {
             callee_ring: plan.callee.ring_timeout,
             max_duration: plan.max_duration,
             continue_when_diverted: plan.continue_when_diverted,
-            session_refresh: plan.session_refresh,
+            session_refresh: None,
         }
     }
 }
@@ -388,7 +397,6 @@ impl Call {
                         return Ok(r);
                     }
                     let why = match r.code {
-                        415 | 488 | 606 => EndReason::FlowRefused,
                         486 | 600 => EndReason::CallbackBusy,
                         603 => EndReason::CallbackDeclined,
                         408 | 480 | 487 => EndReason::CallbackNotAnswered,
@@ -437,7 +445,6 @@ impl Call {
                     }
                     self.a.clear(Some(&reason(r.code, &r.reason))).await;
                     let why = match r.code {
-                        415 | 488 | 606 => EndReason::FlowRefused,
                         486 | 600 => EndReason::CalleeBusy,
                         603 => EndReason::CalleeDeclined,
                         408 | 480 | 487 => EndReason::CalleeNotAnswered,

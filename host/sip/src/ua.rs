@@ -46,6 +46,9 @@ pub struct UaConfig {
     /// Appended to the leg marker as `;token=...`, so a proxy can tell the host's legs from
     /// a forged marker.
     pub leg_token: Option<String>,
+    /// Refresh connected two-leg calls this often (UPDATE without SDP, RFC 4028 style);
+    /// `None`: never.
+    pub session_refresh: Option<Duration>,
 }
 
 impl Default for UaConfig {
@@ -57,6 +60,7 @@ impl Default for UaConfig {
             timers: Timers::default(),
             user_agent: "cvw".into(),
             leg_token: None,
+            session_refresh: None,
         }
     }
 }
@@ -207,6 +211,10 @@ impl UserAgent {
 
     pub fn timers(&self) -> Timers {
         self.inner.config.timers
+    }
+
+    pub fn session_refresh(&self) -> Option<Duration> {
+        self.inner.config.session_refresh
     }
 
     /// A new outgoing leg; nothing is sent until [`Leg::invite`].

@@ -47,7 +47,6 @@ fn plan(a: &TestPhone, b: &TestPhone, flow: Flow) -> CallPlan {
         max_duration: Duration::from_secs(3600),
         headers: Vec::new(),
         continue_when_diverted: false,
-        session_refresh: None,
     }
 }
 
@@ -257,8 +256,7 @@ async fn busy_or_declined_callback_never_dials_the_callee() {
     for (code, reason) in [
         (486, EndReason::CallbackBusy),
         (603, EndReason::CallbackDeclined),
-        // A PBX that refuses SDP without m= lines: a clear error naming the flow.
-        (488, EndReason::FlowRefused),
+        (488, EndReason::CallbackFailed),
     ] {
         let ua = controller(Protocol::Udp).await;
         let a = phone(PhoneScript {
@@ -270,6 +268,8 @@ async fn busy_or_declined_callback_never_dials_the_callee() {
         let (_call, rx) = TwoLegCall::start(&ua, plan(&a, &b, Flow::Iv));
         let (_, end) = states(rx).await;
         assert_eq!(end, ended(reason, Some(code), Side::Callback));
+        // A PBX that refuses SDP without m= lines: a clear error naming the flow.
+        assert_eq!(end.flow_refused(), code == 488);
         assert!(b.seen().is_empty());
     }
 }
@@ -582,16 +582,20 @@ async fn outbound_proxy_receives_both_legs_with_a_route() {
 /// Session refresh: both legs get an UPDATE without SDP while connected.
 #[tokio::test]
 async fn connected_legs_get_session_refresh_updates() {
-    let ua = controller(Protocol::Udp).await;
+    let ua = UserAgent::bind(UaConfig {
+        session_refresh: Some(Duration::from_millis(200)),
+        ..UaConfig::default()
+    })
+    .await
+    .unwrap()
+    .0;
     let a = phone(PhoneScript {
         hang_up_after: Some(Duration::from_millis(900)),
         ..phone_a()
     })
     .await;
     let b = phone(phone_b()).await;
-    let mut p = plan(&a, &b, Flow::Iv);
-    p.session_refresh = Some(Duration::from_millis(200));
-    let (_call, rx) = TwoLegCall::start(&ua, p);
+    let (_call, rx) = TwoLegCall::start(&ua, plan(&a, &b, Flow::Iv));
     let (_, end) = states(rx).await;
     assert_eq!(end.reason, EndReason::CallbackHungUp);
     for leg in [&a, &b] {
