@@ -538,3 +538,46 @@ async fn failure_hook_sends_an_unanswered_call_to_voicemail() {
     w.pbx.answer(&vm);
     assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
 }
+
+/// Fail-open when the host does not answer in time: its decision service accepts the
+/// connection but never replies; after the decision timeout the call is routed as without
+/// Call via Work, so the registered client still rings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_when_the_host_does_not_answer_in_time() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let pbx_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_addr = pbx_sock.local_addr().unwrap();
+    let kam = Kamailio::start(&Setup {
+        host_jsonrpc: silent_addr,
+        host_http: silent_addr,
+        pbx: pbx_addr,
+        host_ua: "127.0.0.1:9".parse().unwrap(),
+        decision_timeout_ms: 300,
+        extra: vec![],
+        transform: None,
+        shm_mb: 128,
+    })
+    .unwrap();
+    let mut pbx = Phone::with_udp("pbx", kam.sip, pbx_sock);
+    let mut c1 = Phone::udp("alice-udp", kam.sip).await;
+    c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
+    let mut bob = Phone::udp("bob", kam.sip).await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let i1 = c1.expect_invite(WAIT).await;
+    c1.answer(&i1);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
+    assert!(
+        pbx.gets_request("INVITE", Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no desk leg without a decision"
+    );
+    held.abort();
+}

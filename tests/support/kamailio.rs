@@ -250,6 +250,13 @@ impl Drop for Kamailio {
             .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "kamailio log kept in {}; its end:\n{}",
+                self.dir.display(),
+                self.log_tail()
+            );
+        }
         // Kept when a test fails, or on request, to read kamailio.log.
         if !std::thread::panicking() && std::env::var_os("CVW_KEEP_KAMAILIO").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -399,6 +399,13 @@ async fn connection_load(
 /// The baseline: the same two-branch fork (desk via the trunk + Alice's registration),
 /// written in the config, for Request-URIs starting with `static-`.
 fn add_static_fork(cfg: String) -> String {
+    // Analysis only: what the per-branch ring timeout (CVW-51, a second pass through the
+    // proxy) costs, by turning it off.
+    let cfg = if std::env::var_os("CVW_LOAD_NO_RING_TIMEOUT").is_some() {
+        cfg.replace("if ($var(fr) > 0) {", "if ($var(fr) < 0) {")
+    } else {
+        cfg
+    };
     let cfg = cfg.replacen(
         "\tif (is_method(\"INVITE\")) {\n\t\troute(CVW);",
         "\tif (is_method(\"INVITE\") && $rU =~ \"^static-\") {\n\t\troute(STATIC_FORK);\n\t\texit;\n\t}\n\tif (is_method(\"INVITE\")) {\n\t\troute(CVW);",
