@@ -454,7 +454,7 @@ mod tests {
         i: a84b4c76e66710\r\n\
         CSeq: 314159 INVITE\r\n\
         Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\n\
-        X-CVW-Leg: callback\r\n\
+        X-CVW-Origination: callback\r\n\
         Content-Type: application/sdp\r\n\
         Content-Length: 4\r\n\r\nv=0\nEXTRA";
 
@@ -471,7 +471,7 @@ mod tests {
         assert_eq!(req.headers.get_all("Via").count(), 2);
         let rr: Vec<_> = req.headers.get_all("Record-Route").collect();
         assert_eq!(rr, vec!["<sip:p1;lr>", "<sip:p2;lr>"]);
-        assert_eq!(req.headers.get("x-cvw-leg"), Some("callback"));
+        assert_eq!(req.headers.get("x-cvw-origination"), Some("callback"));
         assert_eq!(req.body, b"v=0\n");
     }
 

@@ -4,10 +4,10 @@
 //! a 2xx (end to end, with a body when the 2xx carried an offer), re-INVITE, BYE, INFO and
 //! UPDATE, and answers as a UAS (with 2xx retransmission until the ACK, §13.3.1.4).
 //!
-//! Every request of a leg carries the leg marker (`X-CVW-Leg: callback;token=...`, CVW-34)
+//! Every request of a leg carries the leg marker (`X-CVW-Origination: callback;token=...`, CVW-34)
 //! so that the proxy and policy recognise the host's own calls. With an outbound proxy,
-//! initial requests go to it with a pre-loaded Route; in-dialog requests follow the route
-//! set. Host names are not resolved: the proxy and the legs' targets are IP addresses.
+//! initial requests go to it (with a pre-loaded Route if asked); in-dialog requests follow
+//! the route set. Host names are not resolved: the proxy and the legs' targets are IP addresses.
 //!
 //! It does not decide anything about a call (that is `third_party`) and keeps no message
 //! longer than the exchange that needs it.
@@ -28,8 +28,11 @@ use crate::sdp;
 use crate::transaction::{InviteClient, ServerTransaction, Timers, TransactionLayer, Unmatched};
 use crate::transport::{BindError, Destination, Inbound, Protocol, Transport};
 
-/// The marker header on every request the host originates (CVW-34).
-pub const LEG_HEADER: &str = "X-CVW-Leg";
+/// The marker header on every request the host originates (CVW-34). The proxy config
+/// (examples/kamailio) classifies a request as `origination` when it carries this header
+/// and comes from the host's address, and strips it before relaying. (`X-CVW-Leg` is
+/// taken there: it labels the branches of a fork.)
+pub const LEG_HEADER: &str = "X-CVW-Origination";
 
 /// How the user agent is set up.
 #[derive(Debug, Clone)]
@@ -40,6 +43,11 @@ pub struct UaConfig {
     pub protocol: Protocol,
     /// Every initial request goes here, e.g. `sip:127.0.0.1:5060;transport=tcp`.
     pub outbound_proxy: Option<String>,
+    /// Also put the outbound proxy in a pre-loaded `Route` header (RFC 3261 §8.1.2). Off by
+    /// default: proxies route initial requests by Request-URI, and a Route to itself is
+    /// only understood by a proxy config that calls `loose_route()` (or drops it) on
+    /// initial requests.
+    pub preload_route: bool,
     pub timers: Timers,
     /// The User-Agent header.
     pub user_agent: String,
@@ -57,6 +65,7 @@ impl Default for UaConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             protocol: Protocol::Udp,
             outbound_proxy: None,
+            preload_route: false,
             timers: Timers::default(),
             user_agent: "cvw".into(),
             leg_token: None,
@@ -586,7 +595,14 @@ impl Leg {
         }
         let inner = &self.inner;
         let (hop, route) = match inner.proxy {
-            Some(proxy) => (Some(proxy), inner.config.outbound_proxy.clone()),
+            Some(proxy) => (
+                Some(proxy),
+                inner
+                    .config
+                    .outbound_proxy
+                    .clone()
+                    .filter(|_| inner.config.preload_route),
+            ),
             None => (resolve(&spec.target, inner.config.protocol), None),
         };
         let to = hop.ok_or_else(|| SendError::Unroutable {

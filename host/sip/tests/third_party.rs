@@ -133,7 +133,11 @@ async fn flow_iv_rings_the_callback_first_then_bridges_the_callee_media() {
     assert!(media_ports(&first.body).is_empty(), "with no m= lines");
     assert!(header(first, "From").contains(GLOBAL_CALLER_ID), "CVW-2");
     assert!(header(first, "P-Asserted-Identity").contains(GLOBAL_CALLER_ID));
-    assert_eq!(header(first, "X-CVW-Leg"), "callback;token=t0k", "CVW-34");
+    assert_eq!(
+        header(first, "X-CVW-Origination"),
+        "callback;token=t0k",
+        "CVW-34"
+    );
 
     let b_invites = b.requests(Method::Invite);
     assert_eq!(b_invites.len(), 1);
@@ -144,7 +148,10 @@ async fn flow_iv_rings_the_callback_first_then_bridges_the_callee_media() {
     );
     assert!(header(&b_invites[0], "P-Asserted-Identity").contains(WORK_IDENTITY));
     assert!(!header(&b_invites[0], "From").contains(GLOBAL_CALLER_ID));
-    assert_eq!(header(&b_invites[0], "X-CVW-Leg"), "callee;token=t0k");
+    assert_eq!(
+        header(&b_invites[0], "X-CVW-Origination"),
+        "callee;token=t0k"
+    );
 
     let reinvite = &a_invites[1];
     assert!(reinvite.headers.to_tag().is_some(), "in A's dialog");
@@ -477,7 +484,7 @@ async fn info_dtmf_is_relayed_between_the_legs_unchanged() {
     let info = &b.requests(Method::Info)[0];
     assert_eq!(info.body, dtmf.as_bytes());
     assert_eq!(header(info, "Content-Type"), "application/dtmf-relay");
-    assert_eq!(header(info, "X-CVW-Leg"), "callee;token=t0k");
+    assert_eq!(header(info, "X-CVW-Origination"), "callee;token=t0k");
 }
 
 /// Toll-fraud limit: the maximum duration clears both legs.
@@ -545,15 +552,22 @@ async fn reinvite_from_one_leg_is_relayed_to_the_other() {
     );
 }
 
-/// With an outbound proxy every initial INVITE goes to it with a pre-loaded Route, and
-/// host names in the legs' URIs are left to the proxy. Here phone A plays the proxy and
-/// both phones.
+/// With an outbound proxy every initial INVITE goes to it (with a pre-loaded Route when
+/// asked), and host names in the legs' URIs are left to the proxy. Here phone A plays the
+/// proxy and both phones.
 #[tokio::test]
-async fn outbound_proxy_receives_both_legs_with_a_route() {
+async fn outbound_proxy_receives_both_legs() {
+    for preload_route in [false, true] {
+        outbound_proxy_case(preload_route).await;
+    }
+}
+
+async fn outbound_proxy_case(preload_route: bool) {
     let mut a = phone(phone_a()).await;
     let proxy = a.uri("proxy").replace("proxy@", "");
     let ua = UserAgent::bind(UaConfig {
         outbound_proxy: Some(proxy.clone()),
+        preload_route,
         ..UaConfig::default()
     })
     .await
@@ -575,7 +589,12 @@ async fn outbound_proxy_receives_both_legs_with_a_route() {
     );
     assert_eq!(invites[1].uri, "sip:+14255550142@corp.example");
     for invite in &invites[..2] {
-        assert_eq!(header(invite, "Route"), format!("<{proxy};lr>"));
+        let route = invite.headers.get("Route");
+        if preload_route {
+            assert_eq!(route, Some(format!("<{proxy};lr>").as_str()));
+        } else {
+            assert_eq!(route, None);
+        }
     }
 }
 
