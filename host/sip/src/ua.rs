@@ -807,6 +807,7 @@ impl Leg {
             let mut interval = timers.t1;
             loop {
                 tokio::select! {
+                    biased; // an ACK that arrived with the timer wins: no copy after it
                     _ = &mut stopped => return,
                     _ = tokio::time::sleep(interval) => {}
                 }
