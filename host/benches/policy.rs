@@ -277,11 +277,32 @@ fn decision_latency(c: &mut Criterion) {
     let miss = p50(100_000, || {
         black_box(host.on_request(&nobody, &bare));
     });
+    let with_sdp = SipRequest::builder("INVITE", "sip:nobody@corp.example")
+        .from("<sip:bob@corp.example>;tag=1")
+        .to("<sip:nobody@corp.example>")
+        .call_id("bench-nobody")
+        .body(SDP)
+        .build()
+        .expect("request builds");
+    let miss_sdp = p50(100_000, || {
+        black_box(host.on_request(&with_sdp, &bare));
+    });
     println!(
-        "p50 breakdown: fork to desk only {:.2} µs, unknown callee {:.2} µs",
+        "p50 breakdown: fork to desk only {:.2} µs, unknown callee {:.2} µs, \
+         unknown callee with SDP {:.2} µs",
         desk_only.as_secs_f64() * 1e6,
-        miss.as_secs_f64() * 1e6
+        miss.as_secs_f64() * 1e6,
+        miss_sdp.as_secs_f64() * 1e6
     );
+
+    let mut parts = c.benchmark_group("invite-parts");
+    parts.bench_function("unknown-callee", |b| {
+        b.iter(|| black_box(host.on_request(&nobody, &bare)))
+    });
+    parts.bench_function("on-reply", |b| {
+        b.iter(|| black_box(host.on_reply(&req, &reply)))
+    });
+    parts.finish();
 
     // A new version costs each thread one instantiate + configure on its first call.
     let mut first_calls: Vec<Duration> = (0..50)

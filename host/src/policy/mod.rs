@@ -34,8 +34,10 @@ pub const CONTRACT: &str = "cvw:policy@1.0.0";
 /// Limits and failure handling of every hook call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeSettings {
-    /// Wall-clock bound of one hook call. Keep it well above a scheduler slice: on a busy
-    /// machine a healthy call can be descheduled for several milliseconds.
+    /// Wall-clock time a hook call may take. A call still running at the deadline is
+    /// interrupted within the next 5 ms if its thread is using CPU (a loop); one that only
+    /// waited for a core (a busy machine) is given up to 5× the deadline. Keep it well
+    /// above a scheduler slice.
     pub deadline: Duration,
     /// Linear memory one instance may grow to.
     pub memory_limit_bytes: usize,
