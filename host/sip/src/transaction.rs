@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, trace};
 
@@ -350,6 +350,24 @@ fn timeout_response(request: &Request) -> Response {
     request.response(408, "Request Timeout")
 }
 
+/// §8.1.3.1: a transport failure is reported to the TU as 503.
+fn transport_error(request: &Request) -> Response {
+    request.response(503, "Service Unavailable")
+}
+
+/// Sends the first copy of a request, learning if it surely did not leave.
+fn send_watched(shared: &Shared, bytes: Vec<u8>, to: Destination) -> oneshot::Receiver<()> {
+    let (failed, unsent) = oneshot::channel();
+    shared.transmit.send_or(
+        bytes,
+        to,
+        Box::new(move || {
+            let _ = failed.send(());
+        }),
+    );
+    unsent
+}
+
 /// The ACK of a non-2xx final response, built from the INVITE (§17.1.1.3).
 fn non_2xx_ack(invite: &Request, response: &Response) -> Request {
     let mut headers = Headers::new();
@@ -425,7 +443,8 @@ async fn invite_client(
     let t = shared.timers;
     let reliable = to.protocol.is_reliable();
     let bytes = request.to_bytes();
-    shared.transmit.send(bytes.clone(), to);
+    let mut unsent = send_watched(&shared, bytes.clone(), to);
+    let mut watching = true;
     let mut state = ClientState::Calling;
     let mut interval = t.timer_a();
     let mut timer_a = (!reliable).then(|| Instant::now() + interval);
@@ -500,6 +519,13 @@ async fn invite_client(
                 sink(timeout_response(&request));
                 break;
             }
+            r = &mut unsent, if watching && state == ClientState::Calling => match r {
+                Ok(()) => {
+                    sink(transport_error(&request));
+                    break;
+                }
+                Err(_) => watching = false, // sent: the transport dropped the alarm
+            },
             _ = timer(timer_d) => break,
         }
     }
@@ -522,7 +548,8 @@ async fn non_invite_client(
     let t = shared.timers;
     let reliable = to.protocol.is_reliable();
     let bytes = request.to_bytes();
-    shared.transmit.send(bytes.clone(), to);
+    let mut unsent = send_watched(&shared, bytes.clone(), to);
+    let mut watching = true;
     let mut state = ClientState::Calling; // "Trying" in §17.1.2
     let mut interval = t.timer_e();
     let mut timer_e = (!reliable).then(|| Instant::now() + interval);
@@ -556,6 +583,13 @@ async fn non_invite_client(
                 sink(timeout_response(&request));
                 break;
             }
+            r = &mut unsent, if watching && state == ClientState::Calling => match r {
+                Ok(()) => {
+                    sink(transport_error(&request));
+                    break;
+                }
+                Err(_) => watching = false, // sent: the transport dropped the alarm
+            },
             _ = timer(timer_k) => break,
         }
     }
@@ -1004,6 +1038,32 @@ mod tests {
         layer.handle(inbound(Message::Request(stray), Protocol::Udp));
         tokio::task::yield_now().await;
         assert_eq!(rec.times_of("SIP/2.0 481").len(), 1);
+    }
+
+    /// A transport that can never deliver (a TCP peer that refuses connections).
+    struct Unreachable;
+
+    impl Transmit for Unreachable {
+        fn send(&self, _: Vec<u8>, _: Destination) {}
+        fn send_or(&self, _: Vec<u8>, _: Destination, failed: crate::transport::OnFailure) {
+            failed();
+        }
+        fn local_addr(&self, _: Protocol) -> SocketAddr {
+            "127.0.0.1:5060".parse().unwrap()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transport_failure_ends_client_transactions_with_503_at_once() {
+        let layer = TransactionLayer::new(Arc::new(Unreachable), Timers::default());
+        let start = Instant::now();
+        let (sink, mut rx) = channel_sink();
+        let _c = layer.send_invite(request(Method::Invite), dest(Protocol::Tcp), sink);
+        assert_eq!(rx.recv().await.unwrap().code, 503);
+        let (sink, mut rx) = channel_sink();
+        layer.send_request(request(Method::Bye), dest(Protocol::Tcp), sink);
+        assert_eq!(rx.recv().await.unwrap().code, 503);
+        assert_eq!(start.elapsed(), Duration::ZERO, "no timer involved");
     }
 
     #[tokio::test(start_paused = true)]

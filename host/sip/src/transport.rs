@@ -62,9 +62,19 @@ pub struct Inbound {
     pub source: Destination,
 }
 
+/// Runs when a message could not be handed to the network.
+pub type OnFailure = Box<dyn FnOnce() + Send>;
+
 /// Sending, as the transaction layer needs it: fire and forget, never blocking.
 pub trait Transmit: Send + Sync + 'static {
     fn send(&self, bytes: Vec<u8>, to: Destination);
+    /// Like `send`; `failed` runs if the message surely did not leave (a TCP connection
+    /// that cannot be opened or written), so that a transaction can end at once with a
+    /// transport error (RFC 3261 §8.1.3.1). A UDP loss is never known.
+    fn send_or(&self, bytes: Vec<u8>, to: Destination, failed: OnFailure) {
+        drop(failed);
+        self.send(bytes, to);
+    }
     /// The sent-by address for Via and Contact.
     fn local_addr(&self, protocol: Protocol) -> SocketAddr;
 }
@@ -83,7 +93,29 @@ pub enum BindError {
     },
 }
 
-type Connections = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>;
+/// A message waiting for its TCP connection, with what to do if it cannot be written.
+struct Outgoing {
+    bytes: Vec<u8>,
+    failed: Option<OnFailure>,
+}
+
+impl Outgoing {
+    fn fail(self) {
+        if let Some(failed) = self.failed {
+            failed();
+        }
+    }
+}
+
+/// Fails every message still queued for a connection that is gone.
+fn fail_queued(queue: &mut mpsc::UnboundedReceiver<Outgoing>) {
+    queue.close();
+    while let Ok(message) = queue.try_recv() {
+        message.fail();
+    }
+}
+
+type Connections = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Outgoing>>>>;
 
 /// Live sockets. Dropping it stops every socket task.
 pub struct Transport {
@@ -99,7 +131,7 @@ pub struct Transport {
 
 fn lock(
     connections: &Connections,
-) -> MutexGuard<'_, HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>> {
+) -> MutexGuard<'_, HashMap<SocketAddr, mpsc::UnboundedSender<Outgoing>>> {
     // A poisoned map only means a task panicked mid-insert; the map itself is still valid.
     connections.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -159,16 +191,18 @@ impl Transport {
         Ok((transport, rx))
     }
 
-    fn send_tcp(&self, bytes: Vec<u8>, to: SocketAddr) {
+    fn send_tcp(&self, outgoing: Outgoing, to: SocketAddr) {
         let mut map = lock(&self.connections);
-        if let Some(tx) = map.get(&to)
-            && tx.send(bytes.clone()).is_ok()
-        {
-            return;
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let outgoing = match map.get(&to) {
+            Some(tx) => match tx.send(outgoing) {
+                Ok(()) => return,
+                Err(e) => e.0,
+            },
+            None => outgoing,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
         // Queue before connecting so that messages sent meanwhile share this connection.
-        let _ = tx.send(bytes);
+        let _ = tx.send(outgoing);
         map.insert(to, tx);
         drop(map);
         let connections = self.connections.clone();
@@ -180,6 +214,7 @@ impl Transport {
                 Err(e) => {
                     warn!(%to, error = %e, "SIP TCP connect failed; messages dropped");
                     lock(&connections).remove(&to);
+                    fail_queued(&mut rx);
                 }
             }
         });
@@ -188,11 +223,18 @@ impl Transport {
 
 impl Transmit for Transport {
     fn send(&self, bytes: Vec<u8>, to: Destination) {
+        self.send_or(bytes, to, Box::new(|| {}));
+    }
+
+    fn send_or(&self, bytes: Vec<u8>, to: Destination, failed: OnFailure) {
         match to.protocol {
             Protocol::Udp => {
                 let _ = self.udp_out.send((bytes, to.addr));
             }
-            Protocol::Tcp => self.send_tcp(bytes, to.addr),
+            Protocol::Tcp => {
+                let failed = Some(failed);
+                self.send_tcp(Outgoing { bytes, failed }, to.addr);
+            }
         }
     }
 
@@ -290,7 +332,7 @@ async fn accept_loop(
 async fn run_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    mut outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     connections: Connections,
     inbound: mpsc::UnboundedSender<Inbound>,
     mut shutdown: watch::Receiver<()>,
@@ -301,7 +343,7 @@ async fn run_connection(
     };
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 8192];
-    loop {
+    'connection: loop {
         tokio::select! {
             read = stream.read(&mut chunk) => {
                 let n = match read { Ok(0) | Err(_) => break, Ok(n) => n };
@@ -312,19 +354,22 @@ async fn run_connection(
                         Ok(None) => break,
                         Err(e) => {
                             warn!(%peer, error = %e, "closing SIP TCP connection");
-                            lock(&connections).remove(&peer);
-                            return;
+                            break 'connection;
                         }
                     }
                 }
             }
-            Some(bytes) = outgoing.recv() => {
-                if stream.write_all(&bytes).await.is_err() { break; }
+            Some(message) = outgoing.recv() => {
+                if stream.write_all(&message.bytes).await.is_err() {
+                    message.fail();
+                    break;
+                }
             }
             _ = shutdown.changed() => break,
         }
     }
     lock(&connections).remove(&peer);
+    fail_queued(&mut outgoing);
 }
 
 /// Why a TCP stream cannot be framed into SIP messages.

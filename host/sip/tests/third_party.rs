@@ -664,3 +664,25 @@ async fn silent_callback_times_out_by_timer_b() {
     );
     assert!(b.seen().is_empty());
 }
+
+/// A callback leg over TCP to a port where nobody listens fails at once with 503
+/// (RFC 3261 §8.1.3.1), not after Timer B's 32 s.
+#[tokio::test]
+async fn tcp_callback_that_cannot_connect_fails_at_once() {
+    let ua = controller(Protocol::Tcp).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let b = phone(phone_b()).await;
+    let mut p = plan(&b, &b, Flow::Iv);
+    p.callback.uri = format!("sip:+14255550101@{addr};transport=tcp");
+    let (_call, rx) = TwoLegCall::start(&ua, p);
+    let (_, end) = tokio::time::timeout(Duration::from_secs(5), states(rx))
+        .await
+        .expect("ended well before Timer B");
+    assert_eq!(
+        end,
+        ended(EndReason::CallbackFailed, Some(503), Side::Callback)
+    );
+    assert!(b.seen().is_empty());
+}
