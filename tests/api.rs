@@ -3,6 +3,8 @@
 //! user agent: authentication, the own-line rule, refusals with their reason, limits, the
 //! event feed, hang-up, and the call log.
 
+mod support;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +19,7 @@ use cvw::origination::{CallControl, CallState, OriginateError, Originator, Side}
 use cvw::policy::model::{Flow, OriginationPlan};
 use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
 use serde_json::{Value, json};
+use support::http::states;
 use tokio::sync::{mpsc, oneshot};
 
 const ALICE_TOKEN: &str = "alice-token";
@@ -80,48 +83,8 @@ impl Originator for ScriptedOriginator {
 
 struct Harness {
     base: String,
-    http: Client,
     originator: Arc<ScriptedOriginator>,
     log: Arc<MemorySink>,
-}
-
-/// A tiny HTTP/1.1 client over tokio, enough for JSON requests on loopback.
-#[derive(Clone)]
-struct Client;
-
-impl Client {
-    async fn send(
-        &self,
-        base: &str,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = base.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.unwrap();
-        let text = String::from_utf8(raw).unwrap();
-        let status: u16 = text[9..12].parse().unwrap();
-        let json = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .filter(|b| !b.is_empty())
-            .map(|b| serde_json::from_str(b).unwrap_or(Value::String(b.into())))
-            .unwrap_or(Value::Null);
-        (status, json)
-    }
 }
 
 impl Harness {
@@ -152,11 +115,10 @@ impl Harness {
             call_log: log.clone(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let base = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move { axum::serve(listener, router(api)).await });
         Self {
             base,
-            http: Client,
             originator,
             log,
         }
@@ -169,30 +131,12 @@ impl Harness {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        self.http.send(&self.base, method, path, token, body).await
+        support::http::send(&self.base, method, path, token, body).await
     }
 
     /// Follow the feed until `ended`, as a requester would.
     async fn follow(&self, id: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut since = 0;
-        for _ in 0..20 {
-            let (status, body) = self
-                .call(
-                    "GET",
-                    &format!("/v1/calls/{id}/events?since={since}&wait_s=5"),
-                    Some(ALICE_TOKEN),
-                    None,
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-            all.extend(body["events"].as_array().unwrap().iter().cloned());
-            since = body["next"].as_u64().unwrap() as usize;
-            if all.last().is_some_and(|e| e["state"] == "ended") {
-                return all;
-            }
-        }
-        panic!("the feed never ended: {all:?}");
+        support::http::follow(&self.base, ALICE_TOKEN, id).await
     }
 }
 
@@ -205,13 +149,6 @@ fn two_users() -> Tokens {
         cvw::api::auth::hash_hex(DAVE_TOKEN)
     );
     Tokens::parse(&text, Path::new("tokens.toml")).unwrap()
-}
-
-fn states(events: &[Value]) -> Vec<&str> {
-    events
-        .iter()
-        .map(|e| e["state"].as_str().unwrap())
-        .collect()
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod kamailio;
 pub mod phone;
 pub mod sip;
