@@ -587,7 +587,9 @@ mod tests {
         assert!(config.directory.is_file());
         assert!(config.control.listen.ip().is_loopback());
         assert_eq!(config.runtime_settings().failure_mode, FailureMode::Open);
-        let api = config.api.expect("the example enables the click-to-call API");
+        let api = config
+            .api
+            .expect("the example enables the click-to-call API");
         assert!(api.listen.ip().is_loopback());
         let tokens = Tokens::load(&api.tokens_file).unwrap();
         assert_eq!(
