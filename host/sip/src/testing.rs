@@ -135,6 +135,12 @@ impl TestPhone {
         format!("sip:{user}@{addr}")
     }
 
+    /// The same over TCP, e.g. `sip:alice@127.0.0.1:40312;transport=tcp`.
+    pub fn uri_tcp(&self, user: &str) -> String {
+        let addr = self.ua.local_addr(crate::transport::Protocol::Tcp);
+        format!("sip:{user}@{addr};transport=tcp")
+    }
+
     pub fn user_agent(&self) -> &UserAgent {
         &self.ua
     }

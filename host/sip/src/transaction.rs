@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, trace};
 
-use crate::message::{CSeq, Headers, Message, Method, Request, Response};
+use crate::message::{Headers, Message, Method, Request, Response};
 use crate::transport::{Destination, Inbound, Transmit};
 
 /// RFC 3261 §17.1.1.1 timer base values (Table 4).
@@ -718,11 +718,6 @@ async fn non_invite_server(
         }
     }
     guard(&shared.servers).remove(&key);
-}
-
-/// A CSeq for a new request, so callers do not format it by hand.
-pub fn cseq_value(cseq: &CSeq) -> String {
-    format!("{} {}", cseq.number, cseq.method)
 }
 
 #[cfg(test)]

@@ -509,8 +509,8 @@ async fn flow_iv_over_tcp() {
     let mut a = phone(phone_a()).await;
     let mut b = phone(phone_b()).await;
     let mut p = plan(&a, &b, Flow::Iv);
-    p.callback.uri.push_str(";transport=tcp");
-    p.callee.uri.push_str(";transport=tcp");
+    p.callback.uri = a.uri_tcp("+14255550101");
+    p.callee.uri = b.uri_tcp("+14255550142");
     let (call, mut rx) = TwoLegCall::start(&ua, p);
     connected(&mut rx).await;
     call.hangup();
