@@ -5,6 +5,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod calllog;
 pub mod cli;
 pub mod control;
 pub mod directory;
