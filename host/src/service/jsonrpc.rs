@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::io;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -55,7 +56,7 @@ pub async fn serve(
                 let svc = svc.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, svc, shutdown).await {
+                    if let Err(e) = connection(stream, svc, shutdown, PARTIAL_FRAME_TIMEOUT).await {
                         tracing::debug!(%peer, "jsonrpc connection ended: {e}");
                     }
                 });
@@ -65,18 +66,36 @@ pub async fn serve(
     }
 }
 
+/// How long the rest of a started frame may take. An idle connection between frames may
+/// stay open for ever (janssonrpcc keeps one per server); half a frame may not.
+const PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn connection(
     mut stream: TcpStream,
     svc: DecisionService,
     mut shutdown: Shutdown,
+    partial_timeout: Duration,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut decoder = Decoder::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     loop {
+        let stalled = async {
+            if decoder.has_partial() {
+                tokio::time::sleep(partial_timeout).await
+            } else {
+                std::future::pending().await
+            }
+        };
         let n = tokio::select! {
             n = stream.read(&mut buf) => n?,
+            () = stalled => {
+                let message = format!("bad netstring frame: incomplete for {partial_timeout:?}");
+                let frame = netstring::encode(&error_bytes(&Value::Null, PARSE_ERROR, &message));
+                stream.write_all(&frame).await?;
+                return Ok(());
+            }
             () = shutdown.wait() => return Ok(()),
         };
         if n == 0 {
@@ -329,6 +348,26 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn half_a_frame_is_answered_with_an_error_not_waited_for() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_trigger, shutdown) = Shutdown::new();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            connection(stream, svc(), shutdown, Duration::from_millis(100)).await
+        });
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"120:{\"jsonrpc\":").await.unwrap();
+        let mut d = Decoder::new();
+        let a: Value = serde_json::from_slice(&read_frame(&mut c, &mut d).await).unwrap();
+        assert_eq!(
+            a["error"]["message"],
+            "bad netstring frame: incomplete for 100ms"
+        );
+        server.await.unwrap().unwrap();
     }
 
     async fn read_frame(c: &mut TcpStream, d: &mut Decoder) -> Vec<u8> {

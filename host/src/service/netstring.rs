@@ -60,6 +60,11 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// True when bytes of a frame that is not complete yet are buffered.
+    pub fn has_partial(&self) -> bool {
+        self.start < self.buf.len()
+    }
+
     /// The next complete payload, `None` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, NetstringError> {
         let pending = &self.buf[self.start..];
