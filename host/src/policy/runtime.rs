@@ -386,7 +386,8 @@ impl PolicyHost {
     ) -> Outcome<T> {
         let call_id = req.map_or("-", SipRequest::call_id);
         let (mut warm, generation) = {
-            // The guard is dropped before the guest runs: a slow call must not pin it.
+            // The guard is dropped before the hook runs (a slow call must not pin it);
+            // only a first call on this thread instantiates under it.
             let current = self.inner.current.load();
             let Some(snapshot) = current.as_ref() else {
                 return self.failed(
