@@ -661,3 +661,137 @@ impl fmt::Debug for PolicyHost {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::builtin;
+    use crate::policy::model::{
+        Contact, Fork, ForkMode, Refusal, Reply, RequestContext, Settings, Source, User,
+    };
+    use crate::policy::static_directory::StaticDirectory;
+
+    fn directory() -> Arc<StaticDirectory> {
+        let alice = User {
+            uc_address: "sip:alice@corp.example".into(),
+            display_name: "Alice".into(),
+            line_uri: Some("tel:+14255550101".into()),
+            callback_number: None,
+            site: None,
+            settings: Settings {
+                name: "global".into(),
+                enabled: true,
+                admin_callback_number: None,
+                use_admin_callback_number: false,
+            },
+            delegation: false,
+            team_call: false,
+            response_group: false,
+        };
+        let config = [
+            ("global_caller_id", "+14255550000"),
+            ("pbx_trunk", "sip:127.0.0.1:5090"),
+            ("pbx_domain", "pbx.corp.example"),
+        ];
+        let config = config.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec();
+        Arc::new(StaticDirectory::new(vec![alice], config))
+    }
+
+    fn publish(path: &str) -> PolicyHost {
+        let host = PolicyHost::new(RuntimeSettings::default()).unwrap();
+        let wasm = std::fs::read(path).unwrap();
+        host.publish(&wasm, path, directory()).unwrap();
+        host
+    }
+
+    fn call_to_alice() -> (SipRequest, RequestContext) {
+        let req = SipRequest::builder("INVITE", "sip:alice@corp.example")
+            .from("<sip:bob@corp.example>;tag=1")
+            .to("<sip:alice@corp.example>")
+            .call_id("runtime-test")
+            .build()
+            .unwrap();
+        let ctx = RequestContext {
+            source: Source::Uc,
+            contacts: vec![Contact {
+                uri: "sip:alice@127.0.0.1:5072".into(),
+                next_hop: None,
+                instance: None,
+                user_agent: None,
+            }],
+        };
+        (req, ctx)
+    }
+
+    fn labels(decision: &Decision) -> Vec<&str> {
+        match decision {
+            Decision::Fork(fork) => fork.targets.iter().map(|t| t.label.as_str()).collect(),
+            other => panic!("expected a fork, got {other:?}"),
+        }
+    }
+
+    /// The `clock` import returns the pinned time: office hours ring the desk phone on a
+    /// Wednesday at 10:00 UTC and leave it quiet on a Tuesday at 22:00 (CVW-30).
+    #[test]
+    fn a_pinned_clock_reaches_the_policy() {
+        let host = publish(builtin::OFFICE_HOURS_PATH);
+        let (req, ctx) = call_to_alice();
+        host.set_clock(Some(1_764_151_200));
+        assert_eq!(
+            labels(&host.on_request(&req, &ctx).value),
+            ["desk", "client"]
+        );
+        host.set_clock(Some(1_764_108_000));
+        assert_eq!(labels(&host.on_request(&req, &ctx).value), ["client"]);
+    }
+
+    /// The policy's `metrics.count` lands in the host's snapshot: a refused emergency call
+    /// from click to call (CVW-44) counts `cvw_refused`.
+    #[test]
+    fn guest_counters_reach_the_snapshot() {
+        let host = publish(builtin::DEFAULT_POLICY_PATH);
+        let outcome = host.on_click_to_call(&ClickToCall {
+            user: "sip:alice@corp.example".into(),
+            destination: "911".into(),
+            callback_override: None,
+        });
+        assert!(
+            matches!(outcome.value, Decision::Refuse(_)),
+            "{:?}",
+            outcome.value
+        );
+        assert_eq!(host.metrics().guest.get("cvw_refused"), Some(&1));
+        assert_eq!(host.metrics().decisions, 1);
+    }
+
+    #[test]
+    fn decisions_out_of_place_or_out_of_range_are_refused() {
+        let reply = |code| {
+            Decision::Reply(Reply {
+                code,
+                reason: "x".into(),
+                headers: vec![],
+            })
+        };
+        let refuse = |code| {
+            Decision::Refuse(Refusal {
+                code,
+                reason: "x".into(),
+                explanation: "x".into(),
+                rule: "CVW-41".into(),
+            })
+        };
+        let no_targets = Decision::Fork(Fork {
+            mode: ForkMode::Parallel,
+            targets: vec![],
+        });
+        assert!(Hook::Request.check(&reply(486)).is_ok());
+        assert!(Hook::Request.check(&reply(200)).is_err());
+        assert!(Hook::Request.check(&refuse(403)).is_ok());
+        assert!(Hook::Request.check(&refuse(302)).is_err());
+        assert!(Hook::Request.check(&no_targets).is_err());
+        assert!(Hook::ClickToCall.check(&Decision::Continue).is_err());
+        assert!(Hook::DialOut.check(&reply(486)).is_err());
+        assert!(Hook::Failure.check(&Decision::Continue).is_ok());
+    }
+}
