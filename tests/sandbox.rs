@@ -33,16 +33,9 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The fixture's recursion keeps a 256-byte array per frame in the guest's own stack (in
-/// linear memory, 1 MiB for a Rust guest), which under the default 512 KiB native stack
-/// runs out first and surfaces as an out-of-bounds trap (still contained, kind `trap`).
-/// 128 KiB makes the host's `max_wasm_stack` the limit that is hit.
-const NATIVE_STACK: usize = 128 << 10;
-
 fn host(mode: FailureMode) -> PolicyHost {
     let settings = RuntimeSettings {
         failure_mode: mode,
-        max_wasm_stack: NATIVE_STACK,
         ..RuntimeSettings::default()
     };
     let host = PolicyHost::new(settings).unwrap();
@@ -169,24 +162,6 @@ fn shallow_calls_are_served_and_deep_recursion_is_stopped() {
         FailureKind::StackOverflow,
         Decision::Continue,
     );
-}
-
-/// With the default settings the guest's own stack runs out first: still contained.
-#[test]
-fn deep_recursion_is_contained_with_default_settings() {
-    let _serial = serial();
-    let host = PolicyHost::new(RuntimeSettings::default()).unwrap();
-    let wasm = std::fs::read(builtin::MISBEHAVING_PATH).unwrap();
-    host.publish(&wasm, "misbehaving", Arc::new(StaticDirectory::default()))
-        .unwrap();
-    let (outcome, elapsed) = timed(&host, "recurse");
-    let kind = outcome.failure.map(|f| f.kind);
-    assert!(
-        matches!(kind, Some(FailureKind::StackOverflow | FailureKind::Trap)),
-        "{kind:?}"
-    );
-    assert!(elapsed < FALLBACK_BOUND, "{elapsed:?}");
-    assert_served(&timed(&host, "next").0);
 }
 
 #[test]
