@@ -162,6 +162,15 @@ impl World {
     }
 }
 
+impl Drop for World {
+    fn drop(&mut self) {
+        // The directory file lives in a temporary directory of its own.
+        if let Some(dir) = self.directory.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// The user part of a Request-URI, without a leading `+`-less difference.
 fn uri_user(m: &Msg) -> String {
     m.uri()
