@@ -73,7 +73,7 @@ pub struct SipConfig {
     /// `udp` or `tcp` toward the proxy.
     #[serde(default)]
     pub transport: SipTransport,
-    /// Added to the legs' `X-CVW-Leg` marker so the proxy can tell forged markers apart.
+    /// Added to the legs' `X-CVW-Origination` marker so the proxy can tell forged markers apart.
     #[serde(default)]
     pub leg_token: Option<String>,
 }

@@ -1,0 +1,231 @@
+//! The main job: the example setup on one machine — Kamailio 5.6 with
+//! `examples/kamailio/kamailio.cfg` and `cvw serve` with `examples/cvw.toml`, on their
+//! default loopback ports — then a simultaneous ring between demo phones, told step by
+//! step, then serving until Ctrl-C so a SIP phone or sipp can be pointed at it.
+//!
+//! Run with `scripts/demo` (it installs Kamailio if missing and builds first).
+//! The demo phones are the end-to-end tests' own (`tests/support/`).
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cvw::control::AdminToken;
+use cvw::serve::{self, ServeConfig};
+use support::phone::Phone;
+use support::sip::Msg;
+use tokio::net::UdpSocket;
+
+const KAMAILIO: &str = "127.0.0.1:5060";
+const PBX_TRUNK: &str = "127.0.0.1:5090";
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Kamailio in the foreground of its own process group, stopped when dropped.
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // Kamailio forks its workers into the group it leads: signal the whole group.
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The example config with its run directory and address list pointed at this checkout.
+fn start_kamailio(run: &Path) -> anyhow::Result<Proxy> {
+    use std::os::unix::process::CommandExt;
+    let example = workspace().join("examples/kamailio");
+    let text = std::fs::read_to_string(example.join("kamailio.cfg"))?;
+    let config = support::kamailio::substitute(
+        &text,
+        &[
+            ("CVW_RUNDIR".into(), run.display().to_string()),
+            (
+                "CVW_ADDRESS_FILE".into(),
+                example.join("cvw-address.list").display().to_string(),
+            ),
+        ],
+    )?;
+    let cfg = run.join("kamailio.cfg");
+    std::fs::write(&cfg, config)?;
+    let log = std::fs::File::create(run.join("kamailio.log"))?;
+    let bin = support::kamailio::binary()?;
+    let check = Command::new(&bin).arg("-c").arg("-f").arg(&cfg).output()?;
+    if !check.status.success() {
+        bail!(
+            "kamailio rejects {}:\n{}",
+            cfg.display(),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let child = Command::new(bin)
+        .arg("-f")
+        .arg(&cfg)
+        .args(["-DD", "-E", "-m", "256", "-M", "16", "-P"])
+        .arg(run.join("kamailio.pid"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot start kamailio")?;
+    Ok(Proxy(child))
+}
+
+fn say(text: &str) {
+    println!("{text}");
+}
+
+fn show(who: &str, m: &Msg, headers: &[&str]) {
+    println!("    {who:<13} {}", m.start);
+    for h in headers {
+        if let Some(v) = m.header(h) {
+            println!("    {:<13}   {h}: {v}", "");
+        }
+    }
+}
+
+/// Alice's desk phone (behind the PBX trunk) and two soft clients ring at once; she
+/// answers on her laptop; the others are cancelled as "completed elsewhere".
+async fn simultaneous_ring(proxy: std::net::SocketAddr) -> anyhow::Result<()> {
+    let pbx = UdpSocket::bind(PBX_TRUNK)
+        .await
+        .with_context(|| format!("the demo PBX trunk needs {PBX_TRUNK}"))?;
+    let mut desk = Phone::with_udp("desk", proxy, pbx);
+    let mut laptop = Phone::udp("laptop", proxy).await;
+    let mut mobile = Phone::tcp("mobile", proxy).await;
+    let mut dave = Phone::udp("dave", proxy).await;
+
+    say("\n1. Alice's soft clients register (CVW-30 needs to know them)");
+    laptop
+        .register("alice", "corp.example", "UC-Laptop/1.0")
+        .await;
+    say(&format!(
+        "    laptop        REGISTER sip:alice@corp.example from {} (UDP)",
+        laptop.local
+    ));
+    mobile
+        .register("alice", "corp.example", "UC-Mobile/1.0")
+        .await;
+    say(&format!(
+        "    mobile        REGISTER sip:alice@corp.example from {} (TCP)",
+        mobile.local
+    ));
+
+    say("\n2. Dave calls Alice from his UC client; the policy forks (CVW-30)");
+    let mut call = dave.invite("sip:alice@corp.example", "sip:dave@corp.example", &[]);
+    let at_desk = desk.expect_invite(WAIT).await;
+    show("desk (PBX)", &at_desk, &["History-Info", "X-CVW-Leg"]);
+    let at_laptop = laptop.expect_invite(WAIT).await;
+    show("laptop", &at_laptop, &[]);
+    let at_mobile = mobile.expect_invite(WAIT).await;
+    show("mobile", &at_mobile, &[]);
+
+    say("\n3. Alice answers on her laptop: first answer wins (CVW-31)");
+    laptop.answer(&at_laptop);
+    let answer = dave.final_response(&mut call, WAIT).await;
+    say(&format!("    dave          got {}", answer.start));
+    let cancel = desk.expect_cancel(&at_desk, WAIT).await;
+    show("desk (PBX)", &cancel, &["Reason"]);
+    let cancel = mobile.expect_cancel(&at_mobile, WAIT).await;
+    show("mobile", &cancel, &["Reason"]);
+
+    say("\n4. Dave hangs up");
+    let (_, bye) = tokio::join!(dave.bye(&call), laptop.expect_bye(WAIT));
+    show("laptop", &bye, &[]);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,cvw=info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let run = workspace().join("target/demo");
+    std::fs::create_dir_all(&run)?;
+    let run = run.canonicalize()?;
+
+    let config = ServeConfig::load(&workspace().join("examples/cvw.toml"))?;
+    let token =
+        std::env::var(cvw::control::TOKEN_ENV).unwrap_or_else(|_| "demo-admin-token".into());
+    let admin = AdminToken::new(&token).context("the admin token may not be empty")?;
+    let control = tokio::net::TcpListener::bind(config.control.listen)
+        .await
+        .with_context(|| format!("control API address {} is taken", config.control.listen))?;
+    let control_addr = config.control.listen;
+    let decision_jsonrpc = config
+        .decision
+        .jsonrpc
+        .context("examples/cvw.toml must open the JSON-RPC decision service")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let host = tokio::spawn(serve::run(config, control, admin, async {
+        let _ = stopped.await;
+    }));
+    // Kamailio connects to the decision service once at start-up and then backs off:
+    // start it only when the host listens.
+    let jsonrpc = decision_jsonrpc;
+    let mut ready = false;
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(jsonrpc).await.is_ok() {
+            ready = true;
+            break;
+        }
+        if host.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !ready {
+        let _ = stop.send(());
+        match host.await {
+            Ok(Err(e)) => bail!("cvw serve did not start: {e:#}"),
+            _ => bail!("cvw serve did not open the decision service on {jsonrpc}"),
+        }
+    }
+    let kamailio = start_kamailio(&run)?;
+    say("cvw demo: Call via Work on Kamailio 5.6");
+    say(&format!(
+        "    kamailio      {KAMAILIO} (examples/kamailio/kamailio.cfg, log {}/kamailio.log)",
+        run.display()
+    ));
+    say(&format!(
+        "    cvw serve     control http://{control_addr}, decision service 127.0.0.1:8449 (JSON-RPC) / :8090 (HTTP), click-to-call API http://127.0.0.1:8095"
+    ));
+    // Kamailio forks its workers after it binds; give it a moment before the first REGISTER.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let proxy = KAMAILIO.parse()?;
+    let demo = tokio::spawn(simultaneous_ring(proxy));
+    match demo.await {
+        Ok(Ok(())) => {
+            say("\nSimultaneous ring works. The demo phones are gone; the setup keeps serving.")
+        }
+        Ok(Err(e)) => say(&format!("\nthe demo could not run: {e:#}")),
+        Err(e) => say(&format!(
+            "\nthe demo failed: {e} (see {}/kamailio.log)",
+            run.display()
+        )),
+    }
+    say(&format!(
+        "Point a SIP phone or sipp at {KAMAILIO} (domain corp.example; the PBX trunk is {PBX_TRUNK}).\n\
+         Click to call as Alice:\n    curl -s -H 'Authorization: Bearer alice-demo-token' -H 'Content-Type: application/json' \\\n         -d '{{\"destination\": \"+14255550142\"}}' http://127.0.0.1:8095/v1/calls\n\
+         Running policy:  curl -s -H 'Authorization: Bearer {token}' http://{control_addr}/v1/policy\n\
+         Ctrl-C stops."
+    ));
+    tokio::signal::ctrl_c().await?;
+    say("stopping");
+    let _ = stop.send(());
+    let _ = host.await;
+    drop(kamailio);
+    Ok(())
+}
