@@ -7,6 +7,11 @@
 //! - `cvw-load sip`: calls/s of a two-branch simultaneous ring through a real Kamailio,
 //!   once with the cvw decision and once with the same fork written statically in the
 //!   config, in one run; Kamailio and host CPU per call.
+//! - `cvw-load originate`: two-leg click-to-call setups (RFC 3725 Flow IV) through the
+//!   host's own SIP user agent (`SipOriginator` over `cvw-sip`), to a scripted desk phone
+//!   and callee phone that run in a child process of the tool (`cvw-load phones`), so the
+//!   host's memory and CPU are this process's alone. Setups/s (open or closed loop), failed
+//!   calls, host memory per connected call and host CPU per call.
 
 #[path = "../../../tests/support/kamailio.rs"]
 #[allow(dead_code)]
@@ -65,6 +70,24 @@ enum Mode {
         #[arg(long, default_value_t = 4)]
         children: u32,
     },
+    /// Two-leg call setups through the host's SIP user agent to phones in a child process.
+    Originate {
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Offered setups/s (open loop); without it, closed loop with --concurrency.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Calls in flight in the closed loop.
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+        /// Calls held connected at once for the memory figure, before the load (0: skip).
+        #[arg(long, default_value_t = 2000)]
+        hold: usize,
+    },
+    /// The scripted desk and callee phones of `originate` (run by it as a child process).
+    #[command(hide = true)]
+    Phones,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +129,13 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             children,
         } => sip_run(&service_rt, &load_rt, &tmp, seconds, concurrency, children),
+        Mode::Originate {
+            seconds,
+            rate,
+            concurrency,
+            hold,
+        } => originate::run(&service_rt, &load_rt, seconds, rate, concurrency, hold),
+        Mode::Phones => service_rt.block_on(originate::phones()),
     };
     let _ = std::fs::remove_dir_all(&tmp);
     result
@@ -647,4 +677,526 @@ async fn calls(
     }
     let elapsed = started.elapsed().as_secs_f64().max(dur.as_secs_f64());
     Ok((done as f64 / elapsed, lat, failed, done))
+}
+
+// ---------------------------------------------------------------- two-leg origination
+
+/// `originate`: two-leg calls placed by the host's `SipOriginator`, the way the API places
+/// a click to call (CVW-10..14), to phones in a child process. The phones are a second
+/// `cvw-sip` user agent stack, so they cost about what the host costs: in the same
+/// process they would halve every figure and blur the memory one.
+mod originate {
+    use super::{DESK, Lat, process_cpu, thread_cpu};
+    use anyhow::{Context, bail};
+    use cvw::origination::sip::SipOriginator;
+    use cvw::origination::{CallState, Originator};
+    use cvw::policy::model;
+    use cvw_sip::message::Method;
+    use cvw_sip::transport::Protocol;
+    use cvw_sip::ua::{Body, IncomingCall, LegEvent, UaConfig, UserAgent};
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, Read};
+    use std::net::SocketAddr;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use tokio::runtime::{Handle, Runtime};
+    use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+    const CALLEE: &str = "+14255550142";
+    /// How long a call may take to end after the load stops before it counts as lost:
+    /// longer than Timer B (32 s), so a leg that timed out still reports its end.
+    const DRAIN: Duration = Duration::from_secs(40);
+    /// Longer than Timer K (T4, 5 s), the last wait of a hung-up call's BYE transaction,
+    /// so the previous phase's transactions are gone when a phase starts.
+    const SETTLE: Duration = Duration::from_secs(6);
+
+    /// The desk phone (callback leg: Flow IV's offer without m= lines, then the callee's
+    /// offer in a re-INVITE) and the callee phone (INVITE without SDP): each rings (180)
+    /// and answers at once, answers re-INVITEs and BYEs. Prints their addresses on one line
+    /// and runs until stdin closes.
+    pub async fn phones() -> anyhow::Result<()> {
+        let (desk, desk_calls) = UserAgent::bind(UaConfig::default()).await?;
+        let (callee, callee_calls) = UserAgent::bind(UaConfig::default()).await?;
+        tokio::spawn(answer_all(desk_calls, 41_000));
+        tokio::spawn(answer_all(callee_calls, 42_000));
+        println!(
+            "{} {}",
+            desk.local_addr(Protocol::Udp),
+            callee.local_addr(Protocol::Udp)
+        );
+        tokio::task::spawn_blocking(|| {
+            let mut buf = [0u8; 64];
+            while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+        })
+        .await?;
+        drop((desk, callee));
+        Ok(())
+    }
+
+    async fn answer_all(mut calls: mpsc::UnboundedReceiver<IncomingCall>, media_port: u16) {
+        while let Some(call) = calls.recv().await {
+            tokio::spawn(answer(call, media_port));
+        }
+    }
+
+    async fn answer(call: IncomingCall, media_port: u16) {
+        let IncomingCall { mut leg, invite } = call;
+        let _ = leg.respond(&invite, 180, "Ringing", None);
+        let sdp = phone_sdp(Some(&invite.request.body), media_port);
+        let _ = leg.respond(&invite, 200, "OK", Some(Body::sdp(sdp)));
+        drop(invite);
+        while let Some(event) = leg.next().await {
+            let LegEvent::Request(r) = event else {
+                continue;
+            };
+            match r.request.method {
+                Method::Bye => {
+                    let _ = leg.respond(&r, 200, "OK", None);
+                    return;
+                }
+                Method::Invite | Method::Update if !r.request.body.is_empty() => {
+                    let sdp = phone_sdp(Some(&r.request.body), media_port);
+                    let _ = leg.respond(&r, 200, "OK", Some(Body::sdp(sdp)));
+                }
+                _ => {
+                    let _ = leg.respond(&r, 200, "OK", None);
+                }
+            }
+        }
+    }
+
+    /// An answer with one stream per offered m= line (none for Flow IV's first offer), or
+    /// this phone's own offer when the INVITE had no SDP.
+    fn phone_sdp(offer: Option<&[u8]>, port: u16) -> Vec<u8> {
+        let mut out = format!(
+            "v=0\r\no=phone {port} 1 IN IP4 127.0.0.1\r\ns=phone\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        );
+        let offered: Vec<String> = match offer.filter(|o| !o.is_empty()) {
+            Some(o) => String::from_utf8_lossy(o)
+                .lines()
+                .filter_map(|l| l.strip_prefix("m=").map(str::to_owned))
+                .collect(),
+            None => vec!["audio 0 RTP/AVP 0 101".to_owned()],
+        };
+        for (i, media) in offered.iter().enumerate() {
+            let mut fields = media.split(' ');
+            let kind = fields.next().unwrap_or("audio");
+            let rest: Vec<&str> = fields.skip(1).collect();
+            let stream_port = port + 2 * i as u16;
+            out.push_str(&format!("m={kind} {stream_port} {}\r\n", rest.join(" ")));
+        }
+        out.into_bytes()
+    }
+
+    /// The phones' child process; killed when dropped.
+    struct PhonesChild {
+        child: Child,
+        desk: SocketAddr,
+        callee: SocketAddr,
+    }
+
+    impl PhonesChild {
+        fn start() -> anyhow::Result<PhonesChild> {
+            let mut child = Command::new(std::env::current_exe()?)
+                .arg("phones")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("starting the phones' child process")?;
+            let mut line = String::new();
+            let stdout = child.stdout.take().context("phones: no stdout")?;
+            std::io::BufReader::new(stdout).read_line(&mut line)?;
+            let mut addrs = line.split_whitespace().map(str::parse::<SocketAddr>);
+            let (Some(Ok(desk)), Some(Ok(callee))) = (addrs.next(), addrs.next()) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("phones: expected two addresses, got {line:?}");
+            };
+            Ok(PhonesChild {
+                child,
+                desk,
+                callee,
+            })
+        }
+
+        fn pid(&self) -> u32 {
+            self.child.id()
+        }
+    }
+
+    impl Drop for PhonesChild {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Resident memory of a process in KiB.
+    fn rss_kib(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// A click to call from Alice's desk phone to the callee, both phones reached directly.
+    fn plan(phones: &PhonesChild) -> model::OriginationPlan {
+        model::OriginationPlan {
+            user: super::ALICE.into(),
+            callback: model::Leg {
+                uri: format!("sip:{DESK}@{}", phones.desk),
+                shows: model::NameAddr {
+                    display: String::new(),
+                    uri: "sip:+14255550000@pbx.corp.example;user=phone".into(),
+                },
+                ring_timeout_ms: 15_000,
+            },
+            callee: model::Leg {
+                uri: format!("sip:{CALLEE}@{}", phones.callee),
+                shows: model::NameAddr {
+                    display: "Alice Smith".into(),
+                    uri: format!("sip:{DESK}@pbx.corp.example;user=phone"),
+                },
+                ring_timeout_ms: 30_000,
+            },
+            flow: model::Flow::FlowIv,
+            max_duration_s: 3_600,
+        }
+    }
+
+    /// How one call went. Clean: `connected`, then `ended` as hung up on request.
+    struct Outcome {
+        connected_at: Option<Instant>,
+        setup: Option<Duration>,
+        failure: Option<String>,
+    }
+
+    /// A call kept connected until `release` turns true.
+    struct Held {
+        connected: mpsc::UnboundedSender<()>,
+        slot: OwnedSemaphorePermit,
+        release: watch::Receiver<bool>,
+    }
+
+    struct Env {
+        originator: SipOriginator,
+        plan: model::OriginationPlan,
+    }
+
+    /// One call as a requester follows it (the API's call task does the same).
+    async fn one_call(env: Arc<Env>, n: u64, mut held: Option<Held>) -> Outcome {
+        let started = Instant::now();
+        let mut control = match env.originator.start(&format!("load-{n}"), &env.plan) {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome {
+                    connected_at: None,
+                    setup: None,
+                    failure: Some(format!("not started: {e}")),
+                };
+            }
+        };
+        let mut hangup = Some(control.hangup);
+        let mut connected_at = None;
+        while let Some(state) = control.states.recv().await {
+            match state {
+                CallState::Connected => {
+                    connected_at = Some(Instant::now());
+                    if let Some(Held {
+                        connected,
+                        slot,
+                        mut release,
+                    }) = held.take()
+                    {
+                        drop(slot);
+                        let _ = connected.send(());
+                        let _ = release.wait_for(|r| *r).await;
+                    }
+                    if let Some(h) = hangup.take() {
+                        let _ = h.send(());
+                    }
+                }
+                CallState::Ended { result, .. } => {
+                    let clean = connected_at.is_some() && result == "hung-up";
+                    return Outcome {
+                        connected_at,
+                        setup: connected_at.map(|t| t - started),
+                        failure: (!clean).then_some(result),
+                    };
+                }
+                _ => {}
+            }
+        }
+        Outcome {
+            connected_at,
+            setup: connected_at.map(|t| t - started),
+            failure: Some("states closed without an end".into()),
+        }
+    }
+
+    enum Pace {
+        /// Offered setups/s.
+        Open(u64),
+        /// Calls in flight.
+        Closed(usize),
+    }
+
+    struct Tally {
+        started: u64,
+        connected_in_window: u64,
+        clean: u64,
+        failures: BTreeMap<String, u64>,
+        setup: Lat,
+    }
+
+    /// Starts calls at `pace` until `until` on the host's runtime, then waits for every
+    /// call to end (or `DRAIN` to pass).
+    async fn load(host: Handle, env: Arc<Env>, pace: Pace, until: Instant) -> Tally {
+        let (out, mut outcomes) = mpsc::unbounded_channel();
+        let mut started = 0u64;
+        let spawn = |n: u64, slot: Option<OwnedSemaphorePermit>| {
+            let (env, out) = (env.clone(), out.clone());
+            host.spawn(async move {
+                let o = one_call(env, n, None).await;
+                drop(slot);
+                let _ = out.send(o);
+            });
+        };
+        match pace {
+            Pace::Open(rate) => {
+                let mut tick =
+                    tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                while Instant::now() < until {
+                    tick.tick().await;
+                    started += 1;
+                    spawn(started, None);
+                }
+            }
+            Pace::Closed(concurrency) => {
+                let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+                while Instant::now() < until {
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        break;
+                    };
+                    started += 1;
+                    spawn(started, Some(slot));
+                }
+            }
+        }
+        drop(out);
+        let mut tally = Tally {
+            started,
+            connected_in_window: 0,
+            clean: 0,
+            failures: BTreeMap::new(),
+            setup: Lat::default(),
+        };
+        let deadline = tokio::time::Instant::from_std(until + DRAIN);
+        let mut ended = 0u64;
+        while ended < started {
+            let Ok(Some(o)) = tokio::time::timeout_at(deadline, outcomes.recv()).await else {
+                break;
+            };
+            ended += 1;
+            tally.add(o, until);
+        }
+        if ended < started {
+            *tally.failures.entry("lost (no end)".into()).or_default() += started - ended;
+        }
+        tally
+    }
+
+    impl Tally {
+        fn add(&mut self, o: Outcome, until: Instant) {
+            if o.connected_at.is_some_and(|t| t <= until) {
+                self.connected_in_window += 1;
+            }
+            if let Some(d) = o.setup {
+                self.setup.push(d);
+            }
+            match o.failure {
+                None => self.clean += 1,
+                Some(why) => *self.failures.entry(why).or_default() += 1,
+            }
+        }
+
+        fn failed(&self) -> u64 {
+            self.failures.values().sum()
+        }
+
+        fn failures_text(&self) -> String {
+            let parts: Vec<String> = self
+                .failures
+                .iter()
+                .map(|(why, n)| format!("{why}: {n}"))
+                .collect();
+            if parts.is_empty() {
+                "none".into()
+            } else {
+                parts.join(", ")
+            }
+        }
+    }
+
+    pub fn run(
+        host_rt: &Runtime,
+        load_rt: &Runtime,
+        seconds: u64,
+        rate: Option<u64>,
+        concurrency: usize,
+        hold: usize,
+    ) -> anyhow::Result<()> {
+        let phones = PhonesChild::start()?;
+        let (ua, _incoming) = host_rt.block_on(UserAgent::bind(UaConfig::default()))?;
+        println!(
+            "host UA {} (UDP, no proxy); phones pid {}: desk {}, callee {}",
+            ua.local_addr(Protocol::Udp),
+            phones.pid(),
+            phones.desk,
+            phones.callee
+        );
+        let env = Arc::new(Env {
+            plan: plan(&phones),
+            originator: SipOriginator::new(ua),
+        });
+        // A light warm-up (threads, code paths), 50 calls: a heavy one would leave freed
+        // heap in the allocator that the held calls reuse, hiding their memory.
+        let warm = load_rt.block_on(load(
+            host_rt.handle().clone(),
+            env.clone(),
+            Pace::Open(50),
+            Instant::now() + Duration::from_secs(1),
+        ));
+        println!(
+            "warm-up: {} calls, failed {} ({})",
+            warm.started,
+            warm.failed(),
+            warm.failures_text()
+        );
+        if hold > 0 {
+            load_rt.block_on(held_calls(
+                host_rt.handle().clone(),
+                env.clone(),
+                &phones,
+                hold,
+            ))?;
+        }
+        load_rt.block_on(async { tokio::time::sleep(SETTLE).await });
+        let me = std::process::id();
+        let (cpu0, phones_cpu0) = (process_cpu(&[me]), process_cpu(&[phones.pid()]));
+        let (driver0, _) = thread_cpu("cvw-load");
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(seconds);
+        let pace = match rate {
+            Some(r) => Pace::Open(r),
+            None => Pace::Closed(concurrency),
+        };
+        let mut tally = load_rt.block_on(load(host_rt.handle().clone(), env, pace, until));
+        let (cpu1, phones_cpu1) = (process_cpu(&[me]), process_cpu(&[phones.pid()]));
+        let (driver1, _) = thread_cpu("cvw-load");
+        let n = tally.started.max(1) as f64;
+        println!(
+            "{}: {:.0} setups/s sustained over {seconds} s ({} calls started, {} connected in the window, {} clean); failed {} ({})",
+            match rate {
+                Some(r) => format!("open loop at {r}/s"),
+                None => format!("closed loop, {concurrency} in flight"),
+            },
+            tally.connected_in_window as f64 / seconds as f64,
+            tally.started,
+            tally.connected_in_window,
+            tally.clean,
+            tally.failed(),
+            tally.failures_text()
+        );
+        println!(
+            "CPU per call (setup + hang-up): host {:.0} us (this process minus the load driver's {:.2} CPU-s); phones {:.0} us (child process, 2 dialogs per call)",
+            ((cpu1 - cpu0) - (driver1 - driver0)) / n * 1e6,
+            driver1 - driver0,
+            (phones_cpu1 - phones_cpu0) / n * 1e6
+        );
+        tally.setup.report("start to connected");
+        Ok(())
+    }
+
+    /// Host memory per connected call: `hold` calls up at once, RSS before and after.
+    async fn held_calls(
+        host: Handle,
+        env: Arc<Env>,
+        phones: &PhonesChild,
+        hold: usize,
+    ) -> anyhow::Result<()> {
+        tokio::time::sleep(SETTLE).await;
+        let me = std::process::id();
+        let (host0, phones0) = (rss_kib(me), rss_kib(phones.pid()));
+        let (release_tx, release) = watch::channel(false);
+        let (connected, mut up) = mpsc::unbounded_channel();
+        let (out, mut outcomes) = mpsc::unbounded_channel();
+        // Setups in flight at once, so the phones' sockets are not flooded.
+        let slots = Arc::new(Semaphore::new(100));
+        for n in 0..hold as u64 {
+            let slot = slots.clone().acquire_owned().await?;
+            let held = Held {
+                connected: connected.clone(),
+                slot,
+                release: release.clone(),
+            };
+            let (env, out) = (env.clone(), out.clone());
+            host.spawn(async move {
+                let _ = out.send(one_call(env, 1_000_000_000 + n, Some(held)).await);
+            });
+        }
+        drop((connected, out, release));
+        let mut n_up = 0usize;
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        while n_up < hold {
+            match tokio::time::timeout_at(deadline, up.recv()).await {
+                Ok(Some(())) => n_up += 1,
+                _ => break,
+            }
+        }
+        tokio::time::sleep(SETTLE).await;
+        let (host1, phones1) = (rss_kib(me), rss_kib(phones.pid()));
+        let per_call = |a: u64, b: u64| (b.saturating_sub(a) * 1024) as f64 / n_up.max(1) as f64;
+        println!(
+            "{n_up} of {hold} calls connected at once: host RSS {host0} -> {host1} KiB = {:.0} bytes per call (incl. the requester's task per call); phones' process {phones0} -> {phones1} KiB = {:.0} bytes per call (2 dialogs)",
+            per_call(host0, host1),
+            per_call(phones0, phones1)
+        );
+        let _ = release_tx.send(true);
+        let mut tally = Tally {
+            started: hold as u64,
+            connected_in_window: 0,
+            clean: 0,
+            failures: BTreeMap::new(),
+            setup: Lat::default(),
+        };
+        let (far, end_by) = (Instant::now() + DRAIN, tokio::time::Instant::now() + DRAIN);
+        let mut ended = 0;
+        while ended < hold {
+            let Ok(Some(o)) = tokio::time::timeout_at(end_by, outcomes.recv()).await else {
+                break;
+            };
+            ended += 1;
+            tally.add(o, far);
+        }
+        if ended < hold {
+            *tally.failures.entry("lost (no end)".into()).or_default() += (hold - ended) as u64;
+        }
+        println!(
+            "held calls hung up: {} clean, failed {} ({})",
+            tally.clean,
+            tally.failed(),
+            tally.failures_text()
+        );
+        if n_up < hold {
+            bail!("only {n_up} of {hold} calls connected");
+        }
+        Ok(())
+    }
 }
