@@ -7,6 +7,7 @@
 //! policy's `check-user`. A [`Directory`] is an immutable snapshot; a reload builds a new
 //! one and the caller keeps the old one when the new file is bad.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -248,6 +249,10 @@ impl Directory {
 impl DirectoryView for Directory {
     fn lookup(&self, address: &str) -> Option<User> {
         self.find(address).cloned()
+    }
+
+    fn lookup_ref(&self, address: &str) -> Option<Cow<'_, User>> {
+        self.find(address).map(Cow::Borrowed)
     }
 
     fn users(&self) -> Vec<User> {

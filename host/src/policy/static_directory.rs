@@ -3,6 +3,8 @@
 //! directory file's rule (CVW-3): UC address case-insensitively, or any number of the
 //! user by its digits. Owns nothing of the directory file format (`crate::directory`).
 
+use std::borrow::Cow;
+
 use super::DirectoryView;
 use super::model::User;
 
@@ -35,8 +37,8 @@ impl StaticDirectory {
     }
 }
 
-impl DirectoryView for StaticDirectory {
-    fn lookup(&self, address: &str) -> Option<User> {
+impl StaticDirectory {
+    fn find(&self, address: &str) -> Option<&User> {
         let digits = digits(address);
         self.users
             .iter()
@@ -45,7 +47,17 @@ impl DirectoryView for StaticDirectory {
                 u.uc_address.eq_ignore_ascii_case(address)
                     || (!digits.is_empty() && numbers.contains(&digits))
             })
-            .map(|(u, _)| u.clone())
+            .map(|(u, _)| u)
+    }
+}
+
+impl DirectoryView for StaticDirectory {
+    fn lookup(&self, address: &str) -> Option<User> {
+        self.find(address).cloned()
+    }
+
+    fn lookup_ref(&self, address: &str) -> Option<Cow<'_, User>> {
+        self.find(address).map(Cow::Borrowed)
     }
 
     fn users(&self) -> Vec<User> {
