@@ -32,41 +32,81 @@ use bindings::cvw::policy::{clock, directory, log, metrics};
 /// A configured policy instance's state (set by `configure`).
 pub type Slot<H> = LocalKey<RefCell<Option<H>>>;
 
-/// [`Message`] over the host's borrowed request.
-struct WitMessage<'a>(&'a wit::Request);
+/// [`Message`] over the host's borrowed request. `line` holds the method and Request-URI
+/// when the host sent them with the call (`on-request`), so reading them costs no host call.
+struct WitMessage<'a> {
+    request: &'a wit::Request,
+    line: Option<(&'a str, &'a str)>,
+}
 
-impl Message for WitMessage<'_> {
-    fn method(&self) -> String {
-        self.0.method()
-    }
-    fn request_uri(&self) -> String {
-        self.0.request_uri()
-    }
-    fn call_id(&self) -> String {
-        self.0.call_id()
-    }
-    fn from(&self) -> model::NameAddr {
-        name_addr_in(self.0.from())
-    }
-    fn to(&self) -> model::NameAddr {
-        name_addr_in(self.0.to())
-    }
-    fn header(&self, name: &str) -> Option<String> {
-        self.0.header(name)
-    }
-    fn headers(&self, name: &str) -> Vec<String> {
-        self.0.headers(name)
-    }
-    fn body(&self) -> Vec<u8> {
-        self.0.body()
+impl<'a> WitMessage<'a> {
+    fn new(request: &'a wit::Request) -> Self {
+        WitMessage {
+            request,
+            line: None,
+        }
     }
 }
 
-/// [`Services`] over the imports.
-struct HostServices;
+impl Message for WitMessage<'_> {
+    fn method(&self) -> String {
+        match self.line {
+            Some((method, _)) => method.to_owned(),
+            None => self.request.method(),
+        }
+    }
+    fn request_uri(&self) -> String {
+        match self.line {
+            Some((_, uri)) => uri.to_owned(),
+            None => self.request.request_uri(),
+        }
+    }
+    fn call_id(&self) -> String {
+        self.request.call_id()
+    }
+    fn from(&self) -> model::NameAddr {
+        name_addr_in(self.request.from())
+    }
+    fn to(&self) -> model::NameAddr {
+        name_addr_in(self.request.to())
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.request.header(name)
+    }
+    fn headers(&self, name: &str) -> Vec<String> {
+        self.request.headers(name)
+    }
+    fn has_any_header(&self, names: &[&str]) -> bool {
+        let names: Vec<String> = names.iter().map(|&name| name.to_owned()).collect();
+        self.request.has_any_header(&names)
+    }
+    fn body(&self) -> Vec<u8> {
+        self.request.body()
+    }
+}
 
-impl Services for HostServices {
+/// [`Services`] over the imports. `callee` is the record the host sent with an `INVITE`
+/// (`request-context.callee`): it answers the first lookup of that Request-URI without a
+/// host call.
+#[derive(Default)]
+struct HostServices<'a> {
+    callee: Option<Prefetched<'a>>,
+}
+
+/// A lookup the host already made: `address` and its answer, until it is taken.
+struct Prefetched<'a> {
+    address: &'a str,
+    user: RefCell<Option<Option<wit::User>>>,
+}
+
+impl Services for HostServices<'_> {
     fn lookup(&self, address: &str) -> Option<model::User> {
+        if let Some(callee) = &self.callee
+            && callee.address == address
+            && let Some(user) = callee.user.take()
+        {
+            return user.map(user_in);
+        }
         directory::lookup(address).map(user_in)
     }
     fn log(&self, level: model::Level, message: &str) {
@@ -139,16 +179,15 @@ fn user_in(u: wit::User) -> model::User {
     }
 }
 
-fn context_in(c: wit::RequestContext) -> model::RequestContext {
+fn context_in(source: wit::Source, contacts: Vec<wit::Contact>) -> model::RequestContext {
     model::RequestContext {
-        source: match c.source {
+        source: match source {
             wit::Source::Uc => model::Source::Uc,
             wit::Source::Pbx => model::Source::Pbx,
             wit::Source::Origination => model::Source::Origination,
             wit::Source::Other => model::Source::Other,
         },
-        contacts: c
-            .contacts
+        contacts: contacts
             .into_iter()
             .map(|c| model::Contact {
                 uri: c.uri,
@@ -257,7 +296,7 @@ pub fn configure<H: Hooks + 'static>(
 ) -> Result<(), String> {
     // The configured policy lives as long as the instance: not in the per-call arena.
     crate::arena::outside_arena(|| {
-        let policy = H::configure(&config, &HostServices)?;
+        let policy = H::configure(&config, &HostServices::default())?;
         slot.set(Some(policy));
         Ok(())
     })
@@ -280,9 +319,28 @@ pub fn on_request<H: Hooks + 'static>(
     request: &wit::Request,
     context: wit::RequestContext,
 ) -> wit::Decision {
-    let ctx = context_in(context);
+    let wit::RequestContext {
+        source,
+        contacts,
+        method,
+        request_uri,
+        callee,
+    } = context;
+    let ctx = context_in(source, contacts);
+    let msg = WitMessage {
+        request,
+        line: Some((&method, &request_uri)),
+    };
+    // `callee` is the host's lookup only for an INVITE; for other methods `none` means
+    // "not looked up", not "nobody".
+    let svc = HostServices {
+        callee: (method == "INVITE").then(|| Prefetched {
+            address: &request_uri,
+            user: RefCell::new(Some(callee)),
+        }),
+    };
     with_policy(slot, wit::Decision::Continue, |p| {
-        decision_out(p.on_request(&WitMessage(request), ctx, &HostServices))
+        decision_out(p.on_request(&msg, ctx, &svc))
     })
 }
 
@@ -294,7 +352,7 @@ pub fn on_reply<H: Hooks + 'static>(
 ) -> wit::ReplyAction {
     let reply = branch_reply_in(reply);
     with_policy(slot, wit::ReplyAction::Continue, |p| {
-        match p.on_reply(&WitMessage(request), &reply, &HostServices) {
+        match p.on_reply(&WitMessage::new(request), &reply, &HostServices::default()) {
             model::ReplyAction::Continue => wit::ReplyAction::Continue,
             model::ReplyAction::CancelBranch => wit::ReplyAction::CancelBranch,
         }
@@ -309,7 +367,11 @@ pub fn on_failure<H: Hooks + 'static>(
 ) -> wit::Decision {
     let failure = branch_reply_in(failure);
     with_policy(slot, wit::Decision::Continue, |p| {
-        decision_out(p.on_failure(&WitMessage(request), &failure, &HostServices))
+        decision_out(p.on_failure(
+            &WitMessage::new(request),
+            &failure,
+            &HostServices::default(),
+        ))
     })
 }
 
@@ -324,7 +386,7 @@ pub fn on_click_to_call<H: Hooks + 'static>(
         callback_override: request.callback_override,
     };
     with_policy(slot, wit::Decision::Continue, |p| {
-        decision_out(p.on_click_to_call(&req, &HostServices))
+        decision_out(p.on_click_to_call(&req, &HostServices::default()))
     })
 }
 
@@ -342,7 +404,7 @@ pub fn on_dial_out<H: Hooks + 'static>(
         },
     };
     with_policy(slot, wit::Decision::Continue, |p| {
-        decision_out(p.on_dial_out(&req, &HostServices))
+        decision_out(p.on_dial_out(&req, &HostServices::default()))
     })
 }
 

@@ -17,6 +17,10 @@ pub trait Message {
     fn header(&self, name: &str) -> Option<String>;
     /// Every value of a header, in message order.
     fn headers(&self, name: &str) -> Vec<String>;
+    /// Whether any of these headers is present: one host call for a set of markers.
+    fn has_any_header(&self, names: &[&str]) -> bool {
+        names.iter().any(|name| self.header(name).is_some())
+    }
     /// The body, empty for none.
     fn body(&self) -> Vec<u8>;
 }

@@ -148,7 +148,8 @@ pub fn destination_limit(config: &Config, destination: &str) -> Option<Limit> {
 
 /// CVW-42: an INVITE that replaces or joins an existing dialog.
 pub fn joins_dialog(msg: &dyn Message) -> Option<Limit> {
-    (msg.header("Replaces").is_some() || msg.header("Join").is_some()).then_some(Limit::ThirdParty)
+    msg.has_any_header(&["Replaces", "Join"])
+        .then_some(Limit::ThirdParty)
 }
 
 /// CVW-41 by SDP: hold (`a=sendonly`, `a=inactive`) or recording (`a=record:on`).

@@ -102,7 +102,14 @@ struct Warm {
     host: u64,
     generation: u64,
     store: Store<HostState>,
+    exports: Exports,
+}
+
+/// What the hooks are called through: the generated bindings, and `on-request` checked
+/// for [`bindings::call_on_request`].
+struct Exports {
     policy: Policy,
+    on_request: bindings::OnRequestFunc,
 }
 
 thread_local! {
@@ -304,13 +311,12 @@ impl PolicyHost {
     }
 
     pub fn on_request(&self, req: &SipRequest, ctx: &RequestContext) -> Outcome<Decision> {
-        self.decide(Hook::Request, Some(req), |store, policy| {
+        self.decide(Hook::Request, Some(req), |store, exports| {
+            let directory = store.data().env.directory.clone();
+            let callee = bindings::callee_address(req).and_then(|uri| directory.lookup_ref(uri));
+            let ctx = bindings::request_context(ctx, req, callee.as_deref());
             let handle = store.data_mut().lend(req);
-            let ctx = bindings::request_context(ctx);
-            policy
-                .cvw_policy_hooks()
-                .call_on_request(store, handle, &ctx)
-                .map(bindings::decision)
+            bindings::call_on_request(store, &exports.on_request, handle, ctx)
         })
     }
 
@@ -318,10 +324,11 @@ impl PolicyHost {
         self.run(
             Hook::Reply,
             Some(req),
-            |store, policy| {
+            |store, exports| {
                 let handle = store.data_mut().lend(req);
                 let reply = bindings::branch_reply(reply);
-                policy
+                exports
+                    .policy
                     .cvw_policy_hooks()
                     .call_on_reply(store, handle, &reply)
                     .map(bindings::reply_action)
@@ -333,10 +340,11 @@ impl PolicyHost {
     }
 
     pub fn on_failure(&self, req: &SipRequest, failure: &BranchReply) -> Outcome<Decision> {
-        self.decide(Hook::Failure, Some(req), |store, policy| {
+        self.decide(Hook::Failure, Some(req), |store, exports| {
             let handle = store.data_mut().lend(req);
             let failure = bindings::branch_reply(failure);
-            policy
+            exports
+                .policy
                 .cvw_policy_hooks()
                 .call_on_failure(store, handle, &failure)
                 .map(bindings::decision)
@@ -346,9 +354,10 @@ impl PolicyHost {
     /// Under [`super::FailureMode::Open`] a failed call returns `Decision::Continue`, which
     /// the origination service treats as "no plan".
     pub fn on_click_to_call(&self, r: &ClickToCall) -> Outcome<Decision> {
-        self.decide(Hook::ClickToCall, None, |store, policy| {
+        self.decide(Hook::ClickToCall, None, |store, exports| {
             let r = bindings::click_to_call(r);
-            policy
+            exports
+                .policy
                 .cvw_policy_hooks()
                 .call_on_click_to_call(store, &r)
                 .map(bindings::decision)
@@ -356,9 +365,10 @@ impl PolicyHost {
     }
 
     pub fn on_dial_out(&self, r: &DialOut) -> Outcome<Decision> {
-        self.decide(Hook::DialOut, None, |store, policy| {
+        self.decide(Hook::DialOut, None, |store, exports| {
             let r = bindings::dial_out(r);
-            policy
+            exports
+                .policy
                 .cvw_policy_hooks()
                 .call_on_dial_out(store, &r)
                 .map(bindings::decision)
@@ -369,7 +379,7 @@ impl PolicyHost {
         &self,
         hook: Hook,
         req: Option<&SipRequest>,
-        call: impl FnOnce(&mut Store<HostState>, &Policy) -> wasmtime::Result<Decision>,
+        call: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<Decision>,
     ) -> Outcome<Decision> {
         let mode = &self.inner.settings.failure_mode;
         self.run(hook, req, call, |d| hook.check(d), || mode.decision())
@@ -380,7 +390,7 @@ impl PolicyHost {
         &self,
         hook: Hook,
         req: Option<&SipRequest>,
-        call: impl FnOnce(&mut Store<HostState>, &Policy) -> wasmtime::Result<T>,
+        call: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<T>,
         check: impl FnOnce(&T) -> Result<(), String>,
         fallback: impl FnOnce() -> T,
     ) -> Outcome<T> {
@@ -418,7 +428,7 @@ impl PolicyHost {
             }
         };
         self.arm(&mut warm.store, hook.name());
-        let result = call(&mut warm.store, &warm.policy);
+        let result = call(&mut warm.store, &warm.exports);
         warm.store.data_mut().end_call();
         let failure = match result {
             Ok(value) => match check(&value) {
@@ -484,10 +494,8 @@ impl PolicyHost {
     fn instantiate(&self, snapshot: &Snapshot) -> Result<Warm, String> {
         let mut store = self.new_store(snapshot.env.clone());
         self.arm(&mut store, "instantiate");
-        let policy = snapshot
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| render(&e))?;
+        let exports = Self::exports(&snapshot.pre, &mut store).map_err(|e| render(&e))?;
+        let policy = &exports.policy;
         self.arm(&mut store, "configure");
         match policy
             .cvw_policy_hooks()
@@ -502,7 +510,18 @@ impl PolicyHost {
             host: self.inner.id,
             generation: snapshot.version.generation,
             store,
-            policy,
+            exports,
+        })
+    }
+
+    fn exports(
+        pre: &PolicyPre<HostState>,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Exports> {
+        let instance = pre.instance_pre().instantiate(&mut *store)?;
+        Ok(Exports {
+            policy: Policy::new(&mut *store, &instance)?,
+            on_request: bindings::on_request_func(store, &instance)?,
         })
     }
 
@@ -580,13 +599,13 @@ impl PolicyHost {
             })?;
         let mut store = self.new_store(env.clone());
         self.arm(&mut store, "instantiate");
-        let policy = pre
-            .instantiate(&mut store)
-            .map_err(|e| LoadError::Instantiate {
-                origin: origin.clone(),
-                reason: reason(e),
-            })?;
-        let hooks = policy.cvw_policy_hooks();
+        // The same exports as a request thread's instance, so that a mismatch in the
+        // on-request check refuses the module here rather than failing each call.
+        let exports = Self::exports(&pre, &mut store).map_err(|e| LoadError::Instantiate {
+            origin: origin.clone(),
+            reason: reason(e),
+        })?;
+        let hooks = exports.policy.cvw_policy_hooks();
         self.arm(&mut store, "describe");
         let info = hooks
             .call_describe(&mut store)

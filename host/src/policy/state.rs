@@ -128,6 +128,15 @@ impl wit::HostRequest for HostState {
             .collect())
     }
 
+    fn has_any_header(
+        &mut self,
+        this: Resource<SipRequest>,
+        names: Vec<String>,
+    ) -> wasmtime::Result<bool> {
+        let request = self.request(&this)?;
+        Ok(names.iter().any(|name| request.header(name).is_some()))
+    }
+
     fn body(&mut self, this: Resource<SipRequest>) -> wasmtime::Result<Vec<u8>> {
         Ok(self.request(&this)?.body().to_vec())
     }
