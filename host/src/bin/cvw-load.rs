@@ -34,6 +34,62 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+/// Counts live heap bytes, for `originate`'s memory per call: RSS also holds the
+/// allocator's free lists and per-thread arenas, so both are reported.
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    pub struct Counting;
+
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    /// Bytes allocated and not freed, as requested (without the allocator's overhead).
+    pub fn live() -> usize {
+        LIVE.load(Relaxed)
+    }
+
+    // SAFETY: every call is forwarded to `System` unchanged; only a counter is added.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract is System's.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size(), Relaxed);
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: as above.
+            let p = unsafe { System.alloc_zeroed(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size(), Relaxed);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: as above.
+            unsafe { System.dealloc(ptr, layout) };
+            LIVE.fetch_sub(layout.size(), Relaxed);
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: as above.
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                LIVE.fetch_add(new_size, Relaxed);
+                LIVE.fetch_sub(layout.size(), Relaxed);
+            }
+            p
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
+
 #[derive(Parser)]
 #[command(about = "Load figures for the cvw decision service and Kamailio with Call via Work")]
 struct Args {
@@ -750,12 +806,30 @@ mod originate {
             let LegEvent::Request(r) = event else {
                 continue;
             };
+            if std::env::var_os("CVW_LOAD_TRACE").is_some() {
+                eprintln!(
+                    "phone {media_port}: {} {:?} in call {} ({} body bytes)",
+                    r.request.method.as_str(),
+                    r.request.headers.get("CSeq"),
+                    r.request.headers.call_id(),
+                    r.request.body.len()
+                );
+            }
             match r.request.method {
                 Method::Bye => {
                     let _ = leg.respond(&r, 200, "OK", None);
                     return;
                 }
-                Method::Invite | Method::Update if !r.request.body.is_empty() => {
+                // An INVITE retransmitted after our 2xx reaches the leg too (no RFC 6026
+                // Accepted state; the dialog takes an equal CSeq): it gets the same SDP
+                // again. A 200 without SDP here would reach the host before our 2xx
+                // retransmission when its first 2xx was dropped, and look like a callee
+                // answering without an offer.
+                Method::Invite => {
+                    let sdp = phone_sdp(Some(&r.request.body), media_port);
+                    let _ = leg.respond(&r, 200, "OK", Some(Body::sdp(sdp)));
+                }
+                Method::Update if !r.request.body.is_empty() => {
                     let sdp = phone_sdp(Some(&r.request.body), media_port);
                     let _ = leg.respond(&r, 200, "OK", Some(Body::sdp(sdp)));
                 }
@@ -921,12 +995,18 @@ mod originate {
                         let _ = h.send(());
                     }
                 }
-                CallState::Ended { result, .. } => {
+                CallState::Ended {
+                    result,
+                    sip_code,
+                    side,
+                    ..
+                } => {
                     let clean = connected_at.is_some() && result == "hung-up";
+                    let code = sip_code.map_or("-".into(), |c| c.to_string());
                     return Outcome {
                         connected_at,
                         setup: connected_at.map(|t| t - started),
-                        failure: (!clean).then_some(result),
+                        failure: (!clean).then(|| format!("{result} ({side:?} {code})")),
                     };
                 }
                 _ => {}
@@ -1134,6 +1214,7 @@ mod originate {
         tokio::time::sleep(SETTLE).await;
         let me = std::process::id();
         let (host0, phones0) = (rss_kib(me), rss_kib(phones.pid()));
+        let heap0 = crate::heap::live();
         let (release_tx, release) = watch::channel(false);
         let (connected, mut up) = mpsc::unbounded_channel();
         let (out, mut outcomes) = mpsc::unbounded_channel();
@@ -1162,7 +1243,12 @@ mod originate {
         }
         tokio::time::sleep(SETTLE).await;
         let (host1, phones1) = (rss_kib(me), rss_kib(phones.pid()));
+        let heap1 = crate::heap::live();
         let per_call = |a: u64, b: u64| (b.saturating_sub(a) * 1024) as f64 / n_up.max(1) as f64;
+        println!(
+            "{n_up} of {hold} calls connected at once: host live heap {:.0} bytes per call",
+            heap1.saturating_sub(heap0) as f64 / n_up.max(1) as f64
+        );
         println!(
             "{n_up} of {hold} calls connected at once: host RSS {host0} -> {host1} KiB = {:.0} bytes per call (incl. the requester's task per call); phones' process {phones0} -> {phones1} KiB = {:.0} bytes per call (2 dialogs)",
             per_call(host0, host1),
