@@ -32,11 +32,13 @@ use bindings::cvw::policy::{clock, directory, log, metrics};
 /// A configured policy instance's state (set by `configure`).
 pub type Slot<H> = LocalKey<RefCell<Option<H>>>;
 
-/// [`Message`] over the host's borrowed request. `line` holds the method and Request-URI
-/// when the host sent them with the call (`on-request`), so reading them costs no host call.
+/// [`Message`] over the host's borrowed request. `line` (method and Request-URI) and
+/// `joins_dialog` are set when the host sent them with the call (`on-request`), so
+/// reading them costs no host call.
 struct WitMessage<'a> {
     request: &'a wit::Request,
     line: Option<(&'a str, &'a str)>,
+    joins_dialog: Option<bool>,
 }
 
 impl<'a> WitMessage<'a> {
@@ -44,6 +46,7 @@ impl<'a> WitMessage<'a> {
         WitMessage {
             request,
             line: None,
+            joins_dialog: None,
         }
     }
 }
@@ -79,6 +82,12 @@ impl Message for WitMessage<'_> {
     fn has_any_header(&self, names: &[&str]) -> bool {
         let names: Vec<String> = names.iter().map(|&name| name.to_owned()).collect();
         self.request.has_any_header(&names)
+    }
+    fn joins_dialog(&self) -> bool {
+        match self.joins_dialog {
+            Some(joins) => joins,
+            None => self.has_any_header(&["Replaces", "Join"]),
+        }
     }
     fn body(&self) -> Vec<u8> {
         self.request.body()
@@ -325,11 +334,13 @@ pub fn on_request<H: Hooks + 'static>(
         method,
         request_uri,
         callee,
+        joins_dialog,
     } = context;
     let ctx = context_in(source, contacts);
     let msg = WitMessage {
         request,
         line: Some((&method, &request_uri)),
+        joins_dialog: Some(joins_dialog),
     };
     // `callee` is the host's lookup only for an INVITE; for other methods `none` means
     // "not looked up", not "nobody".

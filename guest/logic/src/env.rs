@@ -21,6 +21,11 @@ pub trait Message {
     fn has_any_header(&self, names: &[&str]) -> bool {
         names.iter().any(|name| self.header(name).is_some())
     }
+    /// The request has `Replaces` (RFC 3891) or `Join` (RFC 3911): it takes over or joins
+    /// an existing dialog.
+    fn joins_dialog(&self) -> bool {
+        self.has_any_header(&["Replaces", "Join"])
+    }
     /// The body, empty for none.
     fn body(&self) -> Vec<u8>;
 }

@@ -148,8 +148,7 @@ pub fn destination_limit(config: &Config, destination: &str) -> Option<Limit> {
 
 /// CVW-42: an INVITE that replaces or joins an existing dialog.
 pub fn joins_dialog(msg: &dyn Message) -> Option<Limit> {
-    msg.has_any_header(&["Replaces", "Join"])
-        .then_some(Limit::ThirdParty)
+    msg.joins_dialog().then_some(Limit::ThirdParty)
 }
 
 /// CVW-41 by SDP: hold (`a=sendonly`, `a=inactive`) or recording (`a=record:on`).

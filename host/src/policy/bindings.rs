@@ -114,6 +114,8 @@ pub(crate) struct RequestContextRef<'a> {
     #[component(name = "request-uri")]
     request_uri: &'a str,
     callee: Option<UserRef<'a>>,
+    #[component(name = "joins-dialog")]
+    joins_dialog: bool,
 }
 
 #[derive(ComponentType, Lower)]
@@ -200,6 +202,7 @@ pub(crate) fn request_context<'a>(
             team_call: u.team_call,
             response_group: u.response_group,
         }),
+        joins_dialog: req.header("Replaces").is_some() || req.header("Join").is_some(),
     }
 }
 
