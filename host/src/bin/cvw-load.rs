@@ -11,7 +11,8 @@
 //!   host's own SIP user agent (`SipOriginator` over `cvw-sip`), to a scripted desk phone
 //!   and callee phone that run in a child process of the tool (`cvw-load phones`), so the
 //!   host's memory and CPU are this process's alone. Setups/s (open or closed loop), failed
-//!   calls, host memory per connected call and host CPU per call.
+//!   calls, host memory per connected call and host CPU per call; `--kamailio` puts a
+//!   real Kamailio in between as the host's outbound proxy.
 
 #[path = "../../../tests/support/kamailio.rs"]
 #[allow(dead_code)]
@@ -140,6 +141,10 @@ enum Mode {
         /// Calls held connected at once for the memory figure, before the load (0: skip).
         #[arg(long, default_value_t = 2000)]
         hold: usize,
+        /// Through a real Kamailio (examples/kamailio/kamailio.cfg, with the decision
+        /// service in this process) as outbound proxy, instead of straight to the phones.
+        #[arg(long)]
+        kamailio: bool,
     },
     /// The scripted desk and callee phones of `originate` (run by it as a child process).
     #[command(hide = true)]
@@ -190,7 +195,18 @@ fn main() -> anyhow::Result<()> {
             rate,
             concurrency,
             hold,
-        } => originate::run(&service_rt, &load_rt, seconds, rate, concurrency, hold),
+            kamailio,
+        } => originate::run(
+            &service_rt,
+            &load_rt,
+            &originate::Options {
+                seconds,
+                rate,
+                concurrency,
+                hold,
+                kamailio: kamailio.then_some(tmp.as_path()),
+            },
+        ),
         Mode::Phones => service_rt.block_on(originate::phones()),
     };
     let _ = std::fs::remove_dir_all(&tmp);
@@ -1124,19 +1140,70 @@ mod originate {
         }
     }
 
-    pub fn run(
+    pub struct Options<'a> {
+        pub seconds: u64,
+        pub rate: Option<u64>,
+        pub concurrency: usize,
+        pub hold: usize,
+        /// Through Kamailio, with this scratch directory.
+        pub kamailio: Option<&'a std::path::Path>,
+    }
+
+    /// Kamailio as the host's outbound proxy, the phones' desk as its PBX trunk, and the
+    /// decision service it asks about every INVITE (the host's legs included).
+    struct Proxy {
+        kamailio: super::kamailio::Kamailio,
+        service: super::Running,
+    }
+
+    fn start_proxy(
         host_rt: &Runtime,
-        load_rt: &Runtime,
-        seconds: u64,
-        rate: Option<u64>,
-        concurrency: usize,
-        hold: usize,
-    ) -> anyhow::Result<()> {
+        tmp: &std::path::Path,
+        phones: &PhonesChild,
+        host_ua: SocketAddr,
+    ) -> anyhow::Result<Proxy> {
+        let (_policy, service) = host_rt.block_on(super::start_service(tmp, phones.desk))?;
+        let kamailio = super::kamailio::Kamailio::start(&super::kamailio::Setup {
+            host_jsonrpc: service.jsonrpc,
+            host_http: service.http,
+            pbx: phones.desk,
+            host_ua,
+            decision_timeout_ms: 1000,
+            extra: vec![("CVW_CHILDREN".into(), "4".into())],
+            transform: None,
+            shm_mb: 1024,
+        })?;
+        Ok(Proxy { kamailio, service })
+    }
+
+    pub fn run(host_rt: &Runtime, load_rt: &Runtime, o: &Options) -> anyhow::Result<()> {
+        let Options {
+            seconds,
+            rate,
+            concurrency,
+            hold,
+            ..
+        } = *o;
         let phones = PhonesChild::start()?;
-        let (ua, _incoming) = host_rt.block_on(UserAgent::bind(UaConfig::default()))?;
+        let mut config = UaConfig::default();
+        let proxy = match o.kamailio {
+            Some(tmp) => {
+                // The proxy's address list names the host's port before the host binds.
+                config.bind = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+                let proxy = start_proxy(host_rt, tmp, &phones, config.bind)?;
+                config.outbound_proxy = Some(format!("sip:{}", proxy.kamailio.sip));
+                Some(proxy)
+            }
+            None => None,
+        };
+        let (ua, _incoming) = host_rt.block_on(UserAgent::bind(config))?;
         println!(
-            "host UA {} (UDP, no proxy); phones pid {}: desk {}, callee {}",
+            "host UA {} (UDP, {}); phones pid {}: desk {}, callee {}",
             ua.local_addr(Protocol::Udp),
+            match &proxy {
+                Some(p) => format!("through Kamailio {}", p.kamailio.sip),
+                None => "no proxy".into(),
+            },
             phones.pid(),
             phones.desk,
             phones.callee
@@ -1171,6 +1238,11 @@ mod originate {
         let me = std::process::id();
         let (cpu0, phones_cpu0) = (process_cpu(&[me]), process_cpu(&[phones.pid()]));
         let (driver0, _) = thread_cpu("cvw-load");
+        let kamailio_pids = proxy
+            .as_ref()
+            .map(|p| p.kamailio.pids())
+            .unwrap_or_default();
+        let kamailio0 = process_cpu(&kamailio_pids);
         let t0 = Instant::now();
         let until = t0 + Duration::from_secs(seconds);
         let pace = match rate {
@@ -1180,6 +1252,7 @@ mod originate {
         let mut tally = load_rt.block_on(load(host_rt.handle().clone(), env, pace, until));
         let (cpu1, phones_cpu1) = (process_cpu(&[me]), process_cpu(&[phones.pid()]));
         let (driver1, _) = thread_cpu("cvw-load");
+        let kamailio1 = process_cpu(&kamailio_pids);
         let n = tally.started.max(1) as f64;
         println!(
             "{}: {:.0} setups/s sustained over {seconds} s ({} calls started, {} connected in the window, {} clean); failed {} ({})",
@@ -1200,6 +1273,22 @@ mod originate {
             driver1 - driver0,
             (phones_cpu1 - phones_cpu0) / n * 1e6
         );
+        if let Some(p) = proxy {
+            println!(
+                "Kamailio CPU per call: {:.0} us (the host's figure includes its decisions for its own legs)",
+                (kamailio1 - kamailio0) / n * 1e6
+            );
+            let oom = p
+                .kamailio
+                .log()
+                .matches("could not allocate shared memory")
+                .count();
+            if oom > 0 {
+                println!("WARNING: Kamailio ran out of shared memory {oom} times");
+            }
+            drop(p.kamailio);
+            host_rt.block_on(p.service.stop());
+        }
         tally.setup.report("start to connected");
         Ok(())
     }
