@@ -21,7 +21,7 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub(crate) use cvw::policy::types as wit;
+pub(crate) use self::cvw::policy::types as wit;
 
 // ---- host model → contract (inputs of hooks and imports) ----
 
