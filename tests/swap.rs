@@ -7,26 +7,11 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use cvw::message::SipRequest;
-use cvw::policy::model::{Decision, RequestContext, Settings, Source, User};
+use cvw::policy::model::{Decision, RequestContext, Source, User};
 use cvw::policy::{LoadError, PolicyHost, RuntimeSettings, StaticDirectory, builtin};
 
 fn user(uc: &str, line: &str, enabled: bool) -> User {
-    User {
-        uc_address: uc.into(),
-        display_name: String::new(),
-        line_uri: Some(line.into()),
-        callback_number: None,
-        site: None,
-        settings: Settings {
-            name: "global".into(),
-            enabled,
-            admin_callback_number: None,
-            use_admin_callback_number: false,
-        },
-        delegation: false,
-        team_call: false,
-        response_group: false,
-    }
+    StaticDirectory::user(uc, line, enabled)
 }
 
 fn config() -> Vec<(String, String)> {

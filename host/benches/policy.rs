@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use cvw::message::SipRequest;
-use cvw::policy::model::{self, Contact, Decision, RequestContext, Settings, Source, User};
+use cvw::policy::model::{self, Contact, Decision, RequestContext, Source};
 use cvw::policy::{DirectoryView, PolicyHost, RuntimeSettings, StaticDirectory, builtin};
 use cvw_guest::model as g;
 use cvw_guest::{CallViaWork, Hooks, Message, Services};
@@ -58,22 +58,7 @@ fn context() -> RequestContext {
 }
 
 fn directory() -> Arc<StaticDirectory> {
-    let user = |uc: &str, line: &str| User {
-        uc_address: uc.into(),
-        display_name: String::new(),
-        line_uri: Some(line.into()),
-        callback_number: None,
-        site: None,
-        settings: Settings {
-            name: "global".into(),
-            enabled: true,
-            admin_callback_number: None,
-            use_admin_callback_number: false,
-        },
-        delegation: false,
-        team_call: false,
-        response_group: false,
-    };
+    let user = |uc: &str, line: &str| StaticDirectory::user(uc, line, true);
     let users = (0..50)
         .map(|i| {
             user(
@@ -83,15 +68,10 @@ fn directory() -> Arc<StaticDirectory> {
         })
         .chain([user("sip:alice@corp.example", "tel:+14255550101")])
         .collect();
-    let config = [
-        ("global_caller_id", "+14255550000"),
-        ("pbx_trunk", "sip:127.0.0.1:5090"),
-        ("pbx_domain", "pbx.corp.example"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    Arc::new(StaticDirectory::new(users, config))
+    Arc::new(StaticDirectory::new(
+        users,
+        StaticDirectory::minimal_config(),
+    ))
 }
 
 // ---- the same logic natively: cvw-guest's traits over the host's types ----

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use criterion::Criterion;
 use cvw::adapters::{Dialect, Kamailio, OpenSips};
 use cvw::message::SipRequest;
-use cvw::policy::model::{Contact, RequestContext, Settings, Source, User};
+use cvw::policy::model::{Contact, RequestContext, Source};
 use cvw::policy::{PolicyHost, RuntimeSettings, StaticDirectory, builtin};
 use cvw::service::{DecisionService, netstring};
 use serde_json::json;
@@ -29,30 +29,8 @@ User-Agent: UC/1.0\r\n\
 Content-Length: 0\r\n\r\n";
 
 fn host() -> PolicyHost {
-    let alice = User {
-        uc_address: "sip:alice@corp.example".into(),
-        display_name: "Alice Smith".into(),
-        line_uri: Some("tel:+14255550101".into()),
-        callback_number: None,
-        site: None,
-        settings: Settings {
-            name: "global".into(),
-            enabled: true,
-            admin_callback_number: None,
-            use_admin_callback_number: false,
-        },
-        delegation: false,
-        team_call: false,
-        response_group: false,
-    };
-    let config = [
-        ("global_caller_id", "+14255550000"),
-        ("pbx_trunk", "sip:127.0.0.1:5090"),
-        ("pbx_domain", "pbx.corp.example"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let alice = StaticDirectory::user("sip:alice@corp.example", "tel:+14255550101", true);
+    let config = StaticDirectory::minimal_config();
     let host = PolicyHost::new(RuntimeSettings::default()).expect("runtime");
     let wasm = builtin::default_policy().expect("default policy built");
     host.publish(

@@ -685,34 +685,12 @@ impl fmt::Debug for PolicyHost {
 mod tests {
     use super::*;
     use crate::policy::builtin;
-    use crate::policy::model::{
-        Contact, Fork, ForkMode, Refusal, Reply, RequestContext, Settings, Source, User,
-    };
+    use crate::policy::model::{Contact, Fork, ForkMode, Refusal, Reply, RequestContext, Source};
     use crate::policy::static_directory::StaticDirectory;
 
     fn directory() -> Arc<StaticDirectory> {
-        let alice = User {
-            uc_address: "sip:alice@corp.example".into(),
-            display_name: "Alice".into(),
-            line_uri: Some("tel:+14255550101".into()),
-            callback_number: None,
-            site: None,
-            settings: Settings {
-                name: "global".into(),
-                enabled: true,
-                admin_callback_number: None,
-                use_admin_callback_number: false,
-            },
-            delegation: false,
-            team_call: false,
-            response_group: false,
-        };
-        let config = [
-            ("global_caller_id", "+14255550000"),
-            ("pbx_trunk", "sip:127.0.0.1:5090"),
-            ("pbx_domain", "pbx.corp.example"),
-        ];
-        let config = config.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec();
+        let alice = StaticDirectory::user("sip:alice@corp.example", "tel:+14255550101", true);
+        let config = StaticDirectory::minimal_config();
         Arc::new(StaticDirectory::new(vec![alice], config))
     }
 

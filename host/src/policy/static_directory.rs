@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::DirectoryView;
-use super::model::User;
+use super::model::{Settings, User};
 
 #[derive(Debug, Clone, Default)]
 pub struct StaticDirectory {
@@ -38,6 +38,38 @@ impl StaticDirectory {
 }
 
 impl StaticDirectory {
+    /// A user under the `global` policy with only a UC address and a line, enabled for
+    /// Call via Work or not: the record tests and benchmarks need most.
+    pub fn user(uc_address: &str, line_uri: &str, enabled: bool) -> User {
+        User {
+            uc_address: uc_address.into(),
+            display_name: String::new(),
+            line_uri: Some(line_uri.into()),
+            callback_number: None,
+            site: None,
+            settings: Settings {
+                name: "global".into(),
+                enabled,
+                admin_callback_number: None,
+                use_admin_callback_number: false,
+            },
+            delegation: false,
+            team_call: false,
+            response_group: false,
+        }
+    }
+
+    /// The keys the default policy requires, with a PBX trunk on 127.0.0.1:5090.
+    pub fn minimal_config() -> Vec<(String, String)> {
+        [
+            ("global_caller_id", "+14255550000"),
+            ("pbx_trunk", "sip:127.0.0.1:5090"),
+            ("pbx_domain", "pbx.corp.example"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec()
+    }
+
     fn find(&self, address: &str) -> Option<&User> {
         let digits = digits(address);
         self.users
