@@ -134,6 +134,12 @@ impl Harness {
         support::http::send(&self.base, method, path, token, body).await
     }
 
+    /// `POST /v1/calls` to `destination` with `token`.
+    async fn click_to_call(&self, token: Option<&str>, destination: &str) -> (u16, Value) {
+        let body = json!({ "destination": destination });
+        self.call("POST", "/v1/calls", token, Some(body)).await
+    }
+
     /// Follow the feed until `ended`, as a requester would.
     async fn follow(&self, id: &str) -> Vec<Value> {
         support::http::follow(&self.base, ALICE_TOKEN, id).await
@@ -155,14 +161,7 @@ fn two_users() -> Tokens {
 async fn without_a_valid_token_nothing_is_placed() {
     let h = Harness::start(Script::Connect, LimitSettings::default()).await;
     for token in [None, Some("wrong-token")] {
-        let (status, body) = h
-            .call(
-                "POST",
-                "/v1/calls",
-                token,
-                Some(json!({"destination": "+14255550142"})),
-            )
-            .await;
+        let (status, body) = h.click_to_call(token, "+14255550142").await;
         assert_eq!(status, 401, "{body}");
     }
     assert!(h.originator.plans.lock().unwrap().is_empty());
@@ -173,14 +172,7 @@ async fn without_a_valid_token_nothing_is_placed() {
 #[tokio::test]
 async fn click_to_call_follows_states_hangs_up_and_is_logged() {
     let h = Harness::start(Script::Connect, LimitSettings::default()).await;
-    let (status, body) = h
-        .call(
-            "POST",
-            "/v1/calls",
-            Some(ALICE_TOKEN),
-            Some(json!({"destination": "+14255550142"})),
-        )
-        .await;
+    let (status, body) = h.click_to_call(Some(ALICE_TOKEN), "+14255550142").await;
     assert_eq!(status, 201, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
     let plan = h.originator.plans.lock().unwrap()[0].clone();
@@ -245,14 +237,7 @@ async fn wait_for_records(h: &Harness, n: usize) -> Vec<cvw::calllog::CallRecord
 #[tokio::test]
 async fn busy_callback_ends_with_the_sip_code() {
     let h = Harness::start(Script::CallbackBusy, LimitSettings::default()).await;
-    let (status, body) = h
-        .call(
-            "POST",
-            "/v1/calls",
-            Some(ALICE_TOKEN),
-            Some(json!({"destination": "+14255550142"})),
-        )
-        .await;
+    let (status, body) = h.click_to_call(Some(ALICE_TOKEN), "+14255550142").await;
     assert_eq!(status, 201, "{body}");
     let events = h.follow(body["id"].as_str().unwrap()).await;
     assert_eq!(states(&events), ["ringing-callback", "ended"]);
@@ -270,14 +255,7 @@ async fn busy_callback_ends_with_the_sip_code() {
 #[tokio::test]
 async fn emergency_number_is_refused_with_a_reason() {
     let h = Harness::start(Script::Connect, LimitSettings::default()).await;
-    let (status, body) = h
-        .call(
-            "POST",
-            "/v1/calls",
-            Some(ALICE_TOKEN),
-            Some(json!({"destination": "911"})),
-        )
-        .await;
+    let (status, body) = h.click_to_call(Some(ALICE_TOKEN), "911").await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "refused");
     assert_eq!(body["error"]["rule"], "CVW-15");
@@ -301,25 +279,11 @@ async fn concurrency_limit_obeyed_and_violated() {
     let h = Harness::start(Script::Connect, limits).await;
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let (status, body) = h
-            .call(
-                "POST",
-                "/v1/calls",
-                Some(ALICE_TOKEN),
-                Some(json!({"destination": "+14255550142"})),
-            )
-            .await;
+        let (status, body) = h.click_to_call(Some(ALICE_TOKEN), "+14255550142").await;
         assert_eq!(status, 201, "{body}");
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
-    let (status, body) = h
-        .call(
-            "POST",
-            "/v1/calls",
-            Some(ALICE_TOKEN),
-            Some(json!({"destination": "+14255550142"})),
-        )
-        .await;
+    let (status, body) = h.click_to_call(Some(ALICE_TOKEN), "+14255550142").await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "limit");
 
@@ -332,14 +296,7 @@ async fn concurrency_limit_obeyed_and_violated() {
     .await;
     h.follow(&ids[0]).await;
     wait_for_records(&h, 1).await;
-    let (status, body) = h
-        .call(
-            "POST",
-            "/v1/calls",
-            Some(ALICE_TOKEN),
-            Some(json!({"destination": "+14255550142"})),
-        )
-        .await;
+    let (status, body) = h.click_to_call(Some(ALICE_TOKEN), "+14255550142").await;
     assert_eq!(status, 201, "{body}");
 }
 
@@ -368,14 +325,7 @@ async fn meeting_join_dials_out_to_the_callback_number() {
 #[tokio::test]
 async fn another_users_call_is_not_found() {
     let h = Harness::start(Script::Connect, LimitSettings::default()).await;
-    let (_, body) = h
-        .call(
-            "POST",
-            "/v1/calls",
-            Some(ALICE_TOKEN),
-            Some(json!({"destination": "+14255550142"})),
-        )
-        .await;
+    let (_, body) = h.click_to_call(Some(ALICE_TOKEN), "+14255550142").await;
     let id = body["id"].as_str().unwrap();
     // Dave cannot see, follow or hang up Alice's call; to him it does not exist.
     for (method, path) in [
