@@ -44,7 +44,6 @@ pub struct CallSnapshot {
 /// Returned to the handler that placed a call.
 pub struct StartedCall {
     pub id: String,
-    pub state: Option<CallState>,
     pub plan: OriginationPlan,
 }
 
@@ -142,11 +141,7 @@ impl Calls {
             registry: self.clone(),
         };
         tokio::spawn(follow.run(control.states));
-        Ok(StartedCall {
-            id,
-            state: None,
-            plan,
-        })
+        Ok(StartedCall { id, plan })
     }
 
     /// Forget the oldest ended calls beyond [`KEEP_ENDED`].

@@ -27,7 +27,7 @@ use crate::origination::Originator;
 use crate::policy::PolicyHost;
 use crate::policy::model::{ClickToCall, Decision, DialOut, MeetingKind, OriginationPlan};
 use auth::Tokens;
-use calls::{Calls, StartedCall};
+use calls::{Call, Calls, StartedCall};
 use limits::{LimitExceeded, Limits};
 
 /// Everything the API handlers share.
@@ -198,7 +198,6 @@ fn place(
     let call = placed?;
     let body = json!({
         "id": call.id,
-        "state": call.state,
         "plan": call.plan,
         "links": {
             "self": format!("/v1/calls/{}", call.id),
@@ -278,12 +277,16 @@ fn limit_error(err: LimitExceeded) -> ApiError {
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit", err.to_string())
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        format!("no call {id} of yours"),
-    )
+/// The authenticated user's call `id`; another user's call is "not found" too.
+fn own_call(api: &Api, headers: &HeaderMap, id: &str) -> Result<Arc<Call>, ApiError> {
+    let user = authenticate(api, headers)?;
+    api.calls.get(id, user).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no call {id} of yours"),
+        )
+    })
 }
 
 async fn show_call(
@@ -291,8 +294,7 @@ async fn show_call(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let user = authenticate(&api, &headers)?;
-    let call = api.calls.get(&id, user).ok_or_else(|| not_found(&id))?;
+    let call = own_call(&api, &headers, &id)?;
     Ok(Json(call.snapshot()).into_response())
 }
 
@@ -301,8 +303,7 @@ async fn hang_up(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let user = authenticate(&api, &headers)?;
-    let call = api.calls.get(&id, user).ok_or_else(|| not_found(&id))?;
+    let call = own_call(&api, &headers, &id)?;
     call.hang_up();
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -313,8 +314,7 @@ async fn events(
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let user = authenticate(&api, &headers)?;
-    let call = api.calls.get(&id, user).ok_or_else(|| not_found(&id))?;
+    let call = own_call(&api, &headers, &id)?;
     let wait = Duration::from_secs(query.wait_s.min(30));
     let (events, next) = call.events_after(query.since, wait).await;
     Ok(Json(json!({ "events": events, "next": next })).into_response())
