@@ -79,12 +79,23 @@ impl World {
 
     /// `extra_config`: more `[policy.config]` lines.
     async fn with_config(desk_ring_timeout_ms: u32, extra_config: &str) -> World {
+        Self::with_transport(desk_ring_timeout_ms, extra_config, false).await
+    }
+
+    /// The config's other transport: Kamailio asks the host over JSON-RPC (janssonrpcc).
+    async fn over_janssonrpcc() -> World {
+        Self::with_transport(15000, "", true).await
+    }
+
+    async fn with_transport(
+        desk_ring_timeout_ms: u32,
+        extra_config: &str,
+        janssonrpcc: bool,
+    ) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("cvw=debug")
             .with_test_writer()
             .try_init();
-        let sip_port_hint = support::kamailio::free_port();
-        let placeholder: SocketAddr = SocketAddr::from(([127, 0, 0, 1], sip_port_hint));
         let pbx_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let ua_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let pbx_addr = pbx_sock.local_addr().unwrap();
@@ -107,7 +118,7 @@ impl World {
         )
         .expect("default policy publishes with the test directory");
 
-        let service = DecisionService::new(Arc::new(host.clone()))
+        let mut service = DecisionService::new(Arc::new(host.clone()))
             .start(
                 "127.0.0.1:0".parse().unwrap(),
                 "127.0.0.1:0".parse().unwrap(),
@@ -123,9 +134,12 @@ impl World {
             extra: vec![],
             transform: None,
             shm_mb: 128,
+            janssonrpcc,
         })
         .unwrap();
-        let _ = placeholder;
+        if !janssonrpcc {
+            kam.connect_host(&mut service).await.unwrap();
+        }
         let pbx = Phone::with_udp("pbx", kam.sip, pbx_sock);
         let host_ua = Phone::with_udp("host-ua", kam.sip, ua_sock);
         World {
@@ -193,7 +207,17 @@ fn assert_completed_elsewhere(cancel: &Msg, who: &str) {
 /// registered soft clients at the same time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cvw30_uc_call_rings_desk_and_every_soft_client() {
-    let mut w = World::new().await;
+    rings_desk_and_every_soft_client(World::new().await).await;
+}
+
+/// CVW-30 with the config's other transport (JSON-RPC, janssonrpcc): same calls, same
+/// branches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw30_over_janssonrpcc_too() {
+    rings_desk_and_every_soft_client(World::over_janssonrpcc().await).await;
+}
+
+async fn rings_desk_and_every_soft_client(mut w: World) {
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
     let mut call = bob.invite(ALICE, BOB, &[]);
@@ -548,14 +572,45 @@ async fn failure_hook_sends_an_unanswered_call_to_voicemail() {
     assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
 }
 
-/// Fail-open when the host does not answer in time: its decision service accepts the
-/// connection but never replies; after the decision timeout the call is routed as without
-/// Call via Work, so the registered client still rings.
+/// Fail-open when the host does not answer in time: a host connects to Kamailio's evapi
+/// and confirms, then never answers; after the decision timeout the call is routed as
+/// without Call via Work, so the registered client still rings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_when_the_host_does_not_answer_in_time() {
+    let (kam, pbx_sock) = silent_host_setup(false).await;
+    let mut silent = tokio::net::TcpStream::connect(kam.evapi).await.unwrap();
+    let hello = b"{\"hello\":\"silent\"}";
+    let frame = [format!("{}:", hello.len()).as_bytes(), hello, b","].concat();
+    tokio::io::AsyncWriteExt::write_all(&mut silent, &frame)
+        .await
+        .unwrap();
+    let mut confirmed = Vec::new();
+    while !String::from_utf8_lossy(&confirmed).contains("ready silent") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut silent, &mut buf))
+            .await
+            .expect("Kamailio confirms the silent host")
+            .unwrap();
+        assert!(n > 0, "Kamailio closed the evapi connection");
+        confirmed.extend_from_slice(&buf[..n]);
+    }
+    rings_without_a_decision(&kam, pbx_sock).await;
+    drop(silent);
+}
+
+/// The same over JSON-RPC: the host accepts Kamailio's connection and never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_when_the_host_does_not_answer_over_janssonrpcc() {
+    let (kam, pbx_sock) = silent_host_setup(true).await;
+    rings_without_a_decision(&kam, pbx_sock).await;
+}
+
+/// Kamailio (decision timeout 300 ms) whose JSON-RPC/HTTP host accepts connections and
+/// never answers.
+async fn silent_host_setup(janssonrpcc: bool) -> (Kamailio, tokio::net::UdpSocket) {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent_addr = silent.local_addr().unwrap();
-    let held = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut open = Vec::new();
         while let Ok((stream, _)) = silent.accept().await {
             open.push(stream);
@@ -572,8 +627,13 @@ async fn fail_open_when_the_host_does_not_answer_in_time() {
         extra: vec![],
         transform: None,
         shm_mb: 128,
+        janssonrpcc,
     })
     .unwrap();
+    (kam, pbx_sock)
+}
+
+async fn rings_without_a_decision(kam: &Kamailio, pbx_sock: tokio::net::UdpSocket) {
     let mut pbx = Phone::with_udp("pbx", kam.sip, pbx_sock);
     let mut c1 = Phone::udp("alice-udp", kam.sip).await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
@@ -588,5 +648,4 @@ async fn fail_open_when_the_host_does_not_answer_in_time() {
             .is_none(),
         "no desk leg without a decision"
     );
-    held.abort();
 }

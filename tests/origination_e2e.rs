@@ -101,7 +101,7 @@ impl World {
                 Arc::new(Directory::load(&directory).unwrap()),
             )
             .unwrap();
-        let service = DecisionService::new(Arc::new(policy.clone()))
+        let mut service = DecisionService::new(Arc::new(policy.clone()))
             .start(
                 "127.0.0.1:0".parse().unwrap(),
                 "127.0.0.1:0".parse().unwrap(),
@@ -118,8 +118,10 @@ impl World {
             extra: vec![],
             transform: None,
             shm_mb: 64,
+            janssonrpcc: false,
         })
         .unwrap();
+        kamailio.connect_host(&mut service).await.unwrap();
         let (ua, _incoming) = UserAgent::bind(UaConfig {
             bind: host_ua,
             outbound_proxy: Some(format!("sip:{}", kamailio.sip)),

@@ -163,20 +163,18 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("control API address {} is taken", config.control.listen))?;
     let control_addr = config.control.listen;
-    let decision_jsonrpc = config
+    let decision_http = config
         .decision
-        .jsonrpc
-        .context("examples/cvw.toml must open the JSON-RPC decision service")?;
+        .http
+        .context("examples/cvw.toml must open the HTTP decision service (Kamailio's hooks)")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let host = tokio::spawn(serve::run(config, control, admin, async {
         let _ = stopped.await;
     }));
-    // Kamailio connects to the decision service once at start-up and then backs off:
-    // start it only when the host listens.
-    let jsonrpc = decision_jsonrpc;
+    // Start Kamailio only when the host listens (its hooks call the HTTP endpoint).
     let mut ready = false;
     for _ in 0..300 {
-        if tokio::net::TcpStream::connect(jsonrpc).await.is_ok() {
+        if tokio::net::TcpStream::connect(decision_http).await.is_ok() {
             ready = true;
             break;
         }
@@ -189,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop.send(());
         match host.await {
             Ok(Err(e)) => bail!("cvw serve did not start: {e:#}"),
-            _ => bail!("cvw serve did not open the decision service on {jsonrpc}"),
+            _ => bail!("cvw serve did not open the decision service on {decision_http}"),
         }
     }
     let kamailio = start_kamailio(&run)?;
@@ -199,10 +197,29 @@ async fn main() -> anyhow::Result<()> {
         run.display()
     ));
     say(&format!(
-        "    cvw serve     control http://{control_addr}, decision service 127.0.0.1:8449 (JSON-RPC) / :8090 (HTTP), click-to-call API http://127.0.0.1:8095"
+        "    cvw serve     control http://{control_addr}, deciding over Kamailio's evapi 127.0.0.1:8450 (HTTP hooks :8090), click-to-call API http://127.0.0.1:8095"
     ));
-    // Kamailio forks its workers after it binds; give it a moment before the first REGISTER.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The host connects to Kamailio's evapi (retrying while Kamailio starts); calls placed
+    // before that would be routed without Call via Work.
+    let log = run.join("kamailio.log");
+    let connected = async {
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("cvw: host connected over evapi") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(15), connected)
+        .await
+        .is_err()
+    {
+        say(&format!(
+            "cvw serve did not connect to Kamailio's evapi within 15 s (see {})",
+            log.display()
+        ));
+    }
 
     let proxy = KAMAILIO.parse()?;
     let demo = tokio::spawn(simultaneous_ring(proxy));

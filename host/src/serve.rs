@@ -128,10 +128,14 @@ pub struct ControlConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionConfig {
-    /// JSON-RPC over TCP (netstrings), for Kamailio `jsonrpcs`/OpenSIPS.
+    /// JSON-RPC over TCP (netstrings), for Kamailio `janssonrpcc`.
     pub jsonrpc: Option<SocketAddr>,
-    /// HTTP JSON, for Kamailio `http_async_client`/OpenSIPS `rest_client`.
+    /// HTTP JSON, for Kamailio `http_client`/OpenSIPS `rest_client`.
     pub http: Option<SocketAddr>,
+    /// Kamailio's evapi listener (`modparam("evapi", "bind_addr", ...)`): the host
+    /// connects there and decides the calls the config relays to it.
+    #[serde(default)]
+    pub evapi: Option<SocketAddr>,
 }
 
 const BUILT_IN: &str = "built-in";
@@ -186,6 +190,7 @@ impl Default for DecisionConfig {
         DecisionConfig {
             jsonrpc: Some(SocketAddr::from(([127, 0, 0, 1], 8449))),
             http: Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
+            evapi: None,
         }
     }
 }
@@ -413,8 +418,11 @@ fn start_decision_service(
 ) -> anyhow::Result<()> {
     crate::service::spawn_configured(
         Arc::new(deployment.host().clone()),
-        config.decision.jsonrpc,
-        config.decision.http,
+        crate::service::Endpoints {
+            jsonrpc: config.decision.jsonrpc,
+            http: config.decision.http,
+            evapi: config.decision.evapi,
+        },
         signal.wait(),
         tasks,
     )

@@ -27,11 +27,15 @@ pub struct Setup {
     pub transform: Option<fn(String) -> String>,
     /// Kamailio shared memory (MB): ~20 KB per two-branch INVITE transaction in flight.
     pub shm_mb: u32,
+    /// Decide over JSON-RPC (`-A WITH_JANSSONRPCC`) instead of evapi, the config's default.
+    pub janssonrpcc: bool,
 }
 
 pub struct Kamailio {
     child: Child,
     pub sip: SocketAddr,
+    /// Where its evapi listens for the host (`CVW_EVAPI_ADDR`).
+    pub evapi: SocketAddr,
     pub dir: PathBuf,
 }
 
@@ -110,6 +114,7 @@ impl Kamailio {
     pub fn start(setup: &Setup) -> anyhow::Result<Kamailio> {
         let bin = binary()?;
         let port = free_port();
+        let evapi = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = std::env::temp_dir().join(format!("cvw-e2e-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let address_file = dir.join("cvw-address.list");
@@ -129,6 +134,7 @@ impl Kamailio {
             ("CVW_HOST_IP", setup.host_jsonrpc.ip().to_string()),
             ("CVW_HOST_PORT", setup.host_jsonrpc.port().to_string()),
             ("CVW_HOST_HTTP_PORT", setup.host_http.port().to_string()),
+            ("CVW_EVAPI_ADDR", evapi.to_string()),
             (
                 "CVW_DECISION_TIMEOUT_MS",
                 setup.decision_timeout_ms.to_string(),
@@ -150,18 +156,22 @@ impl Kamailio {
         }
         std::fs::write(&cfg, text)?;
         let log = std::fs::File::create(dir.join("kamailio.log"))?;
+        let defines: &[&str] = if setup.janssonrpcc {
+            &["-A", "WITH_JANSSONRPCC"]
+        } else {
+            &[]
+        };
         let child = Command::new(bin)
+            .args(defines)
             .arg("-f")
             .arg(&cfg)
-            .args([
-                "-DD",
-                "-E",
-                "-m",
-                &setup.shm_mb.to_string(),
-                "-M",
-                "16",
-                "-P",
-            ])
+            .args(["-DD", "-E", "-m", &setup.shm_mb.to_string(), "-M", "16"])
+            .args(
+                std::env::var("CVW_KAMAILIO_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
+            .arg("-P")
             .arg(dir.join("kamailio.pid"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -172,6 +182,7 @@ impl Kamailio {
         let mut k = Kamailio {
             child,
             sip: SocketAddr::from(([127, 0, 0, 1], port)),
+            evapi,
             dir,
         };
         k.wait_ready()?;
@@ -226,6 +237,20 @@ impl Kamailio {
         pids.sort_unstable();
         pids.dedup();
         pids
+    }
+
+    /// Connects the host's decision service to this Kamailio's evapi and waits until
+    /// Kamailio has confirmed it (from then on its calls are decided by the host).
+    pub async fn connect_host(&self, service: &mut cvw::service::Running) -> anyhow::Result<()> {
+        let mut status = service.connect_evapi(self.evapi);
+        tokio::time::timeout(Duration::from_secs(10), status.ready())
+            .await
+            .with_context(|| {
+                format!(
+                    "the host did not get Kamailio's evapi confirmation within 10 s:\n{}",
+                    self.log_tail()
+                )
+            })
     }
 
     pub fn log(&self) -> String {

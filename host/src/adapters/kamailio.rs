@@ -5,9 +5,13 @@
 //! forks the config's `branch_route` reads `routes[i].headers.extra`,
 //! `routes[i].headers.from` and `routes[i].fr_inv_timer` (the per-branch ring timeout,
 //! CVW-51) and applies them. Both read the same fields, so one document serves both modes.
+//!
+//! Over evapi ([`EvapiAnswer`]) the same decision travels in a layout the config slices
+//! with string transformations instead of parsing JSON: Kamailio's evapi dispatcher is
+//! one process for every call, and each jansson parse there is paid by every call.
 
 use super::{Dialect, Document, MapError, final_reply, header_lines, line_safe, name_addr};
-use crate::policy::model::{Decision, ForkMode, Target};
+use crate::policy::model::{Decision, Fork, ForkMode, Target};
 use serde::Serialize;
 
 /// The Kamailio dialect (janssonrpcc, http_client).
@@ -20,6 +24,8 @@ pub struct Kamailio;
 enum Doc<'a> {
     Relay {
         rtjson: Rtjson<'a>,
+        /// Per-branch data, flat, for `jansson_xdecode` (see [`Branch`]).
+        branches: Vec<Branch<'a>>,
         generation: u64,
     },
     Reply {
@@ -102,31 +108,151 @@ impl Dialect for Kamailio {
         match decision {
             Decision::Continue => Document::of(&Doc::Continue { generation }),
             Decision::Fork(fork) => {
-                if fork.targets.is_empty() {
-                    return Err(MapError::EmptyFork);
-                }
-                let routing = match fork.mode {
-                    ForkMode::Parallel => "parallel",
-                    ForkMode::Serial => "serial",
-                };
-                let routes = fork
-                    .targets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| route(i, t))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let (rtjson, branches) = fork_parts(fork)?;
                 Document::of(&Doc::Relay {
-                    rtjson: Rtjson {
-                        version: "1.0",
-                        routing,
-                        routes,
-                    },
+                    rtjson,
+                    branches,
                     generation,
                 })
             }
             Decision::Originate(_) => Err(MapError::Unsupported("originate")),
             _ => Err(MapError::Unsupported("unknown")),
         }
+    }
+}
+
+/// A decision as the evapi transport sends it to `event_route[evapi:message-received]`:
+///
+/// ```text
+/// TTTTTTTTTT LLLLLLLLLL A NNNNNN <part 1: N bytes><part 2: the rest>
+/// ```
+/// `T`/`L` the suspended transaction's `$T(id_index)`/`$T(id_label)`, zero-padded to ten
+/// digits (so the config takes them with `{s.substr}`); `A` the action:
+/// - `F` fork: part 1 the rtjson document, part 2 a JSON array with one flat object per
+///   route (`label`, `extra`, `from_display`, `from_uri`, `ring_ms`) for
+///   `jansson_xdecode`, which the branch route reads without parsing again;
+/// - `R` final reply: part 1 `CCC reason`, part 2 the header lines to add;
+/// - `C` continue: route as without Call via Work;
+/// - `E` no decision: part 1 says why (the config logs it and routes as without Call
+///   via Work).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvapiAnswer {
+    Fork {
+        rtjson: String,
+        branches: String,
+    },
+    Reply {
+        code: u16,
+        reason: String,
+        headers: String,
+    },
+    Continue,
+    Error(String),
+}
+
+/// One route's per-branch data, flat (jansson_xdecode keeps nested objects as text): what
+/// the config's branch route applies for parallel forks, which rtjson does not.
+#[derive(Serialize)]
+struct Branch<'a> {
+    label: &'a str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    extra: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_display: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_uri: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ring_ms: Option<u32>,
+}
+
+/// evapi reads a client's frames into a 32 KB buffer: a bigger answer could never arrive
+/// whole, so it is answered as an error (and the call routed without Call via Work).
+pub const EVAPI_MAX_ANSWER: usize = 16 * 1024;
+
+impl Kamailio {
+    /// The evapi form of a route or failure decision.
+    pub fn evapi_answer(&self, decision: &Decision) -> Result<EvapiAnswer, MapError> {
+        if let Some((code, reason, headers)) = final_reply(decision)? {
+            return Ok(EvapiAnswer::Reply {
+                code,
+                reason,
+                headers,
+            });
+        }
+        match decision {
+            Decision::Continue => Ok(EvapiAnswer::Continue),
+            Decision::Fork(fork) => {
+                let (rtjson, branches) = fork_parts(fork)?;
+                Ok(EvapiAnswer::Fork {
+                    rtjson: serde_json::to_string(&rtjson).map_err(MapError::Encode)?,
+                    branches: serde_json::to_string(&branches).map_err(MapError::Encode)?,
+                })
+            }
+            Decision::Originate(_) => Err(MapError::Unsupported("originate")),
+            _ => Err(MapError::Unsupported("unknown")),
+        }
+    }
+}
+
+impl EvapiAnswer {
+    /// The frame payload for transaction `tindex:tlabel`. An answer too big for evapi's
+    /// buffer becomes an error answer, so the call still goes on at once.
+    pub fn encode(&self, tindex: u32, tlabel: u32) -> Vec<u8> {
+        let (action, part1, part2): (char, std::borrow::Cow<str>, &str) = match self {
+            EvapiAnswer::Fork { rtjson, branches } => ('F', rtjson.into(), branches),
+            EvapiAnswer::Reply {
+                code,
+                reason,
+                headers,
+            } => ('R', format!("{code:03} {reason}").into(), headers),
+            EvapiAnswer::Continue => ('C', "".into(), ""),
+            EvapiAnswer::Error(why) => ('E', why.as_str().into(), ""),
+        };
+        let size = 32 + part1.len() + part2.len();
+        if size > EVAPI_MAX_ANSWER {
+            let why = format!("decision of {size} bytes exceeds evapi's {EVAPI_MAX_ANSWER}");
+            return EvapiAnswer::Error(why).encode(tindex, tlabel);
+        }
+        let mut out = format!("{tindex:010} {tlabel:010} {action} {:06} ", part1.len());
+        out.push_str(&part1);
+        out.push_str(part2);
+        out.into_bytes()
+    }
+}
+
+/// The rtjson document of a fork and the same routes' per-branch data.
+fn fork_parts(fork: &Fork) -> Result<(Rtjson<'_>, Vec<Branch<'_>>), MapError> {
+    if fork.targets.is_empty() {
+        return Err(MapError::EmptyFork);
+    }
+    let routes = fork
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| route(i, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let branches = routes
+        .iter()
+        .map(|r| Branch {
+            label: r.label,
+            extra: r.headers.extra.clone(),
+            from_display: r.headers.from.as_ref().map(|f| f.display),
+            from_uri: r.headers.from.as_ref().map(|f| f.uri),
+            ring_ms: r.fr_inv_timer,
+        })
+        .collect();
+    let rtjson = Rtjson {
+        version: "1.0",
+        routing: routing(fork.mode),
+        routes,
+    };
+    Ok((rtjson, branches))
+}
+
+fn routing(mode: ForkMode) -> &'static str {
+    match mode {
+        ForkMode::Parallel => "parallel",
+        ForkMode::Serial => "serial",
     }
 }
 
@@ -233,7 +359,19 @@ mod tests {
                         "headers": { "from": { "display": "Call via Work", "uri": "sip:+14255550000@corp.example" } }
                     }
                 ]
-            }
+            },
+            "branches": [
+                {
+                    "label": "desk",
+                    "extra": "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n",
+                    "ring_ms": 15000
+                },
+                {
+                    "label": "client",
+                    "from_display": "Call via Work",
+                    "from_uri": "sip:+14255550000@corp.example"
+                }
+            ]
         });
         assert_eq!(doc(&d).unwrap(), golden);
     }
@@ -295,5 +433,70 @@ mod tests {
             targets: vec![],
         });
         assert!(matches!(doc(&e), Err(MapError::EmptyFork)));
+    }
+
+    #[test]
+    fn evapi_fork_is_sliced_by_fixed_offsets_with_flat_branches() {
+        let d = Decision::Fork(Fork {
+            mode: ForkMode::Parallel,
+            targets: vec![desk(), client()],
+        });
+        let frame = Kamailio.evapi_answer(&d).unwrap().encode(123, 4567);
+        let frame = String::from_utf8(frame).unwrap();
+        // What route[CVW_DECIDED] takes with {s.substr}.
+        assert_eq!(&frame[..10], "0000000123");
+        assert_eq!(&frame[11..21], "0000004567");
+        assert_eq!(&frame[22..23], "F");
+        let len: usize = frame[24..30].parse().unwrap();
+        let rtjson: Value = serde_json::from_str(&frame[31..31 + len]).unwrap();
+        assert_eq!(rtjson["routing"], "parallel");
+        assert_eq!(
+            rtjson["routes"][1]["uri"],
+            "sip:alice@127.0.0.1:5071;transport=tcp"
+        );
+        let branches: Value = serde_json::from_str(&frame[31 + len..]).unwrap();
+        assert_eq!(
+            branches,
+            json!([
+                {
+                    "label": "desk",
+                    "extra": "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n",
+                    "ring_ms": 15000
+                },
+                {
+                    "label": "client",
+                    "from_display": "Call via Work",
+                    "from_uri": "sip:+14255550000@corp.example"
+                }
+            ])
+        );
+    }
+
+    #[test]
+    fn evapi_reply_continue_and_oversized_answers() {
+        let r = Decision::Reply(Reply {
+            code: 486,
+            reason: "Busy Here".into(),
+            headers: vec![Header {
+                name: "X-Why".into(),
+                value: "dnd".into(),
+            }],
+        });
+        let frame = Kamailio.evapi_answer(&r).unwrap().encode(1, 2);
+        assert_eq!(
+            String::from_utf8(frame).unwrap(),
+            "0000000001 0000000002 R 000013 486 Busy HereX-Why: dnd\r\n"
+        );
+        let c = Kamailio.evapi_answer(&Decision::Continue).unwrap();
+        assert_eq!(c.encode(7, 8), b"0000000007 0000000008 C 000000 ".to_vec());
+        let mut huge = desk();
+        huge.headers[0].value = "x".repeat(EVAPI_MAX_ANSWER);
+        let d = Decision::Fork(Fork {
+            mode: ForkMode::Parallel,
+            targets: vec![huge],
+        });
+        let frame = String::from_utf8(Kamailio.evapi_answer(&d).unwrap().encode(7, 8)).unwrap();
+        assert!(frame.starts_with("0000000007 0000000008 E "), "{frame}");
+        assert!(frame.ends_with("exceeds evapi's 16384"), "{frame}");
     }
 }

@@ -53,6 +53,9 @@ pub enum HookError {
     Base64(#[source] base64::DecodeError),
     #[error("params.msg: not a SIP request: {0}")]
     Message(#[source] MessageError),
+    /// A field of a transport's own event format (evapi) that cannot be read.
+    #[error("{field}: {why}")]
+    Field { field: String, why: String },
     #[error("decision of policy generation {generation} cannot be sent to the proxy: {source}")]
     Map {
         generation: u64,
@@ -103,7 +106,7 @@ impl Params {
 /// `source` as proxies send it: empty means "not classified".
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum SourceParam {
+pub(super) enum SourceParam {
     Uc,
     Pbx,
     Origination,
@@ -201,6 +204,21 @@ impl DecisionService {
                     })
             }
         }
+    }
+
+    /// The route hook for a transport that brings its own event format (evapi): the
+    /// message as base64 and the facts the proxy gathered.
+    pub(super) fn route_decided(
+        &self,
+        msg_b64: &str,
+        ctx: &RequestContext,
+    ) -> Result<Decided<crate::policy::model::Decision>, HookError> {
+        let req = parse_msg(msg_b64)?;
+        let span = tracing::debug_span!("route", call_id = %req.call_id(), source = ?ctx.source);
+        let _enter = span.enter();
+        let d = self.decider.on_request(&req, ctx);
+        log_failure(&d);
+        Ok(d)
     }
 
     /// [`Self::handle`] for params as a JSON value.

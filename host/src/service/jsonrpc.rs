@@ -241,7 +241,8 @@ fn error_code(e: &HookError) -> i64 {
         HookError::Params(_)
         | HookError::MissingParam(_)
         | HookError::Base64(_)
-        | HookError::Message(_) => INVALID_PARAMS,
+        | HookError::Message(_)
+        | HookError::Field { .. } => INVALID_PARAMS,
     }
 }
 

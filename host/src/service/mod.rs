@@ -1,12 +1,14 @@
-//! The decision service the proxies ask: JSON-RPC 2.0 over TCP in netstring frames
+//! The decision service the proxies ask: Kamailio's evapi ([`evapi`], the host connects
+//! to Kamailio; the cheapest for Kamailio), JSON-RPC 2.0 over TCP in netstring frames
 //! ([`jsonrpc`], what Kamailio's janssonrpcc speaks) and an HTTP/1.1 JSON endpoint
-//! ([`http`], for OpenSIPS rest_client and Kamailio http_client). Both transports hand
+//! ([`http`], for OpenSIPS rest_client and Kamailio http_client). All transports hand
 //! the same hooks (`route`, `reply`, `failure`) to [`hooks`], which parses the facts,
 //! asks the policy through [`Decider`] and puts the answer in the proxy's terms
 //! ([`crate::adapters`]).
 //!
 //! Not owned here: the policy runtime (behind [`Decider`]), `cvw serve` wiring.
 
+pub mod evapi;
 pub mod hooks;
 pub mod http;
 pub mod jsonrpc;
@@ -88,11 +90,21 @@ pub struct Running {
     pub jsonrpc: std::net::SocketAddr,
     /// Where the HTTP listener is bound.
     pub http: std::net::SocketAddr,
+    svc: DecisionService,
+    shutdown: Shutdown,
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Running {
+    /// Also answers the Kamailio evapi listener at `addr` (connecting, and reconnecting,
+    /// until [`Running::stop`]).
+    pub fn connect_evapi(&mut self, addr: std::net::SocketAddr) -> evapi::EvapiStatus {
+        let (status, task) = evapi::spawn(addr, self.svc.clone(), self.shutdown.clone());
+        self.tasks.push(task);
+        status
+    }
+
     /// Stops accepting, closes every connection and waits for the listeners to end.
     pub async fn stop(self) {
         self.trigger.fire();
@@ -120,12 +132,14 @@ impl DecisionService {
         let (trigger, shutdown) = Shutdown::new();
         let tasks = vec![
             tokio::spawn(jsonrpc::serve(jl, self.clone(), shutdown.clone())),
-            tokio::spawn(http::serve(hl, self, shutdown)),
+            tokio::spawn(http::serve(hl, self.clone(), shutdown.clone())),
         ];
         tracing::info!(%jsonrpc, %http, "decision service listening");
         Ok(Running {
             jsonrpc,
             http,
+            svc: self,
+            shutdown,
             trigger,
             tasks,
         })
@@ -139,19 +153,42 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::from_std(listener)
 }
 
+/// Where the transports are: listeners for JSON-RPC and HTTP, Kamailio's evapi listener
+/// to connect to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Endpoints {
+    pub jsonrpc: Option<std::net::SocketAddr>,
+    pub http: Option<std::net::SocketAddr>,
+    pub evapi: Option<std::net::SocketAddr>,
+}
+
 /// `cvw serve`'s wiring: the transports configured in `[decision]`, as tasks in `tasks`,
 /// stopped when `stop` resolves. A listener that cannot bind is a start-up error naming
 /// the address.
 pub fn spawn_configured(
     decider: Arc<dyn Decider>,
-    jsonrpc: Option<std::net::SocketAddr>,
-    http: Option<std::net::SocketAddr>,
+    endpoints: Endpoints,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    let Endpoints {
+        jsonrpc,
+        http,
+        evapi,
+    } = endpoints;
     let svc = DecisionService::new(decider);
     let (trigger, shutdown) = Shutdown::new();
+    if let Some(addr) = evapi {
+        // Connects in the background: Kamailio may start after the host.
+        let (_status, task) = evapi::spawn(addr, svc.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            task.await
+                .context("decision service (evapi) task")?
+                .context("decision service (evapi)")
+        });
+        tracing::info!(%addr, "decision service: evapi client of Kamailio");
+    }
     if let Some(addr) = jsonrpc {
         let listener =
             bind(addr).with_context(|| format!("[decision] jsonrpc: cannot listen on {addr}"))?;
