@@ -129,6 +129,10 @@ enum Mode {
         /// Decide over JSON-RPC (janssonrpcc) instead of evapi, the config's default.
         #[arg(long)]
         janssonrpcc: bool,
+        /// Start calls at this rate (open loop, for latency) instead of keeping
+        /// `--concurrency` in flight.
+        #[arg(long)]
+        rate: Option<u32>,
     },
     /// Two-leg call setups through the host's SIP user agent to phones in a child process.
     Originate {
@@ -193,13 +197,14 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             children,
             janssonrpcc,
+            rate,
         } => sip_run(
             &service_rt,
             &load_rt,
             &tmp,
             &SipOptions {
                 seconds,
-                concurrency,
+                pace: rate.map_or(Pace::InFlight(concurrency), Pace::Rate),
                 children,
                 janssonrpcc,
             },
@@ -580,7 +585,7 @@ async fn busy_uas(sock: Arc<UdpSocket>) {
 
 struct SipOptions {
     seconds: u64,
-    concurrency: usize,
+    pace: Pace,
     children: u32,
     janssonrpcc: bool,
 }
@@ -593,7 +598,7 @@ fn sip_run(
 ) -> anyhow::Result<()> {
     let SipOptions {
         seconds,
-        concurrency,
+        pace,
         children,
         janssonrpcc,
     } = *o;
@@ -618,8 +623,12 @@ fn sip_run(
         service_rt.block_on(kam.connect_host(&mut service))?;
     }
     let transport = if janssonrpcc { "janssonrpcc" } else { "evapi" };
+    let load = match pace {
+        Pace::InFlight(n) => format!("{n} calls in flight"),
+        Pace::Rate(r) => format!("{r} calls/s started (open loop)"),
+    };
     println!(
-        "kamailio {} with {children} workers; {concurrency} calls in flight; {seconds} s per variant",
+        "kamailio {} with {children} workers; {load}; {seconds} s per variant",
         kam.sip
     );
     let r = load_rt.block_on(async {
@@ -638,12 +647,12 @@ fn sip_run(
             // Let the previous variant's transactions leave memory (tm's 5 s wait timer).
             tokio::time::sleep(Duration::from_secs(6)).await;
             // Warm up (connections, caches), then measure.
-            let _ = calls(kam.sip, ruri, concurrency, Duration::from_secs(1)).await?;
+            let _ = calls(kam.sip, ruri, pace, Duration::from_secs(1)).await?;
             let pids = kam.pids();
             let per0: Vec<f64> = pids.iter().map(|p| process_cpu(&[*p])).collect();
             let k0 = process_cpu(&kam.pids());
             let (h0, _) = thread_cpu("cvw-svc");
-            let (rate, lat, failed, n) = calls(kam.sip, ruri, concurrency, Duration::from_secs(seconds)).await?;
+            let (rate, lat, failed, n) = calls(kam.sip, ruri, pace, Duration::from_secs(seconds)).await?;
             let k1 = process_cpu(&kam.pids());
             if std::env::var_os("CVW_LOAD_TRACE").is_some() {
                 let per: Vec<String> = pids
@@ -710,10 +719,18 @@ async fn register(sock: &UdpSocket, proxy: SocketAddr) -> anyhow::Result<()> {
 
 /// Closed loop: `concurrency` calls in flight; each call is INVITE → final response → ACK.
 /// Returns (calls/s, latencies, calls without a final response, completed calls).
+/// How calls are started: a fixed number in flight (closed loop, the capacity) or at a
+/// fixed rate whatever the answers (open loop, the latency at that rate).
+#[derive(Clone, Copy)]
+enum Pace {
+    InFlight(usize),
+    Rate(u32),
+}
+
 async fn calls(
     proxy: SocketAddr,
     ruri: &str,
-    concurrency: usize,
+    pace: Pace,
     dur: Duration,
 ) -> anyhow::Result<(f64, Lat, u64, u64)> {
     let sock = UdpSocket::bind("127.0.0.1:0").await?;
@@ -747,8 +764,16 @@ async fn calls(
         m
     };
     let mut sweep = Instant::now();
+    let mut next = Instant::now();
+    let due = |inflight: usize, next: Instant| match pace {
+        Pace::InFlight(n) => inflight < n,
+        Pace::Rate(_) => Instant::now() >= next,
+    };
     while Instant::now() < until || !inflight.is_empty() {
-        while Instant::now() < until && inflight.len() < concurrency {
+        while Instant::now() < until && due(inflight.len(), next) {
+            if let Pace::Rate(r) = pace {
+                next += Duration::from_secs(1) / r.max(1);
+            }
             seq += 1;
             let m = new_call(seq);
             if std::env::var_os("CVW_LOAD_TRACE").is_some() {
@@ -764,9 +789,13 @@ async fn calls(
             failed += (before - inflight.len()) as u64;
             sweep = Instant::now();
         }
-        let Ok(r) =
-            tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await
-        else {
+        let wait = match pace {
+            Pace::Rate(_) if Instant::now() < until => next
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200)),
+            _ => Duration::from_millis(200),
+        };
+        let Ok(r) = tokio::time::timeout(wait, sock.recv_from(&mut buf)).await else {
             if Instant::now() > until + Duration::from_secs(10) {
                 failed += inflight.len() as u64;
                 break;
