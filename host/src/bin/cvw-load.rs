@@ -114,6 +114,10 @@ enum Mode {
         /// Offered load in decisions/s (open loop), to read latency at that rate.
         #[arg(long)]
         rate: Option<u64>,
+        /// Play Kamailio's evapi instead of janssonrpcc: the host connects to the load
+        /// tool, which sends route events (one connection, as with one Kamailio).
+        #[arg(long)]
+        evapi: bool,
     },
     /// Two-branch simultaneous ring through Kamailio: cvw decision vs static fork.
     Sip {
@@ -178,16 +182,20 @@ fn main() -> anyhow::Result<()> {
             connections,
             depth,
             rate,
+            evapi,
         } => {
-            let (host, service) =
+            let (host, mut service) =
                 service_rt.block_on(start_service(&tmp, "127.0.0.1:5090".parse()?))?;
-            let r = load_rt.block_on(decisions(
-                service.jsonrpc,
-                seconds,
-                connections,
-                depth,
-                rate,
-            ));
+            let wire = if evapi {
+                let kamailio = std::net::TcpListener::bind("127.0.0.1:0")?;
+                let addr = kamailio.local_addr()?;
+                let _in_service_rt = service_rt.enter();
+                let _status = service.connect_evapi(addr);
+                Wire::Evapi(kamailio)
+            } else {
+                Wire::JsonRpc(service.jsonrpc)
+            };
+            let r = load_rt.block_on(decisions(wire, seconds, connections, depth, rate));
             report_metrics(&host);
             service_rt.block_on(service.stop());
             r
@@ -332,12 +340,33 @@ fn ticks_to_s(t: u64) -> f64 {
 
 // ---------------------------------------------------------------- decisions
 
-fn route_frame(id: u64) -> Vec<u8> {
-    let invite = format!(
+/// The INVITE every decision load asks about.
+fn load_invite(id: u64) -> String {
+    format!(
         "INVITE {ALICE} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-{id}\r\n\
          From: \"Bob\" <sip:bob@corp.example>;tag={id}\r\nTo: <{ALICE}>\r\nCall-ID: load-{id}@cvw\r\n\
          CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:bob@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// The route event the example config's `route[CVW]` sends over evapi.
+fn route_event(id: u64) -> Vec<u8> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let event = format!(
+        r#"{{"hook":"route","tindex":{},"tlabel":{},"source":"uc","contacts":[["{}","","{}",""],["{}","","{}",""]],"msg":"{}"}}"#,
+        id & 0xffff_ffff,
+        id >> 32,
+        b64("sip:alice@127.0.0.1:5071"),
+        b64("UC/1.0"),
+        b64("sip:alice@127.0.0.1:5072;transport=tcp"),
+        b64("UC-Mobile/1.0"),
+        b64(&load_invite(id))
     );
+    netstring::encode(event.as_bytes())
+}
+
+fn route_frame(id: u64) -> Vec<u8> {
+    let invite = load_invite(id);
     let req = json!({
         "jsonrpc": "2.0", "id": id, "method": "route",
         "params": {
@@ -378,8 +407,15 @@ impl Lat {
     }
 }
 
+/// What the decision load speaks: janssonrpcc's JSON-RPC (the tool connects) or
+/// Kamailio's evapi (the host connects to the tool).
+enum Wire {
+    JsonRpc(SocketAddr),
+    Evapi(std::net::TcpListener),
+}
+
 async fn decisions(
-    addr: SocketAddr,
+    wire: Wire,
     seconds: u64,
     connections: usize,
     depth: usize,
@@ -390,16 +426,36 @@ async fn decisions(
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for c in 0..connections {
-        let per_conn_rate = rate.map(|r| (r as f64 / connections as f64).max(1.0));
-        tasks.push(tokio::spawn(connection_load(
-            addr,
-            c as u64,
-            depth,
-            per_conn_rate,
-            until,
-        )));
-    }
+    let connections = match wire {
+        Wire::JsonRpc(addr) => {
+            for c in 0..connections {
+                let per_conn_rate = rate.map(|r| (r as f64 / connections as f64).max(1.0));
+                let stream = TcpStream::connect(addr).await?;
+                tasks.push(tokio::spawn(connection_load(
+                    stream,
+                    Frames::JsonRpc,
+                    c as u64,
+                    depth,
+                    per_conn_rate,
+                    until,
+                )));
+            }
+            connections
+        }
+        Wire::Evapi(listener) => {
+            let stream = evapi_host(listener).await?;
+            let r = rate.map(|r| r as f64);
+            tasks.push(tokio::spawn(connection_load(
+                stream,
+                Frames::Evapi,
+                0,
+                depth,
+                r,
+                until,
+            )));
+            1
+        }
+    };
     let mut lat = Lat::default();
     let mut errors = 0u64;
     for t in tasks {
@@ -431,14 +487,62 @@ async fn decisions(
     Ok(())
 }
 
+/// Accepts the host's evapi connection and confirms it, as the example config does.
+async fn evapi_host(listener: std::net::TcpListener) -> anyhow::Result<TcpStream> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .context("the host did not connect to the evapi listener")??;
+    let mut dec = netstring::Decoder::new();
+    let mut buf = vec![0u8; 4096];
+    let hello = loop {
+        if let Some(f) = dec.next_frame()? {
+            break f;
+        }
+        let n = stream.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "the host closed the evapi connection");
+        dec.extend(&buf[..n]);
+    };
+    let hello: serde_json::Value = serde_json::from_slice(&hello)?;
+    let nonce = hello["hello"].as_str().context("no hello from the host")?;
+    stream
+        .write_all(&netstring::encode(format!("ready {nonce}").as_bytes()))
+        .await?;
+    Ok(stream)
+}
+
+/// The frames of a decision load and how a good answer looks.
+#[derive(Clone, Copy)]
+enum Frames {
+    JsonRpc,
+    Evapi,
+}
+
+impl Frames {
+    fn request(self, id: u64) -> Vec<u8> {
+        match self {
+            Frames::JsonRpc => route_frame(id),
+            Frames::Evapi => route_event(id),
+        }
+    }
+
+    fn decided(self, answer: &[u8]) -> bool {
+        match self {
+            Frames::JsonRpc => answer.windows(9).any(|w| w == b"\"result\":"),
+            Frames::Evapi => answer.get(22) == Some(&b'F'),
+        }
+    }
+}
+
 async fn connection_load(
-    addr: SocketAddr,
+    stream: TcpStream,
+    frames: Frames,
     conn: u64,
     depth: usize,
     rate: Option<f64>,
     until: Instant,
 ) -> anyhow::Result<(Lat, u64)> {
-    let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
@@ -463,7 +567,7 @@ async fn connection_load(
                 }
             }
             id += 1;
-            let frame = route_frame(id);
+            let frame = frames.request(id);
             if sent_tx.send(Instant::now()).is_err() || wr.write_all(&frame).await.is_err() {
                 break;
             }
@@ -505,7 +609,7 @@ async fn connection_load(
             if let Some(t) = pending.pop_front() {
                 lat.push(t.elapsed());
             }
-            if !frame.windows(9).any(|w| w == b"\"result\":") {
+            if !frames.decided(&frame) {
                 errors += 1;
             }
             let _ = credit_rx.try_recv();
