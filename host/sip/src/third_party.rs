@@ -13,13 +13,15 @@
 //! [`TwoLegCall::start`], from its own `OriginationPlan`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::message::{Method, NameAddr, Response};
+use crate::queue::{self, Receiver, Sender};
 use crate::sdp;
 use crate::ua::{Body, IncomingRequest, Leg, LegEvent, LegRole, LegSpec, UserAgent, glare_delay};
 
@@ -161,7 +163,9 @@ pub enum CallState {
 /// Controls a running call. Dropping it does not end the call.
 #[derive(Debug, Clone)]
 pub struct CallHandle {
-    hangup: watch::Sender<bool>,
+    /// A `Notify` (~60 bytes), not a watch channel (~350): a hang-up only has to be seen
+    /// once, since every phase ends the call on it.
+    hangup: Arc<Notify>,
     callback_call_id: String,
     callee_call_id: String,
 }
@@ -169,7 +173,7 @@ pub struct CallHandle {
 impl CallHandle {
     /// Ends the call from the host's side (CANCEL or BYE as each leg needs).
     pub fn hangup(&self) {
-        let _ = self.hangup.send(true);
+        self.hangup.notify_one();
     }
 
     /// Call-ID of the callback leg (for logs and the call record, CVW-50).
@@ -187,10 +191,7 @@ pub struct TwoLegCall;
 
 impl TwoLegCall {
     /// Starts the call in its own task. States arrive on the receiver; the last is `Ended`.
-    pub fn start(
-        ua: &UserAgent,
-        plan: CallPlan,
-    ) -> (CallHandle, mpsc::UnboundedReceiver<CallState>) {
+    pub fn start(ua: &UserAgent, plan: CallPlan) -> (CallHandle, Receiver<CallState>) {
         let leg = |p: &LegPlan, role| LegSpec {
             target: p.uri.clone(),
             from: p.shows.clone(),
@@ -201,10 +202,10 @@ impl TwoLegCall {
         };
         let a = ua.leg(leg(&plan.callback, LegRole::Callback));
         let b = ua.leg(leg(&plan.callee, LegRole::Callee));
-        let (states, rx) = mpsc::unbounded_channel();
-        let (hangup, hangup_rx) = watch::channel(false);
+        let (states, rx) = queue::queue();
+        let hangup = Arc::new(Notify::new());
         let handle = CallHandle {
-            hangup,
+            hangup: hangup.clone(),
             callback_call_id: a.call_id().to_owned(),
             callee_call_id: b.call_id().to_owned(),
         };
@@ -217,7 +218,7 @@ impl TwoLegCall {
                 ..Settings::from(&plan)
             },
             states,
-            hangup: hangup_rx,
+            hangup,
             relays: HashMap::new(),
             refreshes: Vec::new(),
         };
@@ -258,8 +259,8 @@ struct Call {
     a: Leg,
     b: Leg,
     settings: Settings,
-    states: mpsc::UnboundedSender<CallState>,
-    hangup: watch::Receiver<bool>,
+    states: Sender<CallState>,
+    hangup: Arc<Notify>,
     /// (leg the relayed copy went to, its CSeq) → the original request.
     relays: HashMap<(Side, u32), Relay>,
     /// Session refreshes waiting for their answer.
@@ -321,7 +322,7 @@ impl Call {
         tokio::select! {
             Some(e) = a.next() => Step::A(e),
             Some(e) = b.next() => Step::B(e),
-            _ = hung_up(hangup) => Step::Hangup,
+            _ = hangup.notified() => Step::Hangup,
             _ = timer(deadline) => Step::Timer,
         }
     }
@@ -774,13 +775,6 @@ impl Call {
     }
 }
 
-async fn hung_up(rx: &mut watch::Receiver<bool>) {
-    // A dropped handle is not a hang-up: then this never completes.
-    if rx.wait_for(|h| *h).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 async fn timer(deadline: Option<Instant>) {
     match deadline {
         Some(d) => sleep_until(d).await,
@@ -843,8 +837,7 @@ mod tests {
             role: Some(role),
             headers: Vec::new(),
         };
-        let (states, _rx) = mpsc::unbounded_channel();
-        let (_hangup, hangup_rx) = watch::channel(false);
+        let (states, _rx) = queue::queue();
         let call = Call {
             a: ua.leg(leg(LegRole::Callback)),
             b: ua.leg(leg(LegRole::Callee)),
@@ -857,7 +850,7 @@ mod tests {
                 session_refresh: None,
             },
             states,
-            hangup: hangup_rx,
+            hangup: Arc::new(Notify::new()),
             relays: HashMap::new(),
             refreshes: Vec::new(),
         };

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+
+use crate::queue::{self, Receiver, Sender};
 use tokio::time::Instant;
 use tracing::{debug, info_span, warn};
 
@@ -158,10 +160,10 @@ pub struct IncomingCall {
     pub invite: IncomingRequest,
 }
 
-/// Events travel boxed: a tokio channel allocates its slots 32 at a time, and a 144-byte
-/// `LegEvent` per slot made each leg's queue ~5 KB; a box keeps it ~0.3 KB (cvw-load
-/// originate measured the per-call memory).
-type LegMap = HashMap<String, mpsc::UnboundedSender<Box<LegEvent>>>;
+/// Events travel boxed: a queued event then takes 8 bytes of the queue's buffer instead of
+/// `LegEvent`'s 144, and a held call's queues are empty (cvw-load originate measured the
+/// per-call memory).
+type LegMap = HashMap<String, Sender<Box<LegEvent>>>;
 
 struct Inner {
     config: UaConfig,
@@ -232,7 +234,7 @@ impl UserAgent {
     /// A new outgoing leg; nothing is sent until [`Leg::invite`].
     pub fn leg(&self, spec: LegSpec) -> Leg {
         let call_id = random::call_id();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = queue::queue();
         guard(&self.inner.legs).insert(call_id.clone(), tx.clone());
         let mut from = spec.from.to_header();
         from.push_str(&format!(";tag={}", random::tag()));
@@ -339,7 +341,7 @@ fn route(inner: &Arc<Inner>, unmatched: Unmatched, calls: &mpsc::UnboundedSender
     if let Some(leg) = leg {
         match leg.send(Box::new(event)) {
             Ok(()) => return,
-            Err(e) => return orphan(inner, *e.0, None),
+            Err(event) => return orphan(inner, *event, None),
         }
     }
     match event {
@@ -358,7 +360,7 @@ fn new_call(
     calls: &mpsc::UnboundedSender<IncomingCall>,
 ) {
     let call_id = invite.request.headers.call_id().to_owned();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = queue::queue();
     guard(&inner.legs).insert(call_id.clone(), tx.clone());
     let leg = Leg {
         inner: inner.clone(),
@@ -529,8 +531,8 @@ enum LegState {
 pub struct Leg {
     inner: Arc<Inner>,
     call_id: String,
-    events: mpsc::UnboundedReceiver<Box<LegEvent>>,
-    events_tx: mpsc::UnboundedSender<Box<LegEvent>>,
+    events: Receiver<Box<LegEvent>>,
+    events_tx: Sender<Box<LegEvent>>,
     role: Option<LegRole>,
     state: LegState,
     dialog: Option<Dialog>,
@@ -650,8 +652,8 @@ impl Leg {
         let inner = Arc::downgrade(&self.inner);
         let role = self.role;
         Box::new(move |response| {
-            if let Err(e) = tx.send(Box::new(LegEvent::Response(response)))
-                && let (Some(inner), LegEvent::Response(r)) = (inner.upgrade(), *e.0)
+            if let Err(event) = tx.send(Box::new(LegEvent::Response(response)))
+                && let (Some(inner), LegEvent::Response(r)) = (inner.upgrade(), *event)
                 && r.is_success()
                 && r.method() == Some(Method::Invite)
             {
