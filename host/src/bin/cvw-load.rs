@@ -1008,7 +1008,7 @@ mod originate {
                         let _ = release.wait_for(|r| *r).await;
                     }
                     if let Some(h) = hangup.take() {
-                        let _ = h.send(());
+                        h.send();
                     }
                 }
                 CallState::Ended {
