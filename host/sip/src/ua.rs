@@ -456,6 +456,19 @@ impl Inner {
     /// Adds Via, Contact, marker, body and extras to an in-dialog request; finds its hop.
     fn prepare(
         &self,
+        request: Request,
+        dialog: &Dialog,
+        body: Option<Body>,
+        role: Option<LegRole>,
+        extra: &[(String, String)],
+    ) -> Option<(Request, Destination)> {
+        self.prepare_on(&random::branch(), request, dialog, body, role, extra)
+    }
+
+    /// [`Inner::prepare`] on a given Via branch, to send the same ACK again.
+    fn prepare_on(
+        &self,
+        branch: &str,
         mut request: Request,
         dialog: &Dialog,
         body: Option<Body>,
@@ -463,7 +476,7 @@ impl Inner {
         extra: &[(String, String)],
     ) -> Option<(Request, Destination)> {
         let to = resolve(dialog.next_hop(), self.config.protocol)?;
-        self.finish(&mut request, to.protocol, body, role, extra);
+        self.finish(&mut request, to.protocol, branch, body, role, extra);
         Some((request, to))
     }
 
@@ -471,12 +484,13 @@ impl Inner {
         &self,
         request: &mut Request,
         protocol: Protocol,
+        branch: &str,
         body: Option<Body>,
         role: Option<LegRole>,
         extra: &[(String, String)],
     ) {
         let mut headers = Headers::new();
-        headers.push("Via", self.via(protocol, &random::branch()));
+        headers.push("Via", self.via(protocol, branch));
         for h in request.headers.iter() {
             headers.push(h.name.clone(), h.value.clone());
         }
@@ -526,6 +540,16 @@ enum LegState {
     Uas(UasState),
 }
 
+/// An ACK of a 2xx as what rebuilds it: its CSeq number, Via branch and body; the rest
+/// comes from the dialog. Not the message itself: that was ~0.5 KB per leg for the
+/// whole call (issue 4), to answer a 2xx retransmitted because the ACK was lost.
+#[derive(Debug)]
+struct SentAck {
+    cseq: u32,
+    branch: String,
+    body: Option<Body>,
+}
+
 /// One side of a call: a dialog in the making or made. Owned by whoever drives the call;
 /// dropping it stops routing to it (a late 2xx is then ACKed and BYEd automatically).
 pub struct Leg {
@@ -536,8 +560,8 @@ pub struct Leg {
     role: Option<LegRole>,
     state: LegState,
     dialog: Option<Dialog>,
-    /// The ACK of the last 2xx of INVITE (CSeq number, message, hop), resent when the 2xx is.
-    last_ack: Option<(u32, Vec<u8>, Destination)>,
+    /// The ACK of the last 2xx of INVITE, resent when the 2xx is.
+    last_ack: Option<SentAck>,
     /// Stops the retransmission of our 2xx when its ACK arrives (UAS).
     uas_2xx: Option<oneshot::Sender<()>>,
     /// CSeq of our latest INVITE (initial or re-INVITE) and of the latest one answered 2xx.
@@ -633,7 +657,15 @@ impl Leg {
             headers,
             body: Vec::new(),
         };
-        inner.finish(&mut request, to.protocol, body, self.role, &spec.headers);
+        let branch = random::branch();
+        inner.finish(
+            &mut request,
+            to.protocol,
+            &branch,
+            body,
+            self.role,
+            &spec.headers,
+        );
         let _span = info_span!("sip", call_id = %self.call_id).entered();
         debug!(to = %to.addr, "INVITE");
         let sink = self.sink(request.body.is_empty());
@@ -679,21 +711,36 @@ impl Leg {
 
     /// ACKs the latest 2xx of INVITE (§13.2.2.4), with the answer when the 2xx had the offer.
     pub fn ack(&mut self, body: Option<Body>) -> Result<(), SendError> {
+        let ack = SentAck {
+            cseq: self.answered_cseq.unwrap_or(self.invite_cseq),
+            branch: random::branch(),
+            body,
+        };
+        self.send_ack(&ack)?;
+        self.last_ack = Some(ack);
+        self.pending_offer = None;
+        Ok(())
+    }
+
+    fn send_ack(&mut self, ack: &SentAck) -> Result<(), SendError> {
         let dialog = self.dialog.as_mut().ok_or(SendError::NoDialog)?;
-        let number = self.answered_cseq.unwrap_or(self.invite_cseq);
-        let request = dialog.request(Method::Ack, Some(number));
+        let request = dialog.request(Method::Ack, Some(ack.cseq));
         let (request, to) = self
             .inner
-            .prepare(request, dialog, body, self.role, &[])
+            .prepare_on(
+                &ack.branch,
+                request,
+                dialog,
+                ack.body.clone(),
+                self.role,
+                &[],
+            )
             .ok_or_else(|| SendError::Unroutable {
                 uri: dialog.next_hop().to_owned(),
             })?;
-        let bytes = request.to_bytes();
         self.inner
             .layer
             .send_stateless(&crate::message::Message::Request(request), to);
-        self.last_ack = Some((number, bytes, to));
-        self.pending_offer = None;
         Ok(())
     }
 
@@ -868,10 +915,9 @@ impl Leg {
                 ack_and_bye(&self.inner, &response, !self.offerless, self.role);
                 return None;
             }
-            if let Some((acked, bytes, to)) = &self.last_ack
-                && *acked == number
-            {
-                self.inner.layer.transmit().send(bytes.clone(), *to);
+            if let Some(ack) = self.last_ack.take_if(|ack| ack.cseq == number) {
+                let _ = self.send_ack(&ack);
+                self.last_ack = Some(ack);
                 return None;
             }
             if self.answered_cseq == Some(number) {
@@ -979,7 +1025,7 @@ impl Leg {
                 return;
             }
         }
-        let acked = self.last_ack.as_ref().map(|(n, _, _)| *n);
+        let acked = self.last_ack.as_ref().map(|ack| ack.cseq);
         if matches!(self.state, LegState::Uac(_)) && self.answered_cseq != acked {
             let body = self
                 .pending_offer
