@@ -166,8 +166,8 @@ pub struct CallHandle {
     /// A `Notify` (~60 bytes), not a watch channel (~350): a hang-up only has to be seen
     /// once, since every phase ends the call on it.
     hangup: Arc<Notify>,
-    callback_call_id: String,
-    callee_call_id: String,
+    callback_call_id: Arc<str>,
+    callee_call_id: Arc<str>,
 }
 
 impl CallHandle {
@@ -206,8 +206,8 @@ impl TwoLegCall {
         let hangup = Arc::new(Notify::new());
         let handle = CallHandle {
             hangup: hangup.clone(),
-            callback_call_id: a.call_id().to_owned(),
-            callee_call_id: b.call_id().to_owned(),
+            callback_call_id: a.shared_call_id(),
+            callee_call_id: b.shared_call_id(),
         };
         let span = info_span!("two_leg_call", callback = %a.call_id(), callee = %b.call_id());
         let call = Call {
