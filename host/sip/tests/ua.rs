@@ -94,6 +94,43 @@ async fn uas_2xx_is_retransmitted_until_the_ack() {
     assert!(more.is_err(), "2xx still retransmitted after the ACK");
 }
 
+#[tokio::test]
+async fn a_retransmitted_invite_after_the_2xx_is_absorbed_not_answered_anew() {
+    let (ua, mut calls) = UserAgent::bind(fast()).await.unwrap();
+    let phone = ua.local_addr(Protocol::Udp);
+    let (socket, me) = raw().await;
+    let invite = request("INVITE", me, phone, "c-again", "");
+    socket.send_to(invite.as_bytes(), phone).await.unwrap();
+    let mut call = calls.recv().await.unwrap();
+    let sdp = Body::sdp(b"v=0\r\n".to_vec());
+    call.leg
+        .respond(&call.invite, 200, "OK", Some(sdp))
+        .unwrap();
+    let ok = recv_response(&socket).await;
+    assert_eq!(ok.code, 200);
+    let tag = ok.headers.to_tag().unwrap().to_owned();
+    // The caller has not seen the 2xx yet and sends its INVITE again.
+    socket.send_to(invite.as_bytes(), phone).await.unwrap();
+    // Several T2 later: only copies of the same 2xx came back (§13.3.1.4), nothing else
+    // (no 100, no second answer), and neither the leg nor the UA saw a request.
+    let only_the_same_2xx = async {
+        loop {
+            let r = recv_response(&socket).await;
+            assert_eq!(
+                (r.code, r.headers.to_tag()),
+                (200, Some(tag.as_str())),
+                "the retransmitted INVITE was answered anew"
+            );
+        }
+    };
+    tokio::select! {
+        event = call.leg.next() => panic!("the retransmission reached the leg: {event:?}"),
+        new = calls.recv() => panic!("the retransmission made a new call: {new:?}"),
+        () = only_the_same_2xx => {}
+        () = tokio::time::sleep(Duration::from_millis(400)) => {}
+    }
+}
+
 /// The next request of `method` and its bytes (INVITE retransmissions are skipped).
 async fn recv_request(socket: &UdpSocket, method: Method) -> (Request, Vec<u8>) {
     let mut buf = vec![0u8; 65_535];
