@@ -725,10 +725,16 @@ async fn invite_server(
     }
     if accepted {
         guard(&shared.servers).insert(key.clone(), ServerEntry::Accepted);
-        // Only the key is needed while accepted; the request and queues are freed now.
-        drop((request, from_layer, from_tu, last));
-        tokio::time::sleep(t.timer_l()).await;
+        // A task of its own for Timer L: only the key is needed while accepted, not this
+        // task's state (~1.7 KB for 32 s per answered INVITE).
+        tokio::spawn(forget_after(shared, key, t.timer_l()));
+        return;
     }
+    guard(&shared.servers).remove(&key);
+}
+
+async fn forget_after(shared: Arc<Shared>, key: ServerKey, after: Duration) {
+    tokio::time::sleep(after).await;
     guard(&shared.servers).remove(&key);
 }
 
