@@ -77,7 +77,10 @@ impl Originator for ScriptedOriginator {
                 }
             }
         });
-        Ok(CallControl { states, hangup })
+        Ok(CallControl {
+            states: states.into(),
+            hangup: hangup.into(),
+        })
     }
 }
 

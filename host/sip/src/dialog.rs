@@ -4,12 +4,15 @@
 //!
 //! It does not send anything, add Via or Contact, or run timers: the `ua` module does.
 
+use std::sync::Arc;
+
 use crate::message::{Headers, Method, Request, Response, addr_uri, param};
 
 /// One established (or early) dialog. Kept small: a few short strings per leg.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dialog {
-    pub call_id: String,
+    /// Shared: a leg keeps its dialog's Call-ID as its own (`ua`).
+    pub call_id: Arc<str>,
     /// The From (UAC) or To (UAS) header value we send, our tag included.
     local: String,
     /// The header value naming the peer, its tag included once known.
@@ -43,7 +46,7 @@ impl Dialog {
             .collect();
         route_set.reverse();
         Ok(Dialog {
-            call_id: response.headers.call_id().to_owned(),
+            call_id: response.headers.call_id().into(),
             local: response.headers.get("From").unwrap_or_default().to_owned(),
             remote: response.headers.get("To").unwrap_or_default().to_owned(),
             local_cseq: response.headers.cseq().map_or(1, |c| c.number),
@@ -62,7 +65,7 @@ impl Dialog {
         let remote_target = contact_uri(&request.headers).ok_or(DialogError::NoContact)?;
         let to = request.headers.get("To").unwrap_or_default();
         Ok(Dialog {
-            call_id: request.headers.call_id().to_owned(),
+            call_id: request.headers.call_id().into(),
             local: format!("{to};tag={local_tag}"),
             remote: request.headers.get("From").unwrap_or_default().to_owned(),
             local_cseq: 0,
@@ -130,7 +133,7 @@ impl Dialog {
         }
         headers.push("From", self.local.clone());
         headers.push("To", self.remote.clone());
-        headers.push("Call-ID", self.call_id.clone());
+        headers.push("Call-ID", &*self.call_id);
         headers.push("CSeq", format!("{number} {method}"));
         headers.push("Max-Forwards", "70");
         Request {

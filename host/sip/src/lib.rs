@@ -9,6 +9,7 @@
 
 pub mod dialog;
 pub mod message;
+pub mod queue;
 pub mod sdp;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -13,13 +13,15 @@
 //! [`TwoLegCall::start`], from its own `OriginationPlan`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::message::{Method, NameAddr, Response};
+use crate::queue::{self, Receiver, Sender};
 use crate::sdp;
 use crate::ua::{Body, IncomingRequest, Leg, LegEvent, LegRole, LegSpec, UserAgent, glare_delay};
 
@@ -161,15 +163,17 @@ pub enum CallState {
 /// Controls a running call. Dropping it does not end the call.
 #[derive(Debug, Clone)]
 pub struct CallHandle {
-    hangup: watch::Sender<bool>,
-    callback_call_id: String,
-    callee_call_id: String,
+    /// A `Notify` (~60 bytes), not a watch channel (~350): a hang-up only has to be seen
+    /// once, since every phase ends the call on it.
+    hangup: Arc<Notify>,
+    callback_call_id: Arc<str>,
+    callee_call_id: Arc<str>,
 }
 
 impl CallHandle {
     /// Ends the call from the host's side (CANCEL or BYE as each leg needs).
     pub fn hangup(&self) {
-        let _ = self.hangup.send(true);
+        self.hangup.notify_one();
     }
 
     /// Call-ID of the callback leg (for logs and the call record, CVW-50).
@@ -187,10 +191,7 @@ pub struct TwoLegCall;
 
 impl TwoLegCall {
     /// Starts the call in its own task. States arrive on the receiver; the last is `Ended`.
-    pub fn start(
-        ua: &UserAgent,
-        plan: CallPlan,
-    ) -> (CallHandle, mpsc::UnboundedReceiver<CallState>) {
+    pub fn start(ua: &UserAgent, plan: CallPlan) -> (CallHandle, Receiver<CallState>) {
         let leg = |p: &LegPlan, role| LegSpec {
             target: p.uri.clone(),
             from: p.shows.clone(),
@@ -201,12 +202,12 @@ impl TwoLegCall {
         };
         let a = ua.leg(leg(&plan.callback, LegRole::Callback));
         let b = ua.leg(leg(&plan.callee, LegRole::Callee));
-        let (states, rx) = mpsc::unbounded_channel();
-        let (hangup, hangup_rx) = watch::channel(false);
+        let (states, rx) = queue::queue();
+        let hangup = Arc::new(Notify::new());
         let handle = CallHandle {
-            hangup,
-            callback_call_id: a.call_id().to_owned(),
-            callee_call_id: b.call_id().to_owned(),
+            hangup: hangup.clone(),
+            callback_call_id: a.shared_call_id(),
+            callee_call_id: b.shared_call_id(),
         };
         let span = info_span!("two_leg_call", callback = %a.call_id(), callee = %b.call_id());
         let call = Call {
@@ -217,7 +218,7 @@ impl TwoLegCall {
                 ..Settings::from(&plan)
             },
             states,
-            hangup: hangup_rx,
+            hangup,
             relays: HashMap::new(),
             refreshes: Vec::new(),
         };
@@ -258,12 +259,28 @@ struct Call {
     a: Leg,
     b: Leg,
     settings: Settings,
-    states: mpsc::UnboundedSender<CallState>,
-    hangup: watch::Receiver<bool>,
+    states: Sender<CallState>,
+    hangup: Arc<Notify>,
     /// (leg the relayed copy went to, its CSeq) → the original request.
     relays: HashMap<(Side, u32), Relay>,
     /// Session refreshes waiting for their answer.
     refreshes: Vec<(Side, u32)>,
+}
+
+/// A connected call ends: the leg other than `from` is still to be cleared (both when
+/// `from` is the host), with this Reason header (none when empty).
+struct Ending {
+    from: Side,
+    reason: String,
+    ended: Ended,
+}
+
+fn hung_up(side: Side) -> EndReason {
+    if side == Side::Callee {
+        EndReason::CalleeHungUp
+    } else {
+        EndReason::CallbackHungUp
+    }
 }
 
 /// One thing that happened to the call.
@@ -301,11 +318,16 @@ fn is_invite_response(event: &LegEvent) -> Option<&Response> {
 
 impl Call {
     /// The call's task. Not an `async fn`: that would keep the moved-in call twice in the
-    /// task (argument and local). The phase state is boxed, one allocation of its size.
+    /// task (argument and local). Setting up and being connected are boxed apart: the
+    /// setup's larger state is freed once connected, and a held call keeps only the small
+    /// state of [`Call::connected`] (issue 4: memory per connected call).
     fn run(self) -> impl std::future::Future<Output = ()> + Send {
         let mut call = Box::new(self);
         async move {
-            let ended = Box::pin(call.drive()).await;
+            let ended = match Box::pin(call.set_up()).await {
+                Ok(()) => Box::pin(call.connected()).await,
+                Err(ended) => ended,
+            };
             info!(reason = ended.reason.as_str(), code = ?ended.code, side = ?ended.side, "call ended");
             call.emit(CallState::Ended(ended));
         }
@@ -321,54 +343,52 @@ impl Call {
         tokio::select! {
             Some(e) = a.next() => Step::A(e),
             Some(e) = b.next() => Step::B(e),
-            _ = hung_up(hangup) => Step::Hangup,
+            _ = hangup.notified() => Step::Hangup,
             _ = timer(deadline) => Step::Timer,
         }
     }
 
-    async fn drive(&mut self) -> Ended {
+    /// Phases 1 to 3: both legs answered and their media joined, or the call's outcome.
+    async fn set_up(&mut self) -> Result<(), Ended> {
         let offer = match self.settings.flow {
             Flow::Iv => Some(Body::sdp(sdp::media_less_offer(&self.a.local_ip(), 1))),
             Flow::I => None,
         };
         if self.a.invite(offer).is_err() {
-            return end(EndReason::Unroutable, None, Side::Callback);
+            return Err(end(EndReason::Unroutable, None, Side::Callback));
         }
         self.emit(CallState::RingingCallback);
-        let answer = match self.ring_callback().await {
-            Ok(r) => r,
-            Err(ended) => return ended,
-        };
-        let offer1 = match self.settings.flow {
-            Flow::Iv => {
-                let _ = self.a.ack(None);
-                None
-            }
-            Flow::I if sdp::is_sdp(&answer.body) => Some(Body::sdp(answer.body)),
-            Flow::I => {
-                self.a
-                    .clear(Some(&reason(488, "No offer from the callback phone")))
-                    .await;
-                return end(EndReason::NoOffer, Some(answer.code), Side::Callback);
-            }
-        };
+        let offer1 = self.callback_answered().await?;
         self.emit(CallState::CallbackAnswered);
         if self.b.invite(offer1).is_err() {
             self.a
                 .clear(Some(&reason(404, "Callee not routable")))
                 .await;
-            return end(EndReason::Unroutable, None, Side::Callee);
+            return Err(end(EndReason::Unroutable, None, Side::Callee));
         }
         self.emit(CallState::RingingCallee);
-        let b_answer = match self.ring_callee().await {
-            Ok(r) => r,
-            Err(ended) => return ended,
-        };
-        if let Err(ended) = self.bridge(b_answer).await {
-            return ended;
-        }
+        let b_answer = self.ring_callee().await?;
+        self.bridge(b_answer).await?;
         self.emit(CallState::Connected);
-        self.connected().await
+        Ok(())
+    }
+
+    /// A answered: ACKed in Flow IV; in Flow I its offer is what B gets.
+    async fn callback_answered(&mut self) -> Result<Option<Body>, Ended> {
+        let answer = self.ring_callback().await?;
+        match self.settings.flow {
+            Flow::Iv => {
+                let _ = self.a.ack(None);
+                Ok(None)
+            }
+            Flow::I if sdp::is_sdp(&answer.body) => Ok(Some(Body::sdp(answer.body))),
+            Flow::I => {
+                self.a
+                    .clear(Some(&reason(488, "No offer from the callback phone")))
+                    .await;
+                Err(end(EndReason::NoOffer, Some(answer.code), Side::Callback))
+            }
+        }
     }
 
     /// Phase 1: A rings. Ok with A's 2xx; a failure clears A and never dials B (CVW-13).
@@ -593,32 +613,40 @@ impl Call {
         let mut refresh_at = self.settings.session_refresh.map(|i| Instant::now() + i);
         loop {
             let wake = refresh_at.map_or(deadline, |r| r.min(deadline));
-            match self.step(Some(wake)).await {
-                Step::A(event) => {
-                    if let Some(ended) = self.on_connected(Side::Callback, event).await {
-                        return ended;
-                    }
-                }
-                Step::B(event) => {
-                    if let Some(ended) = self.on_connected(Side::Callee, event).await {
-                        return ended;
-                    }
-                }
+            let ending = match self.step(Some(wake)).await {
+                Step::A(event) => self.on_connected(Side::Callback, event),
+                Step::B(event) => self.on_connected(Side::Callee, event),
                 Step::Timer if Instant::now() < deadline => {
                     refresh_at = self.settings.session_refresh.map(|i| Instant::now() + i);
                     self.refresh_sessions();
+                    None
                 }
-                Step::Timer => {
-                    self.clear_both(&reason(408, "Maximum call duration")).await;
-                    return end(EndReason::MaxDuration, None, Side::Host);
-                }
-                Step::Hangup => {
-                    self.clear_both("Q.850;cause=16;text=\"Normal call clearing\"")
-                        .await;
-                    return end(EndReason::HungUp, None, Side::Host);
-                }
+                Step::Timer => Some(Ending {
+                    from: Side::Host,
+                    reason: reason(408, "Maximum call duration"),
+                    ended: end(EndReason::MaxDuration, None, Side::Host),
+                }),
+                Step::Hangup => Some(Ending {
+                    from: Side::Host,
+                    reason: "Q.850;cause=16;text=\"Normal call clearing\"".into(),
+                    ended: end(EndReason::HungUp, None, Side::Host),
+                }),
+            };
+            if let Some(ending) = ending {
+                return self.end_connected(ending).await;
             }
         }
+    }
+
+    /// Clears what is left of a connected call: the other leg when one hung up (no Reason:
+    /// it is a normal clearing), both when the host ends it.
+    async fn end_connected(&mut self, ending: Ending) -> Ended {
+        match ending.from {
+            Side::Host => self.clear_both(&ending.reason).await,
+            from if ending.reason.is_empty() => self.legs(from).1.clear(None).await,
+            from => self.legs(from).1.clear(Some(&ending.reason)).await,
+        }
+        ending.ended
     }
 
     fn legs(&mut self, from: Side) -> (&mut Leg, &mut Leg) {
@@ -628,7 +656,9 @@ impl Call {
         }
     }
 
-    async fn on_connected(&mut self, from: Side, event: LegEvent) -> Option<Ended> {
+    /// Not async: a held call's task then never keeps an event (and its message) while
+    /// it waits for the other leg to clear.
+    fn on_connected(&mut self, from: Side, event: LegEvent) -> Option<Ending> {
         let to_side = if from == Side::Callee {
             Side::Callback
         } else {
@@ -638,14 +668,11 @@ impl Call {
             LegEvent::Request(incoming) => match incoming.request.method {
                 Method::Bye => {
                     ok(incoming);
-                    let (_, other) = self.legs(from);
-                    other.clear(None).await;
-                    let why = if from == Side::Callee {
-                        EndReason::CalleeHungUp
-                    } else {
-                        EndReason::CallbackHungUp
-                    };
-                    return Some(end(why, None, from));
+                    return Some(Ending {
+                        from,
+                        reason: String::new(),
+                        ended: end(hung_up(from), None, from),
+                    });
                 }
                 Method::Info | Method::Invite | Method::Update => {
                     self.relay(from, to_side, incoming)
@@ -657,16 +684,11 @@ impl Call {
             },
             LegEvent::Response(r) if !r.is_provisional() => {
                 if self.refresh_failed(from, &r) {
-                    let (_, other) = self.legs(from);
-                    other
-                        .clear(Some(&reason(r.code, "Session refresh failed")))
-                        .await;
-                    let why = if from == Side::Callee {
-                        EndReason::CalleeHungUp
-                    } else {
-                        EndReason::CallbackHungUp
-                    };
-                    return Some(end(why, Some(r.code), from));
+                    return Some(Ending {
+                        from,
+                        reason: reason(r.code, "Session refresh failed"),
+                        ended: end(hung_up(from), Some(r.code), from),
+                    });
                 }
                 self.relay_response(from, r)
             }
@@ -774,13 +796,6 @@ impl Call {
     }
 }
 
-async fn hung_up(rx: &mut watch::Receiver<bool>) {
-    // A dropped handle is not a hang-up: then this never completes.
-    if rx.wait_for(|h| *h).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 async fn timer(deadline: Option<Instant>) {
     match deadline {
         Some(d) => sleep_until(d).await,
@@ -821,9 +836,6 @@ mod tests {
     use super::*;
     use crate::ua::UaConfig;
 
-    /// The per-call budget (≤ 4 KiB in the host): the call task and its boxed phase state
-    /// take at most half of it, leaving the rest for the legs' heap strings (Call-ID,
-    /// tags, route set, the last ACK) and channels.
     #[test]
     fn reason_text_from_a_peer_cannot_break_the_header() {
         assert_eq!(
@@ -832,6 +844,10 @@ mod tests {
         );
     }
 
+    /// The per-call budget (≤ 4 KB in the host, issue 4): the call and the state its task
+    /// keeps while connected take at most 1.5 KiB, leaving the rest for the legs' heap
+    /// strings (Call-ID, tags, route set, the last ACK), queues and the requester's task.
+    /// The larger setup state is freed on connection.
     #[tokio::test]
     async fn a_call_task_stays_within_the_per_call_memory_budget() {
         let (ua, _) = UserAgent::bind(UaConfig::default()).await.unwrap();
@@ -843,8 +859,7 @@ mod tests {
             role: Some(role),
             headers: Vec::new(),
         };
-        let (states, _rx) = mpsc::unbounded_channel();
-        let (_hangup, hangup_rx) = watch::channel(false);
+        let (states, _rx) = queue::queue();
         let call = Call {
             a: ua.leg(leg(LegRole::Callback)),
             b: ua.leg(leg(LegRole::Callee)),
@@ -857,16 +872,16 @@ mod tests {
                 session_refresh: None,
             },
             states,
-            hangup: hangup_rx,
+            hangup: Arc::new(Notify::new()),
             relays: HashMap::new(),
             refreshes: Vec::new(),
         };
         let mut call = call;
-        let phases = std::mem::size_of_val(&call.drive());
+        let connected = std::mem::size_of_val(&call.connected());
         let task = std::mem::size_of_val(&call) + std::mem::size_of_val(&call.run());
         assert!(
-            task + phases <= 2 * 1024,
-            "task {task} + phases {phases} bytes"
+            task + connected <= 1536,
+            "task {task} + connected phase {connected} bytes"
         );
     }
 }

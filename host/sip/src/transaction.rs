@@ -90,6 +90,10 @@ impl Timers {
             self.sixty_four_t1()
         }
     }
+    /// Timer L (RFC 6026): how long an INVITE answered 2xx absorbs its retransmissions.
+    pub fn timer_l(&self) -> Duration {
+        self.sixty_four_t1()
+    }
     /// Timer K: wait for non-INVITE response retransmissions.
     pub fn timer_k(&self, reliable: bool) -> Duration {
         if reliable { Duration::ZERO } else { self.t4 }
@@ -123,11 +127,34 @@ pub struct ServerRequest {
 type ClientKey = (String, Method);
 type ServerKey = (String, Method);
 
+/// A server transaction as the layer matches requests to it.
+enum ServerEntry {
+    /// Running: retransmissions (and the ACK of a non-2xx) go to its task.
+    Running(mpsc::UnboundedSender<Request>),
+    /// An INVITE answered 2xx, for Timer L (RFC 6026 "Accepted"): a retransmission of the
+    /// INVITE is absorbed, since the TU resends its 2xx itself until the ACK (§13.3.1.4),
+    /// and must not reach the TU as a new call or be answered again; an ACK goes to the TU.
+    Accepted,
+}
+
 struct Shared {
     transmit: Arc<dyn Transmit>,
     timers: Timers,
     clients: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<Response>>>,
-    servers: Mutex<HashMap<ServerKey, mpsc::UnboundedSender<Request>>>,
+    servers: Mutex<HashMap<ServerKey, ServerEntry>>,
+}
+
+impl Shared {
+    fn running_server(&self, key: &ServerKey) -> Option<mpsc::UnboundedSender<Request>> {
+        match guard(&self.servers).get(key) {
+            Some(ServerEntry::Running(tx)) => Some(tx.clone()),
+            _ => None,
+        }
+    }
+
+    fn accepted_server(&self, key: &ServerKey) -> bool {
+        matches!(guard(&self.servers).get(key), Some(ServerEntry::Accepted))
+    }
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -285,11 +312,12 @@ impl TransactionLayer {
         let own_key = (branch.clone(), request.method.clone());
         if request.method == Method::Cancel {
             let invite_key = (branch, Method::Invite);
-            if let Some(tx) = guard(&self.shared.servers).get(&own_key).cloned() {
+            if let Some(tx) = self.shared.running_server(&own_key) {
                 let _ = tx.send(request);
                 return None;
             }
-            let matched = guard(&self.shared.servers).contains_key(&invite_key);
+            // An INVITE already answered 2xx cannot be cancelled (§9.2): 481 as before.
+            let matched = self.shared.running_server(&invite_key).is_some();
             let transaction = self.new_server(request.clone(), source);
             let (code, reason) = if matched {
                 (200, "OK")
@@ -300,7 +328,17 @@ impl TransactionLayer {
             return Some(Unmatched::Cancel { request, matched });
         }
         let invite_key = (branch, server_method(&request.method));
-        if let Some(tx) = guard(&self.shared.servers).get(&invite_key).cloned() {
+        if self.shared.accepted_server(&invite_key) {
+            if request.method == Method::Ack {
+                return Some(Unmatched::Ack(request));
+            }
+            trace!(
+                call_id = request.headers.call_id(),
+                "retransmitted INVITE absorbed"
+            );
+            return None;
+        }
+        if let Some(tx) = self.shared.running_server(&invite_key) {
             // A retransmission, or the ACK of a non-2xx: the transaction absorbs it.
             if let Err(e) = tx.send(request) {
                 return (e.0.method == Method::Ack).then_some(Unmatched::Ack(e.0));
@@ -325,7 +363,7 @@ impl TransactionLayer {
             request.headers.top_branch().unwrap_or_default().to_owned(),
             request.method.clone(),
         );
-        guard(&self.shared.servers).insert(key.clone(), from_layer);
+        guard(&self.shared.servers).insert(key.clone(), ServerEntry::Running(from_layer));
         let shared = self.shared.clone();
         if request.method == Method::Invite {
             tokio::spawn(invite_server(shared, key, request, source, layer_rx, tu_rx));
@@ -623,6 +661,7 @@ async fn invite_server(
         Option<Instant>,
         Option<Instant>,
     ) = (None, None, None);
+    let mut accepted = false;
     loop {
         let response = tokio::select! {
             r = from_tu.recv(), if tu_open => match r {
@@ -668,7 +707,11 @@ async fn invite_server(
         shared.transmit.send(bytes.clone(), to);
         match response.code {
             100..=199 => last = Some(bytes),
-            200..=299 => break, // the TU retransmits 2xx until the ACK (§13.3.1.4)
+            200..=299 => {
+                // The TU retransmits 2xx until the ACK (§13.3.1.4).
+                accepted = true;
+                break;
+            }
             _ => {
                 last = Some(bytes);
                 completed = true;
@@ -680,6 +723,18 @@ async fn invite_server(
             }
         }
     }
+    if accepted {
+        guard(&shared.servers).insert(key.clone(), ServerEntry::Accepted);
+        // A task of its own for Timer L: only the key is needed while accepted, not this
+        // task's state (~1.7 KB for 32 s per answered INVITE).
+        tokio::spawn(forget_after(shared, key, t.timer_l()));
+        return;
+    }
+    guard(&shared.servers).remove(&key);
+}
+
+async fn forget_after(shared: Arc<Shared>, key: ServerKey, after: Duration) {
+    tokio::time::sleep(after).await;
     guard(&shared.servers).remove(&key);
 }
 

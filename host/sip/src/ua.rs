@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+
+use crate::queue::{self, Receiver, Sender};
 use tokio::time::Instant;
 use tracing::{debug, info_span, warn};
 
@@ -158,10 +160,13 @@ pub struct IncomingCall {
     pub invite: IncomingRequest,
 }
 
-/// Events travel boxed: a tokio channel allocates its slots 32 at a time, and a 144-byte
-/// `LegEvent` per slot made each leg's queue ~5 KB; a box keeps it ~0.3 KB (cvw-load
-/// originate measured the per-call memory).
-type LegMap = HashMap<String, mpsc::UnboundedSender<Box<LegEvent>>>;
+/// Events travel boxed: a queued event then takes 8 bytes of the queue's buffer instead of
+/// `LegEvent`'s 144, and a held call's queues are empty (cvw-load originate measured the
+/// per-call memory).
+///
+/// Keyed by the leg's own Call-ID string, shared with the leg, its dialog and the call's
+/// handle rather than copied into each (~0.3 KB per two-leg call).
+type LegMap = HashMap<Arc<str>, Sender<Box<LegEvent>>>;
 
 struct Inner {
     config: UaConfig,
@@ -231,8 +236,8 @@ impl UserAgent {
 
     /// A new outgoing leg; nothing is sent until [`Leg::invite`].
     pub fn leg(&self, spec: LegSpec) -> Leg {
-        let call_id = random::call_id();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let call_id: Arc<str> = random::call_id().into();
+        let (tx, rx) = queue::queue();
         guard(&self.inner.legs).insert(call_id.clone(), tx.clone());
         let mut from = spec.from.to_header();
         from.push_str(&format!(";tag={}", random::tag()));
@@ -321,7 +326,7 @@ fn route(inner: &Arc<Inner>, unmatched: Unmatched, calls: &mpsc::UnboundedSender
         Unmatched::Response(r) => r.headers.call_id(),
     }
     .to_owned();
-    let leg = guard(&inner.legs).get(&call_id).cloned();
+    let leg = guard(&inner.legs).get(call_id.as_str()).cloned();
     let event = match unmatched {
         Unmatched::Request(r) => LegEvent::Request(IncomingRequest {
             request: r.request,
@@ -339,7 +344,7 @@ fn route(inner: &Arc<Inner>, unmatched: Unmatched, calls: &mpsc::UnboundedSender
     if let Some(leg) = leg {
         match leg.send(Box::new(event)) {
             Ok(()) => return,
-            Err(e) => return orphan(inner, *e.0, None),
+            Err(event) => return orphan(inner, *event, None),
         }
     }
     match event {
@@ -357,8 +362,8 @@ fn new_call(
     invite: IncomingRequest,
     calls: &mpsc::UnboundedSender<IncomingCall>,
 ) {
-    let call_id = invite.request.headers.call_id().to_owned();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let call_id: Arc<str> = invite.request.headers.call_id().into();
+    let (tx, rx) = queue::queue();
     guard(&inner.legs).insert(call_id.clone(), tx.clone());
     let leg = Leg {
         inner: inner.clone(),
@@ -454,6 +459,19 @@ impl Inner {
     /// Adds Via, Contact, marker, body and extras to an in-dialog request; finds its hop.
     fn prepare(
         &self,
+        request: Request,
+        dialog: &Dialog,
+        body: Option<Body>,
+        role: Option<LegRole>,
+        extra: &[(String, String)],
+    ) -> Option<(Request, Destination)> {
+        self.prepare_on(&random::branch(), request, dialog, body, role, extra)
+    }
+
+    /// [`Inner::prepare`] on a given Via branch, to send the same ACK again.
+    fn prepare_on(
+        &self,
+        branch: &str,
         mut request: Request,
         dialog: &Dialog,
         body: Option<Body>,
@@ -461,7 +479,7 @@ impl Inner {
         extra: &[(String, String)],
     ) -> Option<(Request, Destination)> {
         let to = resolve(dialog.next_hop(), self.config.protocol)?;
-        self.finish(&mut request, to.protocol, body, role, extra);
+        self.finish(&mut request, to.protocol, branch, body, role, extra);
         Some((request, to))
     }
 
@@ -469,12 +487,13 @@ impl Inner {
         &self,
         request: &mut Request,
         protocol: Protocol,
+        branch: &str,
         body: Option<Body>,
         role: Option<LegRole>,
         extra: &[(String, String)],
     ) {
         let mut headers = Headers::new();
-        headers.push("Via", self.via(protocol, &random::branch()));
+        headers.push("Via", self.via(protocol, branch));
         for h in request.headers.iter() {
             headers.push(h.name.clone(), h.value.clone());
         }
@@ -524,18 +543,28 @@ enum LegState {
     Uas(UasState),
 }
 
+/// An ACK of a 2xx as what rebuilds it: its CSeq number, Via branch and body; the rest
+/// comes from the dialog. Not the message itself: that was ~0.5 KB per leg for the
+/// whole call (issue 4), to answer a 2xx retransmitted because the ACK was lost.
+#[derive(Debug)]
+struct SentAck {
+    cseq: u32,
+    branch: String,
+    body: Option<Body>,
+}
+
 /// One side of a call: a dialog in the making or made. Owned by whoever drives the call;
 /// dropping it stops routing to it (a late 2xx is then ACKed and BYEd automatically).
 pub struct Leg {
     inner: Arc<Inner>,
-    call_id: String,
-    events: mpsc::UnboundedReceiver<Box<LegEvent>>,
-    events_tx: mpsc::UnboundedSender<Box<LegEvent>>,
+    call_id: Arc<str>,
+    events: Receiver<Box<LegEvent>>,
+    events_tx: Sender<Box<LegEvent>>,
     role: Option<LegRole>,
     state: LegState,
     dialog: Option<Dialog>,
-    /// The ACK of the last 2xx of INVITE (CSeq number, message, hop), resent when the 2xx is.
-    last_ack: Option<(u32, Vec<u8>, Destination)>,
+    /// The ACK of the last 2xx of INVITE, resent when the 2xx is.
+    last_ack: Option<SentAck>,
     /// Stops the retransmission of our 2xx when its ACK arrives (UAS).
     uas_2xx: Option<oneshot::Sender<()>>,
     /// CSeq of our latest INVITE (initial or re-INVITE) and of the latest one answered 2xx.
@@ -559,13 +588,18 @@ impl std::fmt::Debug for Leg {
 
 impl Drop for Leg {
     fn drop(&mut self) {
-        guard(&self.inner.legs).remove(&self.call_id);
+        guard(&self.inner.legs).remove(&*self.call_id);
     }
 }
 
 impl Leg {
     pub fn call_id(&self) -> &str {
         &self.call_id
+    }
+
+    /// The Call-ID without a copy of it, for whoever keeps it as long as the leg.
+    pub fn shared_call_id(&self) -> Arc<str> {
+        self.call_id.clone()
     }
 
     pub fn dialog(&self) -> Option<&Dialog> {
@@ -618,7 +652,7 @@ impl Leg {
         }
         headers.push("From", spec.from);
         headers.push("To", spec.to);
-        headers.push("Call-ID", self.call_id.clone());
+        headers.push("Call-ID", &*self.call_id);
         headers.push("CSeq", "1 INVITE");
         headers.push("Max-Forwards", "70");
         if let Some(pai) = spec.asserted {
@@ -631,7 +665,15 @@ impl Leg {
             headers,
             body: Vec::new(),
         };
-        inner.finish(&mut request, to.protocol, body, self.role, &spec.headers);
+        let branch = random::branch();
+        inner.finish(
+            &mut request,
+            to.protocol,
+            &branch,
+            body,
+            self.role,
+            &spec.headers,
+        );
         let _span = info_span!("sip", call_id = %self.call_id).entered();
         debug!(to = %to.addr, "INVITE");
         let sink = self.sink(request.body.is_empty());
@@ -650,8 +692,8 @@ impl Leg {
         let inner = Arc::downgrade(&self.inner);
         let role = self.role;
         Box::new(move |response| {
-            if let Err(e) = tx.send(Box::new(LegEvent::Response(response)))
-                && let (Some(inner), LegEvent::Response(r)) = (inner.upgrade(), *e.0)
+            if let Err(event) = tx.send(Box::new(LegEvent::Response(response)))
+                && let (Some(inner), LegEvent::Response(r)) = (inner.upgrade(), *event)
                 && r.is_success()
                 && r.method() == Some(Method::Invite)
             {
@@ -677,21 +719,36 @@ impl Leg {
 
     /// ACKs the latest 2xx of INVITE (§13.2.2.4), with the answer when the 2xx had the offer.
     pub fn ack(&mut self, body: Option<Body>) -> Result<(), SendError> {
+        let ack = SentAck {
+            cseq: self.answered_cseq.unwrap_or(self.invite_cseq),
+            branch: random::branch(),
+            body,
+        };
+        self.send_ack(&ack)?;
+        self.last_ack = Some(ack);
+        self.pending_offer = None;
+        Ok(())
+    }
+
+    fn send_ack(&mut self, ack: &SentAck) -> Result<(), SendError> {
         let dialog = self.dialog.as_mut().ok_or(SendError::NoDialog)?;
-        let number = self.answered_cseq.unwrap_or(self.invite_cseq);
-        let request = dialog.request(Method::Ack, Some(number));
+        let request = dialog.request(Method::Ack, Some(ack.cseq));
         let (request, to) = self
             .inner
-            .prepare(request, dialog, body, self.role, &[])
+            .prepare_on(
+                &ack.branch,
+                request,
+                dialog,
+                ack.body.clone(),
+                self.role,
+                &[],
+            )
             .ok_or_else(|| SendError::Unroutable {
                 uri: dialog.next_hop().to_owned(),
             })?;
-        let bytes = request.to_bytes();
         self.inner
             .layer
             .send_stateless(&crate::message::Message::Request(request), to);
-        self.last_ack = Some((number, bytes, to));
-        self.pending_offer = None;
         Ok(())
     }
 
@@ -777,7 +834,8 @@ impl Leg {
                     .push("Contact", self.inner.contact(incoming.source.protocol));
             }
             if (200..300).contains(&code) && self.dialog.is_none() {
-                self.dialog = Some(Dialog::as_uas(&incoming.request, &uas.local_tag)?);
+                let dialog = Dialog::as_uas(&incoming.request, &uas.local_tag)?;
+                self.keep_dialog(dialog);
             }
         } else if incoming.request.method == Method::Invite && (200..300).contains(&code) {
             response
@@ -866,10 +924,9 @@ impl Leg {
                 ack_and_bye(&self.inner, &response, !self.offerless, self.role);
                 return None;
             }
-            if let Some((acked, bytes, to)) = &self.last_ack
-                && *acked == number
-            {
-                self.inner.layer.transmit().send(bytes.clone(), *to);
+            if let Some(ack) = self.last_ack.take_if(|ack| ack.cseq == number) {
+                let _ = self.send_ack(&ack);
+                self.last_ack = Some(ack);
                 return None;
             }
             if self.answered_cseq == Some(number) {
@@ -881,7 +938,7 @@ impl Leg {
         }
         match Dialog::as_uac(&response) {
             Ok(dialog) => {
-                self.dialog = Some(dialog);
+                self.keep_dialog(dialog);
                 self.answered(&response, number);
                 if let LegState::Uac(uac) = &mut self.state {
                     uac.client = None;
@@ -893,6 +950,12 @@ impl Leg {
                 Some(LegEvent::Response(response))
             }
         }
+    }
+
+    /// The dialog's Call-ID is the leg's (it was routed here by it): one string for both.
+    fn keep_dialog(&mut self, mut dialog: Dialog) {
+        dialog.call_id = self.call_id.clone();
+        self.dialog = Some(dialog);
     }
 
     fn answered(&mut self, response: &Response, number: u32) {
@@ -977,7 +1040,7 @@ impl Leg {
                 return;
             }
         }
-        let acked = self.last_ack.as_ref().map(|(n, _, _)| *n);
+        let acked = self.last_ack.as_ref().map(|ack| ack.cseq);
         if matches!(self.state, LegState::Uac(_)) && self.answered_cseq != acked {
             let body = self
                 .pending_offer

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use cvw_sip::message::{Method, NameAddr, Request};
+use cvw_sip::queue::Receiver;
 use cvw_sip::sdp::media_ports;
 use cvw_sip::testing::{Answer, PhoneEnd, PhoneScript, Reinvite, TestPhone};
 use cvw_sip::third_party::{
@@ -13,7 +14,6 @@ use cvw_sip::third_party::{
 };
 use cvw_sip::transport::Protocol;
 use cvw_sip::ua::{UaConfig, UserAgent};
-use tokio::sync::mpsc;
 
 const GLOBAL_CALLER_ID: &str = "sip:+14255550000@cvw.example";
 const WORK_IDENTITY: &str = "sip:+14255550101@corp.example";
@@ -51,7 +51,7 @@ fn plan(a: &TestPhone, b: &TestPhone, flow: Flow) -> CallPlan {
 }
 
 /// Collects the states up to and including `Ended`.
-async fn states(mut rx: mpsc::UnboundedReceiver<CallState>) -> (Vec<CallState>, Ended) {
+async fn states(mut rx: Receiver<CallState>) -> (Vec<CallState>, Ended) {
     let mut all = Vec::new();
     while let Some(state) = rx.recv().await {
         all.push(state);
@@ -63,7 +63,7 @@ async fn states(mut rx: mpsc::UnboundedReceiver<CallState>) -> (Vec<CallState>, 
 }
 
 /// Waits for `Connected`; anything ending the call first fails the test.
-async fn connected(rx: &mut mpsc::UnboundedReceiver<CallState>) {
+async fn connected(rx: &mut Receiver<CallState>) {
     loop {
         match rx.recv().await {
             Some(CallState::Connected) => return,

@@ -1,15 +1,16 @@
 //! The user agent core against a raw UDP socket on 127.0.0.1 playing the other side, so
 //! that the exact messages are visible: 2xx retransmission until the ACK (RFC 3261
-//! §13.3.1.4), a stray 2xx ACKed and ended with BYE (§13.2.2.4), 481 for requests
-//! outside any dialog (§12.2.2), and 480 when nobody takes new calls.
+//! §13.3.1.4), the same ACK again for a retransmitted 2xx and a stray 2xx ACKed and ended
+//! with BYE (§13.2.2.4), 481 for requests outside any dialog (§12.2.2), and 480 when
+//! nobody takes new calls.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cvw_sip::message::{Message, Method, Response};
+use cvw_sip::message::{Message, Method, NameAddr, Request, Response};
 use cvw_sip::transaction::Timers;
 use cvw_sip::transport::Protocol;
-use cvw_sip::ua::{Body, UaConfig, UserAgent};
+use cvw_sip::ua::{Body, LegEvent, LegSpec, UaConfig, UserAgent};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
@@ -91,6 +92,105 @@ async fn uas_2xx_is_retransmitted_until_the_ack() {
     // After the ACK, no more 200s (T2 is 80 ms here; wait several intervals).
     let more = timeout(Duration::from_millis(400), socket.recv_from(&mut buf)).await;
     assert!(more.is_err(), "2xx still retransmitted after the ACK");
+}
+
+#[tokio::test]
+async fn a_retransmitted_invite_after_the_2xx_is_absorbed_not_answered_anew() {
+    let (ua, mut calls) = UserAgent::bind(fast()).await.unwrap();
+    let phone = ua.local_addr(Protocol::Udp);
+    let (socket, me) = raw().await;
+    let invite = request("INVITE", me, phone, "c-again", "");
+    socket.send_to(invite.as_bytes(), phone).await.unwrap();
+    let mut call = calls.recv().await.unwrap();
+    let sdp = Body::sdp(b"v=0\r\n".to_vec());
+    call.leg
+        .respond(&call.invite, 200, "OK", Some(sdp))
+        .unwrap();
+    let ok = recv_response(&socket).await;
+    assert_eq!(ok.code, 200);
+    let tag = ok.headers.to_tag().unwrap().to_owned();
+    // The caller has not seen the 2xx yet and sends its INVITE again.
+    socket.send_to(invite.as_bytes(), phone).await.unwrap();
+    // Several T2 later: only copies of the same 2xx came back (§13.3.1.4), nothing else
+    // (no 100, no second answer), and neither the leg nor the UA saw a request.
+    let only_the_same_2xx = async {
+        loop {
+            let r = recv_response(&socket).await;
+            assert_eq!(
+                (r.code, r.headers.to_tag()),
+                (200, Some(tag.as_str())),
+                "the retransmitted INVITE was answered anew"
+            );
+        }
+    };
+    tokio::select! {
+        event = call.leg.next() => panic!("the retransmission reached the leg: {event:?}"),
+        new = calls.recv() => panic!("the retransmission made a new call: {new:?}"),
+        () = only_the_same_2xx => {}
+        () = tokio::time::sleep(Duration::from_millis(400)) => {}
+    }
+}
+
+/// The next request of `method` and its bytes (INVITE retransmissions are skipped).
+async fn recv_request(socket: &UdpSocket, method: Method) -> (Request, Vec<u8>) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (n, _) = timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("a message within 5 s")
+            .unwrap();
+        if let Ok(Message::Request(r)) = Message::parse(&buf[..n])
+            && r.method == method
+        {
+            return (r, buf[..n].to_vec());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_2xx_retransmitted_after_our_ack_gets_the_same_ack_again() {
+    let (ua, _calls) = UserAgent::bind(fast()).await.unwrap();
+    let (socket, me) = raw().await;
+    let mut leg = ua.leg(LegSpec {
+        target: format!("sip:b@{me}"),
+        from: NameAddr::new("", "sip:cvw@host"),
+        to: NameAddr::new("", format!("sip:b@{me}")),
+        asserted: None,
+        role: None,
+        headers: Vec::new(),
+    });
+    leg.invite(None).unwrap();
+    let (invite, _) = recv_request(&socket, Method::Invite).await;
+    let mut ok = invite.response(200, "OK");
+    ok.headers.set("To", format!("<sip:b@{me}>;tag=theirs"));
+    ok.headers.push("Contact", format!("<sip:b@{me}>"));
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n".to_vec();
+    let ok = Message::Response(ok).to_bytes();
+    socket
+        .send_to(&ok, ua.local_addr(Protocol::Udp))
+        .await
+        .unwrap();
+    assert!(matches!(leg.next().await, Some(LegEvent::Response(r)) if r.code == 200));
+    let answer = b"v=0\r\nm=audio 5000 RTP/AVP 0\r\n".to_vec();
+    leg.ack(Some(Body::sdp(answer.clone()))).unwrap();
+    let (ack, first) = recv_request(&socket, Method::Ack).await;
+    assert_eq!(ack.body, answer);
+    // Our ACK was lost, as far as the phone knows: its 2xx comes again.
+    socket
+        .send_to(&ok, ua.local_addr(Protocol::Udp))
+        .await
+        .unwrap();
+    // The leg absorbs it (the call never sees it) while it waits for its next event.
+    let (_, again) = tokio::select! {
+        event = leg.next() => panic!("a retransmitted 2xx reached the call: {event:?}"),
+        ack = recv_request(&socket, Method::Ack) => ack,
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&again),
+        String::from_utf8_lossy(&first),
+        "the same ACK, branch and answer included"
+    );
 }
 
 #[tokio::test]

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use super::ApiError;
 use super::limits::Limits;
 use crate::calllog::{self, CallKind, CallLogSink, CallRecord, LegRecord, Outcome};
-use crate::origination::{CallState, Originator, Side};
+use crate::origination::{CallState, CallStates, Hangup, Originator, Side};
 use crate::policy::model::OriginationPlan;
 use axum::http::StatusCode;
 
@@ -29,7 +29,7 @@ pub struct Call {
     pub plan: OriginationPlan,
     feed: Mutex<Vec<CallState>>,
     changed: watch::Sender<usize>,
-    hangup: Mutex<Option<oneshot::Sender<()>>>,
+    hangup: Mutex<Option<Hangup>>,
 }
 
 #[derive(Serialize)]
@@ -62,7 +62,7 @@ impl Call {
     /// Ask the originator to end both legs; a second request does nothing.
     pub fn hang_up(&self) {
         if let Some(tx) = self.hangup.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = tx.send(());
+            tx.send();
         }
     }
 
@@ -169,7 +169,7 @@ struct Follow {
 }
 
 impl Follow {
-    async fn run(self, mut states: tokio::sync::mpsc::Receiver<CallState>) {
+    async fn run(self, mut states: CallStates) {
         let mut connected_ms = None;
         let mut callback_answered = false;
         let mut last = None;

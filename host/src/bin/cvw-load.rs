@@ -1017,11 +1017,9 @@ mod originate {
                     let _ = leg.respond(&r, 200, "OK", None);
                     return;
                 }
-                // An INVITE retransmitted after our 2xx reaches the leg too (no RFC 6026
-                // Accepted state; the dialog takes an equal CSeq): it gets the same SDP
-                // again. A 200 without SDP here would reach the host before our 2xx
-                // retransmission when its first 2xx was dropped, and look like a callee
-                // answering without an offer.
+                // The host's re-INVITE with the callee's offer (Flow IV). An INVITE
+                // retransmitted after our 2xx no longer gets here: cvw-sip's transaction
+                // layer absorbs it (RFC 6026 Accepted) and our 2xx is resent instead.
                 Method::Invite => {
                     let sdp = phone_sdp(Some(&r.request.body), media_port);
                     let _ = leg.respond(&r, 200, "OK", Some(Body::sdp(sdp)));
@@ -1189,7 +1187,7 @@ mod originate {
                         let _ = release.wait_for(|r| *r).await;
                     }
                     if let Some(h) = hangup.take() {
-                        let _ = h.send(());
+                        h.send();
                     }
                 }
                 CallState::Ended {

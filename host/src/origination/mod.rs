@@ -5,6 +5,9 @@
 
 pub mod sip;
 
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,10 +57,64 @@ impl CallState {
 
 /// A running two-leg call: its states and the way to end it.
 pub struct CallControl {
-    /// States in order; the last one is always [`CallState::Ended`], then the channel closes.
-    pub states: mpsc::Receiver<CallState>,
+    /// States in order; the last one is always [`CallState::Ended`], then the stream ends.
+    pub states: CallStates,
     /// Send to hang up both legs; dropping it does not end the call.
-    pub hangup: oneshot::Sender<()>,
+    pub hangup: Hangup,
+}
+
+/// Where a call's states come from. An originator reads them straight from its own call
+/// rather than forwarding them into a channel: a forwarding task and a tokio channel of
+/// `CallState`s cost ~3 KB per call for as long as it lasts (issue 4).
+pub trait StateSource: Send + 'static {
+    fn poll_state(&mut self, cx: &mut Context<'_>) -> Poll<Option<CallState>>;
+}
+
+impl StateSource for mpsc::Receiver<CallState> {
+    fn poll_state(&mut self, cx: &mut Context<'_>) -> Poll<Option<CallState>> {
+        self.poll_recv(cx)
+    }
+}
+
+/// The states of one call, in order.
+pub struct CallStates(Box<dyn StateSource>);
+
+impl CallStates {
+    pub fn new(source: impl StateSource) -> Self {
+        CallStates(Box::new(source))
+    }
+
+    /// The next state; `None` after the last.
+    pub async fn recv(&mut self) -> Option<CallState> {
+        poll_fn(|cx| self.0.poll_state(cx)).await
+    }
+}
+
+impl From<mpsc::Receiver<CallState>> for CallStates {
+    fn from(rx: mpsc::Receiver<CallState>) -> Self {
+        CallStates::new(rx)
+    }
+}
+
+/// Ends a call once; dropping it unused does not.
+pub struct Hangup(Box<dyn FnOnce() + Send>);
+
+impl Hangup {
+    pub fn new(hang_up: impl FnOnce() + Send + 'static) -> Self {
+        Hangup(Box::new(hang_up))
+    }
+
+    pub fn send(self) {
+        (self.0)()
+    }
+}
+
+impl From<oneshot::Sender<()>> for Hangup {
+    fn from(tx: oneshot::Sender<()>) -> Self {
+        Hangup::new(move || {
+            let _ = tx.send(());
+        })
+    }
 }
 
 /// Why a call could not be started at all.

@@ -2,14 +2,17 @@
 //! through the proxy as outbound proxy, so the legs are routed, recorded and accounted
 //! like any other call, and marked so the policy knows them (CVW-34).
 
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use cvw_sip::message::NameAddr as SipNameAddr;
+use cvw_sip::queue::Receiver;
 use cvw_sip::third_party::{self, CallPlan, EndReason, LegPlan, TwoLegCall};
 use cvw_sip::ua::UserAgent;
-use tokio::sync::{mpsc, oneshot};
 
-use super::{CallControl, CallState, OriginateError, Originator, Side};
+use super::{
+    CallControl, CallState, CallStates, Hangup, OriginateError, Originator, Side, StateSource,
+};
 use crate::policy::model::{Flow, Leg, OriginationPlan};
 
 /// Places two-leg calls with a bound [`UserAgent`].
@@ -26,36 +29,22 @@ impl SipOriginator {
 impl Originator for SipOriginator {
     fn start(&self, call_id: &str, plan: &OriginationPlan) -> Result<CallControl, OriginateError> {
         let plan = call_plan(plan)?;
-        let (handle, mut sip_states) = TwoLegCall::start(&self.ua, plan);
-        let (states, rx) = mpsc::channel(8);
-        let (hangup, mut hangup_rx) = oneshot::channel::<()>();
-        let span = tracing::info_span!("origination", call = %call_id, callback = %handle.callback_call_id());
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let mut hangup_armed = true;
-                loop {
-                    tokio::select! {
-                        asked = &mut hangup_rx, if hangup_armed => {
-                            hangup_armed = false;
-                            // A dropped sender is not a hang-up: the call goes on.
-                            if asked.is_ok() {
-                                handle.hangup();
-                            }
-                        }
-                        state = sip_states.recv() => {
-                            let Some(state) = state else { break };
-                            let state = host_state(state);
-                            let last = state.is_final();
-                            if states.send(state).await.is_err() || last {
-                                break;
-                            }
-                        }
-                    }
-                }
-            },
-            span,
-        ));
-        Ok(CallControl { states: rx, hangup })
+        // The call's task runs under this span, so its logs carry the API's call id.
+        let span = tracing::info_span!("origination", call = %call_id);
+        let (handle, states) = span.in_scope(|| TwoLegCall::start(&self.ua, plan));
+        Ok(CallControl {
+            states: CallStates::new(SipStates(states)),
+            hangup: Hangup::new(move || handle.hangup()),
+        })
+    }
+}
+
+/// The call's own states, translated as they are read.
+struct SipStates(Receiver<third_party::CallState>);
+
+impl StateSource for SipStates {
+    fn poll_state(&mut self, cx: &mut Context<'_>) -> Poll<Option<CallState>> {
+        self.0.poll_recv(cx).map(|state| state.map(host_state))
     }
 }
 
