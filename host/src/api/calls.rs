@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::ApiError;
 use super::limits::Limits;
@@ -21,14 +21,19 @@ use axum::http::StatusCode;
 /// Ended calls kept for `GET` before the oldest are forgotten.
 const KEEP_ENDED: usize = 1000;
 
-/// One call as the API shows it.
+/// One call as the API shows it. Kept small: a host holds thousands of these (issue 4,
+/// ≤ 4 KB per call with the SIP call itself).
 pub struct Call {
-    pub id: String,
+    /// Shared with the registry's key.
+    pub id: Arc<str>,
     pub user: String,
     pub kind: CallKind,
-    pub plan: OriginationPlan,
+    /// The two legs' URIs as planned, for the call log (the plan itself went back to
+    /// the requester when the call was placed).
+    legs: [Box<str>; 2],
     feed: Mutex<Vec<CallState>>,
-    changed: watch::Sender<usize>,
+    /// Wakes the event feed's long polls when a state is added.
+    changed: Notify,
     hangup: Mutex<Option<Hangup>>,
 }
 
@@ -51,7 +56,7 @@ impl Call {
     pub fn snapshot(&self) -> CallSnapshot {
         let feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
         CallSnapshot {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             user: self.user.clone(),
             kind: self.kind,
             state: feed.last().cloned(),
@@ -69,28 +74,50 @@ impl Call {
     /// Events after sequence number `since`, waiting up to `wait` for the first new one.
     /// Returns them and the sequence number to ask from next time.
     pub async fn events_after(&self, since: usize, wait: Duration) -> (Vec<CallState>, usize) {
-        let mut changed = self.changed.subscribe();
-        let _ = tokio::time::timeout(wait, changed.wait_for(|n| *n > since)).await;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the feed is read, so a state pushed in between still wakes us.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(events) = self.events_since(since, false) {
+                return events;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break;
+            }
+        }
+        self.events_since(since, true).unwrap_or_default()
+    }
+
+    /// The events after `since` and the next sequence number; `None` when there are none
+    /// and `even_none` is false.
+    fn events_since(&self, since: usize, even_none: bool) -> Option<(Vec<CallState>, usize)> {
         let feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+        if feed.len() <= since && !even_none {
+            return None;
+        }
         let from = since.min(feed.len());
-        (feed[from..].to_vec(), feed.len())
+        Some((feed[from..].to_vec(), feed.len()))
     }
 
     fn push(&self, state: CallState) {
-        let len = {
-            let mut feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
-            feed.push(state);
-            feed.len()
-        };
-        self.changed.send_replace(len);
+        self.feed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(state);
+        self.changed.notify_waiters();
     }
 }
 
 /// All calls, by id.
 #[derive(Default)]
 pub struct Calls {
-    calls: Mutex<HashMap<String, Arc<Call>>>,
-    ended: Mutex<VecDeque<String>>,
+    calls: Mutex<HashMap<Arc<str>, Arc<Call>>>,
+    ended: Mutex<VecDeque<Arc<str>>>,
+    /// The digest of the latest policy generation a call was placed with, shared by all
+    /// its calls instead of a copy each.
+    digest: Mutex<Option<(u64, Arc<str>)>>,
 }
 
 impl Calls {
@@ -120,22 +147,25 @@ impl Calls {
             )
         })?;
         let call = Arc::new(Call {
-            id: id.clone(),
+            id: id.as_str().into(),
             user: plan.user.clone(),
             kind,
-            plan: plan.clone(),
+            legs: [
+                plan.callback.uri.as_str().into(),
+                plan.callee.uri.as_str().into(),
+            ],
             feed: Mutex::new(Vec::new()),
-            changed: watch::channel(0).0,
+            changed: Notify::new(),
             hangup: Mutex::new(Some(control.hangup)),
         });
         self.calls
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), call.clone());
+            .insert(call.id.clone(), call.clone());
         let follow = Follow {
             call,
             started_ms: calllog::now_ms(),
-            policy,
+            policy: (policy.0, self.shared_digest(policy)),
             call_log: call_log.clone(),
             limits: limits.clone(),
             registry: self.clone(),
@@ -144,10 +174,22 @@ impl Calls {
         Ok(StartedCall { id, plan })
     }
 
+    fn shared_digest(&self, (generation, digest): (u64, String)) -> Arc<str> {
+        let mut cached = self.digest.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cached {
+            Some((g, d)) if *g == generation && **d == *digest => d.clone(),
+            _ => {
+                let d: Arc<str> = digest.into();
+                *cached = Some((generation, d.clone()));
+                d
+            }
+        }
+    }
+
     /// Forget the oldest ended calls beyond [`KEEP_ENDED`].
-    fn ended(&self, id: &str) {
+    fn ended(&self, id: &Arc<str>) {
         let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
-        ended.push_back(id.to_owned());
+        ended.push_back(id.clone());
         while ended.len() > KEEP_ENDED {
             if let Some(old) = ended.pop_front() {
                 self.calls
@@ -162,7 +204,7 @@ impl Calls {
 struct Follow {
     call: Arc<Call>,
     started_ms: u64,
-    policy: (u64, String),
+    policy: (u64, Arc<str>),
     call_log: Arc<dyn CallLogSink>,
     limits: Arc<Limits>,
     registry: Arc<Calls>,
@@ -224,20 +266,20 @@ impl Follow {
                 None
             }
         };
-        let plan = &self.call.plan;
+        let [callback_uri, callee_uri] = &self.call.legs;
         let record = CallRecord {
-            id: self.call.id.clone(),
+            id: self.call.id.to_string(),
             kind: self.call.kind,
             user: self.call.user.clone(),
             legs: vec![
                 LegRecord {
                     label: "callback".into(),
-                    uri: plan.callback.uri.clone(),
+                    uri: callback_uri.to_string(),
                     sip_code: code_of(Side::Callback, callback_answered),
                 },
                 LegRecord {
                     label: "callee".into(),
-                    uri: plan.callee.uri.clone(),
+                    uri: callee_uri.to_string(),
                     sip_code: code_of(Side::Callee, connected_ms.is_some()),
                 },
             ],
@@ -250,7 +292,7 @@ impl Follow {
                 sip_code: *sip_code,
             },
             policy_generation: self.policy.0,
-            policy_digest: self.policy.1.clone(),
+            policy_digest: self.policy.1.to_string(),
         };
         if let Err(err) = self.call_log.write(&record) {
             tracing::error!(call = %record.id, %err, "call log write failed");

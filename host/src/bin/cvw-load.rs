@@ -156,6 +156,10 @@ enum Mode {
         /// service in this process) as outbound proxy, instead of straight to the phones.
         #[arg(long)]
         kamailio: bool,
+        /// Hold the calls of the memory figure through the click-to-call HTTP API (the
+        /// default policy plans them) instead of handing plans to the originator.
+        #[arg(long)]
+        api: bool,
     },
     /// The scripted desk and callee phones of `originate` (run by it as a child process).
     #[command(hide = true)]
@@ -223,6 +227,7 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             hold,
             kamailio,
+            api,
         } => originate::run(
             &service_rt,
             &load_rt,
@@ -232,6 +237,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
                 hold,
                 kamailio: kamailio.then_some(tmp.as_path()),
+                api: api.then_some(tmp.as_path()),
             },
         ),
         Mode::Phones => service_rt.block_on(originate::phones()),
@@ -1138,6 +1144,203 @@ mod originate {
         }
     }
 
+    /// Held calls as users place them: `POST /v1/calls` to the click-to-call API served
+    /// in this process, the default policy planning each call, `DELETE` to hang up. The
+    /// memory per call then includes what the API keeps (the call's record, its event
+    /// feed, its follower task), which a real `cvw serve` keeps too.
+    mod api_held {
+        use super::{DESK, PhonesChild, SETTLE, rss_kib};
+        use anyhow::{Context, bail};
+        use cvw::api::auth::Tokens;
+        use cvw::api::calls::Calls;
+        use cvw::api::limits::{LimitSettings, Limits};
+        use cvw::api::{Api, router};
+        use cvw::calllog::JsonLinesFile;
+        use cvw::directory::Directory;
+        use cvw::origination::CallState;
+        use cvw::origination::sip::SipOriginator;
+        use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
+        use std::net::SocketAddr;
+        use std::sync::Arc;
+        use std::time::Duration;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        const TOKEN: &str = "load-token";
+
+        pub struct Served {
+            addr: SocketAddr,
+            calls: Arc<Calls>,
+        }
+
+        /// The API with Alice's token, limits out of the way, and a policy whose PBX
+        /// (trunk and domain) is the phones' desk address: both legs go straight there.
+        pub async fn serve(
+            tmp: &std::path::Path,
+            phones: &PhonesChild,
+            originator: SipOriginator,
+        ) -> anyhow::Result<Served> {
+            let dir = tmp.join("api-directory.toml");
+            std::fs::write(
+                &dir,
+                format!(
+                    r#"[policy.config]
+global_caller_id = "+14255550000"
+pbx_trunk = "sip:{desk}"
+pbx_domain = "{desk}"
+desk_ring_timeout_ms = 15000
+pbx_voicemail_timeout_ms = 20000
+
+[policies.global]
+enabled = true
+
+[[users]]
+uc_address = "{alice}"
+display_name = "Alice Smith"
+line_uri = "tel:{DESK}"
+"#,
+                    desk = phones.desk,
+                    alice = crate::ALICE
+                ),
+            )?;
+            let policy = PolicyHost::new(RuntimeSettings::default())?;
+            policy.publish(
+                builtin::default_policy().context("default policy not built")?,
+                builtin::DEFAULT_ORIGIN,
+                Arc::new(Directory::load(&dir)?),
+            )?;
+            let calls = Arc::new(Calls::default());
+            let api = Arc::new(Api {
+                policy,
+                originator: Arc::new(originator),
+                tokens: Tokens::single(crate::ALICE, TOKEN),
+                limits: Arc::new(Limits::new(LimitSettings {
+                    calls_per_window: u32::MAX,
+                    window_s: 1,
+                    max_concurrent: u32::MAX,
+                })),
+                calls: calls.clone(),
+                call_log: Arc::new(JsonLinesFile::open(&tmp.join("api-calls.jsonl"))?),
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move { axum::serve(listener, router(api)).await });
+            Ok(Served { addr, calls })
+        }
+
+        /// One request, one connection; the status and the body.
+        async fn http(
+            addr: SocketAddr,
+            method: &str,
+            path: &str,
+            body: &str,
+        ) -> anyhow::Result<(u16, String)> {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            let request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+                 Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(request.as_bytes()).await?;
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).await?;
+            let text = String::from_utf8_lossy(&raw);
+            let status = text
+                .get(9..12)
+                .and_then(|c| c.parse().ok())
+                .context("not an HTTP response")?;
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+            Ok((status, body.to_owned()))
+        }
+
+        fn state(calls: &Calls, id: &str) -> Option<CallState> {
+            calls.get(id, crate::ALICE).and_then(|c| c.snapshot().state)
+        }
+
+        async fn wait_all(
+            calls: &Calls,
+            ids: &[String],
+            done: impl Fn(Option<CallState>) -> bool,
+        ) -> usize {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+            loop {
+                let n = ids.iter().filter(|id| done(state(calls, id))).count();
+                if n == ids.len() || tokio::time::Instant::now() > deadline {
+                    return n;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+
+        pub async fn held_calls(
+            api: Served,
+            phones: &PhonesChild,
+            hold: usize,
+        ) -> anyhow::Result<()> {
+            let Served { addr, calls } = api;
+            // One call first: the policy's instance, the API's first-use allocations.
+            let (code, _) = http(
+                addr,
+                "POST",
+                "/v1/calls",
+                r#"{"destination":"+14255550142"}"#,
+            )
+            .await?;
+            if code != 201 {
+                bail!("the API refused the warm-up call: HTTP {code}");
+            }
+            tokio::time::sleep(SETTLE).await;
+            let me = std::process::id();
+            let (host0, phones0) = (rss_kib(me), rss_kib(phones.pid()));
+            let heap0 = crate::heap::live();
+            let mut ids = Vec::with_capacity(hold);
+            for _ in 0..hold {
+                let (code, body) = http(
+                    addr,
+                    "POST",
+                    "/v1/calls",
+                    r#"{"destination":"+14255550142"}"#,
+                )
+                .await?;
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                match (code, v["id"].as_str()) {
+                    (201, Some(id)) => ids.push(id.to_owned()),
+                    _ => bail!("POST /v1/calls answered {code}: {body}"),
+                }
+            }
+            let up = wait_all(&calls, &ids, |s| s == Some(CallState::Connected)).await;
+            if up < ids.len()
+                && let Some(id) = ids
+                    .iter()
+                    .find(|id| state(&calls, id) != Some(CallState::Connected))
+            {
+                println!("through the API: call {id} is {:?}", state(&calls, id));
+            }
+            tokio::time::sleep(SETTLE).await;
+            let (host1, phones1) = (rss_kib(me), rss_kib(phones.pid()));
+            let heap1 = crate::heap::live();
+            // The id strings this tool keeps are not the host's.
+            let own = ids.iter().map(|i| i.capacity()).sum::<usize>();
+            let per_call = |a: u64, b: u64| (b.saturating_sub(a) * 1024) as f64 / up.max(1) as f64;
+            println!(
+                "through the API: {up} of {hold} calls connected at once: host live heap {:.0} bytes per call, RSS {host0} -> {host1} KiB = {:.0} bytes per call; phones {:.0} bytes per call",
+                (heap1.saturating_sub(heap0).saturating_sub(own)) as f64 / up.max(1) as f64,
+                per_call(host0, host1),
+                per_call(phones0, phones1)
+            );
+            for id in &ids {
+                let (code, body) = http(addr, "DELETE", &format!("/v1/calls/{id}"), "").await?;
+                if code >= 300 {
+                    bail!("DELETE /v1/calls/{id} answered {code}: {body}");
+                }
+            }
+            // Ended calls beyond the API's memory of them are forgotten: ended too.
+            let ended = wait_all(&calls, &ids, |s| !matches!(s, Some(CallState::Connected))).await;
+            println!("through the API: {ended} of {hold} calls ended after DELETE");
+            Ok(())
+        }
+    }
+
     /// How one call went. Clean: `connected`, then `ended` as hung up on request.
     struct Outcome {
         connected_at: Option<Instant>,
@@ -1326,6 +1529,8 @@ mod originate {
         pub hold: usize,
         /// Through Kamailio, with this scratch directory.
         pub kamailio: Option<&'a std::path::Path>,
+        /// Held calls through the HTTP API, with this scratch directory.
+        pub api: Option<&'a std::path::Path>,
     }
 
     /// Kamailio as the host's outbound proxy, the phones' desk as its PBX trunk, and the
@@ -1390,6 +1595,7 @@ mod originate {
             phones.desk,
             phones.callee
         );
+        let api_ua = ua.clone();
         let env = Arc::new(Env {
             plan: plan(&phones),
             originator: SipOriginator::new(ua),
@@ -1408,13 +1614,21 @@ mod originate {
             warm.failed(),
             warm.failures_text()
         );
-        if hold > 0 {
-            load_rt.block_on(held_calls(
-                host_rt.handle().clone(),
-                env.clone(),
-                &phones,
-                hold,
-            ))?;
+        match o.api {
+            Some(tmp) if hold > 0 => {
+                let originator = SipOriginator::new(api_ua);
+                let api = host_rt.block_on(api_held::serve(tmp, &phones, originator))?;
+                load_rt.block_on(api_held::held_calls(api, &phones, hold))?;
+            }
+            None if hold > 0 => {
+                load_rt.block_on(held_calls(
+                    host_rt.handle().clone(),
+                    env.clone(),
+                    &phones,
+                    hold,
+                ))?;
+            }
+            _ => {}
         }
         load_rt.block_on(async { tokio::time::sleep(SETTLE).await });
         let me = std::process::id();
