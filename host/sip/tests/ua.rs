@@ -56,18 +56,50 @@ fn request(method: &str, me: SocketAddr, to: SocketAddr, call_id: &str, extra: &
     )
 }
 
-#[tokio::test]
-async fn uas_2xx_is_retransmitted_until_the_ack() {
+/// A call from a raw socket to a fresh user agent, answered 200 with SDP by the UA.
+struct Answered {
+    calls: tokio::sync::mpsc::UnboundedReceiver<cvw_sip::ua::IncomingCall>,
+    call: cvw_sip::ua::IncomingCall,
+    socket: UdpSocket,
+    me: SocketAddr,
+    phone: SocketAddr,
+    invite: String,
+    _ua: UserAgent,
+}
+
+async fn answered(call_id: &str) -> Answered {
     let (ua, mut calls) = UserAgent::bind(fast()).await.unwrap();
     let phone = ua.local_addr(Protocol::Udp);
     let (socket, me) = raw().await;
-    let invite = request("INVITE", me, phone, "c-2xx", "");
+    let invite = request("INVITE", me, phone, call_id, "");
     socket.send_to(invite.as_bytes(), phone).await.unwrap();
     let mut call = calls.recv().await.unwrap();
     let sdp = Body::sdp(b"v=0\r\n".to_vec());
     call.leg
         .respond(&call.invite, 200, "OK", Some(sdp))
         .unwrap();
+    Answered {
+        calls,
+        call,
+        socket,
+        me,
+        phone,
+        invite,
+        _ua: ua,
+    }
+}
+
+#[tokio::test]
+async fn uas_2xx_is_retransmitted_until_the_ack() {
+    let Answered {
+        calls: _calls,
+        mut call,
+        socket,
+        me,
+        phone,
+        _ua,
+        ..
+    } = answered("c-2xx").await;
     let mut oks = Vec::new();
     while oks.len() < 3 {
         let r = recv_response(&socket).await;
@@ -96,16 +128,15 @@ async fn uas_2xx_is_retransmitted_until_the_ack() {
 
 #[tokio::test]
 async fn a_retransmitted_invite_after_the_2xx_is_absorbed_not_answered_anew() {
-    let (ua, mut calls) = UserAgent::bind(fast()).await.unwrap();
-    let phone = ua.local_addr(Protocol::Udp);
-    let (socket, me) = raw().await;
-    let invite = request("INVITE", me, phone, "c-again", "");
-    socket.send_to(invite.as_bytes(), phone).await.unwrap();
-    let mut call = calls.recv().await.unwrap();
-    let sdp = Body::sdp(b"v=0\r\n".to_vec());
-    call.leg
-        .respond(&call.invite, 200, "OK", Some(sdp))
-        .unwrap();
+    let Answered {
+        mut calls,
+        mut call,
+        socket,
+        phone,
+        invite,
+        _ua,
+        ..
+    } = answered("c-again").await;
     let ok = recv_response(&socket).await;
     assert_eq!(ok.code, 200);
     let tag = ok.headers.to_tag().unwrap().to_owned();

@@ -331,6 +331,22 @@ mod tests {
         }
     }
 
+    /// The flat per-branch data of a fork to [`desk`] and [`client`].
+    fn desk_and_client_branches() -> Value {
+        json!([
+            {
+                "label": "desk",
+                "extra": "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n",
+                "ring_ms": 15000
+            },
+            {
+                "label": "client",
+                "from_display": "Call via Work",
+                "from_uri": "sip:+14255550000@corp.example"
+            }
+        ])
+    }
+
     #[test]
     fn cvw30_parallel_fork_is_an_rtjson_document_with_per_branch_data() {
         let d = Decision::Fork(Fork {
@@ -360,18 +376,7 @@ mod tests {
                     }
                 ]
             },
-            "branches": [
-                {
-                    "label": "desk",
-                    "extra": "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n",
-                    "ring_ms": 15000
-                },
-                {
-                    "label": "client",
-                    "from_display": "Call via Work",
-                    "from_uri": "sip:+14255550000@corp.example"
-                }
-            ]
+            "branches": desk_and_client_branches()
         });
         assert_eq!(doc(&d).unwrap(), golden);
     }
@@ -455,21 +460,7 @@ mod tests {
             "sip:alice@127.0.0.1:5071;transport=tcp"
         );
         let branches: Value = serde_json::from_str(&frame[31 + len..]).unwrap();
-        assert_eq!(
-            branches,
-            json!([
-                {
-                    "label": "desk",
-                    "extra": "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n",
-                    "ring_ms": 15000
-                },
-                {
-                    "label": "client",
-                    "from_display": "Call via Work",
-                    "from_uri": "sip:+14255550000@corp.example"
-                }
-            ])
-        );
+        assert_eq!(branches, desk_and_client_branches());
     }
 
     #[test]

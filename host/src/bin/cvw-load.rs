@@ -258,18 +258,22 @@ fn report_metrics(host: &PolicyHost) {
 const ALICE: &str = "sip:alice@corp.example";
 const DESK: &str = "+14255550101";
 
-async fn start_service(
+/// The default policy published with a directory of Alice alone, her PBX trunk and
+/// domain as given (written to `tmp/file`).
+fn alice_policy(
     tmp: &std::path::Path,
-    pbx: SocketAddr,
-) -> anyhow::Result<(PolicyHost, Running)> {
-    let dir = tmp.join("directory.toml");
+    file: &str,
+    pbx_trunk: SocketAddr,
+    pbx_domain: &str,
+) -> anyhow::Result<PolicyHost> {
+    let dir = tmp.join(file);
     std::fs::write(
         &dir,
         format!(
             r#"[policy.config]
 global_caller_id = "+14255550000"
-pbx_trunk = "sip:{pbx}"
-pbx_domain = "pbx.corp.example"
+pbx_trunk = "sip:{pbx_trunk}"
+pbx_domain = "{pbx_domain}"
 desk_ring_timeout_ms = 15000
 pbx_voicemail_timeout_ms = 20000
 
@@ -290,6 +294,14 @@ line_uri = "tel:{DESK}"
         builtin::DEFAULT_ORIGIN,
         Arc::new(Directory::load(&dir)?),
     )?;
+    Ok(host)
+}
+
+async fn start_service(
+    tmp: &std::path::Path,
+    pbx: SocketAddr,
+) -> anyhow::Result<(PolicyHost, Running)> {
+    let host = alice_policy(tmp, "directory.toml", pbx, "pbx.corp.example")?;
     let service = DecisionService::new(Arc::new(host.clone()))
         .start("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?)
         .await?;
@@ -1149,17 +1161,15 @@ mod originate {
     /// memory per call then includes what the API keeps (the call's record, its event
     /// feed, its follower task), which a real `cvw serve` keeps too.
     mod api_held {
-        use super::{DESK, PhonesChild, SETTLE, rss_kib};
+        use super::{PhonesChild, SETTLE, rss_kib};
         use anyhow::{Context, bail};
         use cvw::api::auth::Tokens;
         use cvw::api::calls::Calls;
         use cvw::api::limits::{LimitSettings, Limits};
         use cvw::api::{Api, router};
         use cvw::calllog::JsonLinesFile;
-        use cvw::directory::Directory;
         use cvw::origination::CallState;
         use cvw::origination::sip::SipOriginator;
-        use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
         use std::net::SocketAddr;
         use std::sync::Arc;
         use std::time::Duration;
@@ -1179,35 +1189,9 @@ mod originate {
             phones: &PhonesChild,
             originator: SipOriginator,
         ) -> anyhow::Result<Served> {
-            let dir = tmp.join("api-directory.toml");
-            std::fs::write(
-                &dir,
-                format!(
-                    r#"[policy.config]
-global_caller_id = "+14255550000"
-pbx_trunk = "sip:{desk}"
-pbx_domain = "{desk}"
-desk_ring_timeout_ms = 15000
-pbx_voicemail_timeout_ms = 20000
-
-[policies.global]
-enabled = true
-
-[[users]]
-uc_address = "{alice}"
-display_name = "Alice Smith"
-line_uri = "tel:{DESK}"
-"#,
-                    desk = phones.desk,
-                    alice = crate::ALICE
-                ),
-            )?;
-            let policy = PolicyHost::new(RuntimeSettings::default())?;
-            policy.publish(
-                builtin::default_policy().context("default policy not built")?,
-                builtin::DEFAULT_ORIGIN,
-                Arc::new(Directory::load(&dir)?),
-            )?;
+            // Both legs' numbers go straight to the phones' desk address.
+            let desk = phones.desk.to_string();
+            let policy = crate::alice_policy(tmp, "api-directory.toml", phones.desk, &desk)?;
             let calls = Arc::new(Calls::default());
             let api = Arc::new(Api {
                 policy,
