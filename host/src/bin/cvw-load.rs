@@ -1237,6 +1237,22 @@ mod originate {
             Ok((status, body.to_owned()))
         }
 
+        /// Alice clicks to call the callee; the new call's id.
+        async fn place(addr: SocketAddr) -> anyhow::Result<String> {
+            let (code, body) = http(
+                addr,
+                "POST",
+                "/v1/calls",
+                r#"{"destination":"+14255550142"}"#,
+            )
+            .await?;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            match (code, v["id"].as_str()) {
+                (201, Some(id)) => Ok(id.to_owned()),
+                _ => bail!("POST /v1/calls answered {code}: {body}"),
+            }
+        }
+
         fn state(calls: &Calls, id: &str) -> Option<CallState> {
             calls.get(id, crate::ALICE).and_then(|c| c.snapshot().state)
         }
@@ -1263,34 +1279,14 @@ mod originate {
         ) -> anyhow::Result<()> {
             let Served { addr, calls } = api;
             // One call first: the policy's instance, the API's first-use allocations.
-            let (code, _) = http(
-                addr,
-                "POST",
-                "/v1/calls",
-                r#"{"destination":"+14255550142"}"#,
-            )
-            .await?;
-            if code != 201 {
-                bail!("the API refused the warm-up call: HTTP {code}");
-            }
+            place(addr).await?;
             tokio::time::sleep(SETTLE).await;
             let me = std::process::id();
             let (host0, phones0) = (rss_kib(me), rss_kib(phones.pid()));
             let heap0 = crate::heap::live();
             let mut ids = Vec::with_capacity(hold);
             for _ in 0..hold {
-                let (code, body) = http(
-                    addr,
-                    "POST",
-                    "/v1/calls",
-                    r#"{"destination":"+14255550142"}"#,
-                )
-                .await?;
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                match (code, v["id"].as_str()) {
-                    (201, Some(id)) => ids.push(id.to_owned()),
-                    _ => bail!("POST /v1/calls answered {code}: {body}"),
-                }
+                ids.push(place(addr).await?);
             }
             let up = wait_all(&calls, &ids, |s| s == Some(CallState::Connected)).await;
             if up < ids.len()
