@@ -137,6 +137,9 @@ enum Mode {
         /// `--concurrency` in flight.
         #[arg(long)]
         rate: Option<u32>,
+        /// Rounds of all variants in turn; the medians of the rounds are reported.
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
     },
     /// Two-leg call setups through the host's SIP user agent to phones in a child process.
     Originate {
@@ -210,6 +213,7 @@ fn main() -> anyhow::Result<()> {
             children,
             janssonrpcc,
             rate,
+            rounds,
         } => sip_run(
             &service_rt,
             &load_rt,
@@ -219,6 +223,7 @@ fn main() -> anyhow::Result<()> {
                 pace: rate.map_or(Pace::InFlight(concurrency), Pace::Rate),
                 children,
                 janssonrpcc,
+                rounds,
             },
         ),
         Mode::Originate {
@@ -710,6 +715,7 @@ struct SipOptions {
     pace: Pace,
     children: u32,
     janssonrpcc: bool,
+    rounds: u32,
 }
 
 fn sip_run(
@@ -723,6 +729,7 @@ fn sip_run(
         pace,
         children,
         janssonrpcc,
+        rounds,
     } = *o;
     let pbx = load_rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
     let pbx_addr = pbx.local_addr()?;
@@ -759,50 +766,48 @@ fn sip_run(
         let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         register(&client, kam.sip).await?;
         tokio::spawn(busy_uas(client));
-        let mut results = Vec::new();
         let variants = [
             ("static fork in kamailio.cfg", "sip:static-alice@corp.example"),
-            ("static fork + desk ring timeout (CVW-51) in kamailio.cfg", "sip:timed-static-alice@corp.example"),
+            (
+                "static fork + desk ring timeout (CVW-51) in kamailio.cfg",
+                "sip:timed-static-alice@corp.example",
+            ),
             (&format!("cvw decision ({transport})"), ALICE),
         ];
-        for (name, ruri) in variants {
-            // Let the previous variant's transactions leave memory (tm's 5 s wait timer).
-            tokio::time::sleep(Duration::from_secs(6)).await;
-            // Warm up (connections, caches), then measure.
-            let _ = calls(kam.sip, ruri, pace, Duration::from_secs(1)).await?;
-            let pids = kam.pids();
-            let per0: Vec<f64> = pids.iter().map(|p| process_cpu(&[*p])).collect();
-            let k0 = process_cpu(&kam.pids());
-            let (h0, _) = thread_cpu("cvw-svc");
-            let (rate, lat, failed, n) = calls(kam.sip, ruri, pace, Duration::from_secs(seconds)).await?;
-            let k1 = process_cpu(&kam.pids());
-            if std::env::var_os("CVW_LOAD_TRACE").is_some() {
-                let per: Vec<String> = pids
-                    .iter()
-                    .zip(&per0)
-                    .map(|(p, c0)| format!("{p}:{:.2}", process_cpu(&[*p]) - c0))
-                    .collect();
-                eprintln!("  Kamailio CPU-s by process: {}", per.join(" "));
+        // Rounds of all variants in turn: a machine that slows down for a while slows
+        // every variant of a round alike, and the medians of the rounds say the rest.
+        let mut ratios: Vec<(f64, f64)> = Vec::new();
+        for round in 1..=rounds {
+            if rounds > 1 {
+                println!("round {round} of {rounds}");
             }
-            let (h1, _) = thread_cpu("cvw-svc");
-            println!(
-                "{name}: {rate:.0} calls/s ({n} calls, {failed} without a final response); Kamailio CPU {:.0} us/call; host service threads {:.1} us/call",
-                (k1 - k0) / n as f64 * 1e6,
-                (h1 - h0) / n as f64 * 1e6
-            );
-            let mut lat = lat;
-            lat.report("  INVITE to final response");
-            results.push(rate);
+            let mut rates = Vec::new();
+            for (name, ruri) in variants {
+                rates.push(variant(&kam, name, ruri, pace, seconds).await?);
+            }
+            if let [plain, timed, cvw] = rates[..] {
+                println!(
+                    "cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
+                    cvw / plain * 100.0,
+                    cvw / timed * 100.0
+                );
+                ratios.push((cvw / plain, cvw / timed));
+            }
         }
         let oom = kam.log().matches("could not allocate shared memory").count();
         if oom > 0 {
             println!("WARNING: Kamailio ran out of shared memory {oom} times: these figures are not valid");
         }
-        if let [plain, timed, cvw] = results[..] {
+        if ratios.len() > 1 {
+            let median = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2] * 100.0
+            };
             println!(
-                "cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
-                cvw / plain * 100.0,
-                cvw / timed * 100.0
+                "median of {} rounds: cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
+                ratios.len(),
+                median(ratios.iter().map(|r| r.0).collect()),
+                median(ratios.iter().map(|r| r.1).collect())
             );
         }
         anyhow::Ok(())
@@ -811,6 +816,44 @@ fn sip_run(
     drop(kam);
     service_rt.block_on(service.stop());
     r
+}
+
+/// One variant of the SIP load: calls/s, printed with Kamailio's and the host's CPU per
+/// call and the latency.
+async fn variant(
+    kam: &kamailio::Kamailio,
+    name: &str,
+    ruri: &str,
+    pace: Pace,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    // Let the previous variant's transactions leave memory (tm's 5 s wait timer).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Warm up (connections, caches), then measure.
+    let _ = calls(kam.sip, ruri, pace, Duration::from_secs(1)).await?;
+    let pids = kam.pids();
+    let per0: Vec<f64> = pids.iter().map(|p| process_cpu(&[*p])).collect();
+    let k0 = process_cpu(&pids);
+    let (h0, _) = thread_cpu("cvw-svc");
+    let (rate, mut lat, failed, n) =
+        calls(kam.sip, ruri, pace, Duration::from_secs(seconds)).await?;
+    let k1 = process_cpu(&pids);
+    let (h1, _) = thread_cpu("cvw-svc");
+    if std::env::var_os("CVW_LOAD_TRACE").is_some() {
+        let per: Vec<String> = pids
+            .iter()
+            .zip(&per0)
+            .map(|(p, c0)| format!("{p}:{:.2}", process_cpu(&[*p]) - c0))
+            .collect();
+        eprintln!("  Kamailio CPU-s by process: {}", per.join(" "));
+    }
+    println!(
+        "{name}: {rate:.0} calls/s ({n} calls, {failed} without a final response); Kamailio CPU {:.0} us/call; host service threads {:.1} us/call",
+        (k1 - k0) / n as f64 * 1e6,
+        (h1 - h0) / n as f64 * 1e6
+    );
+    lat.report("  INVITE to final response");
+    Ok(rate)
 }
 
 async fn register(sock: &UdpSocket, proxy: SocketAddr) -> anyhow::Result<()> {
