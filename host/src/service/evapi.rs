@@ -53,16 +53,19 @@ impl EvapiStatus {
     }
 }
 
-/// Connects to Kamailio's evapi at `addr` and answers its events until `shutdown` fires,
-/// reconnecting whenever the connection is lost.
-pub fn spawn(
+/// The client that connects to Kamailio's evapi at `addr` and answers its events until
+/// `shutdown` fires, reconnecting whenever the connection is lost; the caller runs the
+/// future wherever it keeps its tasks.
+pub fn client(
     addr: SocketAddr,
     svc: DecisionService,
     shutdown: Shutdown,
-) -> (EvapiStatus, tokio::task::JoinHandle<io::Result<()>>) {
+) -> (
+    EvapiStatus,
+    impl std::future::Future<Output = io::Result<()>> + Send + 'static,
+) {
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(run(addr, svc, shutdown, tx));
-    (EvapiStatus(rx), task)
+    (EvapiStatus(rx), run(addr, svc, shutdown, tx))
 }
 
 async fn run(
@@ -359,7 +362,8 @@ mod tests {
         let addr = kamailio.local_addr().unwrap();
         let (svc, _) = svc();
         let (trigger, shutdown) = Shutdown::new();
-        let (mut status, task) = spawn(addr, svc, shutdown);
+        let (mut status, client) = client(addr, svc, shutdown);
+        let task = tokio::spawn(client);
 
         for round in 0..2 {
             let (mut conn, _) = kamailio.accept().await.unwrap();

@@ -100,8 +100,8 @@ impl Running {
     /// Also answers the Kamailio evapi listener at `addr` (connecting, and reconnecting,
     /// until [`Running::stop`]).
     pub fn connect_evapi(&mut self, addr: std::net::SocketAddr) -> evapi::EvapiStatus {
-        let (status, task) = evapi::spawn(addr, self.svc.clone(), self.shutdown.clone());
-        self.tasks.push(task);
+        let (status, client) = evapi::client(addr, self.svc.clone(), self.shutdown.clone());
+        self.tasks.push(tokio::spawn(client));
         status
     }
 
@@ -181,12 +181,8 @@ pub fn spawn_configured(
     let (trigger, shutdown) = Shutdown::new();
     if let Some(addr) = evapi {
         // Connects in the background: Kamailio may start after the host.
-        let (_status, task) = evapi::spawn(addr, svc.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            task.await
-                .context("decision service (evapi) task")?
-                .context("decision service (evapi)")
-        });
+        let (_status, client) = evapi::client(addr, svc.clone(), shutdown.clone());
+        tasks.spawn(async move { client.await.context("decision service (evapi)") });
         tracing::info!(%addr, "decision service: evapi client of Kamailio");
     }
     if let Some(addr) = jsonrpc {
