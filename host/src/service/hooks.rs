@@ -175,11 +175,8 @@ impl DecisionService {
                     source: params.source.into(),
                     contacts: params.contacts.into_iter().map(Contact::from).collect(),
                 };
-                let span =
-                    tracing::debug_span!("route", call_id = %req.call_id(), source = ?ctx.source);
-                let _enter = span.enter();
-                let d = self.decider.on_request(&req, &ctx);
-                decision_doc(dialect, d)
+                let _enter = route_span(&req, &ctx).entered();
+                decision_doc(dialect, self.decider.on_request(&req, &ctx))
             }
             Hook::Failure => {
                 let reply = params.reply()?;
@@ -214,8 +211,7 @@ impl DecisionService {
         ctx: &RequestContext,
     ) -> Result<Decided<crate::policy::model::Decision>, HookError> {
         let req = parse_msg(msg_b64)?;
-        let span = tracing::debug_span!("route", call_id = %req.call_id(), source = ?ctx.source);
-        let _enter = span.enter();
+        let _enter = route_span(&req, ctx).entered();
         let d = self.decider.on_request(&req, ctx);
         log_failure(&d);
         Ok(d)
@@ -230,6 +226,11 @@ impl DecisionService {
     ) -> Result<Document, HookError> {
         self.handle(dialect, hook, Params::from_value(params)?)
     }
+}
+
+/// The span a route hook's logs carry, with the call it is about.
+fn route_span(req: &SipRequest, ctx: &RequestContext) -> tracing::Span {
+    tracing::debug_span!("route", call_id = %req.call_id(), source = ?ctx.source)
 }
 
 fn log_failure<T>(d: &Decided<T>) {
