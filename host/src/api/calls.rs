@@ -80,25 +80,18 @@ impl Call {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(events) = self.events_since(since, false) {
-                return events;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                break;
+            let (events, next) = self.events_since(since);
+            if !events.is_empty() || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return (events, next);
             }
         }
-        self.events_since(since, true).unwrap_or_default()
     }
 
-    /// The events after `since` and the next sequence number; `None` when there are none
-    /// and `even_none` is false.
-    fn events_since(&self, since: usize, even_none: bool) -> Option<(Vec<CallState>, usize)> {
+    /// The events after `since` and the next sequence number.
+    fn events_since(&self, since: usize) -> (Vec<CallState>, usize) {
         let feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
-        if feed.len() <= since && !even_none {
-            return None;
-        }
         let from = since.min(feed.len());
-        Some((feed[from..].to_vec(), feed.len()))
+        (feed[from..].to_vec(), feed.len())
     }
 
     fn push(&self, state: CallState) {
