@@ -1491,29 +1491,41 @@ mod originate {
             }
         }
         drop(out);
-        let mut tally = Tally {
-            started,
-            connected_in_window: 0,
-            clean: 0,
-            failures: BTreeMap::new(),
-            setup: Lat::default(),
-        };
-        let deadline = tokio::time::Instant::from_std(until + DRAIN);
-        let mut ended = 0u64;
-        while ended < started {
-            let Ok(Some(o)) = tokio::time::timeout_at(deadline, outcomes.recv()).await else {
-                break;
-            };
-            ended += 1;
-            tally.add(o, until);
-        }
-        if ended < started {
-            *tally.failures.entry("lost (no end)".into()).or_default() += started - ended;
-        }
-        tally
+        Tally::collect(&mut outcomes, started, until, until + DRAIN).await
     }
 
     impl Tally {
+        /// The outcomes of `started` calls, each as it arrives until `deadline`; calls
+        /// connected by `until` count as connected in the window, and calls that never
+        /// ended as lost.
+        async fn collect(
+            outcomes: &mut mpsc::UnboundedReceiver<Outcome>,
+            started: u64,
+            until: Instant,
+            deadline: Instant,
+        ) -> Tally {
+            let mut tally = Tally {
+                started,
+                connected_in_window: 0,
+                clean: 0,
+                failures: BTreeMap::new(),
+                setup: Lat::default(),
+            };
+            let deadline = tokio::time::Instant::from_std(deadline);
+            let mut ended = 0u64;
+            while ended < started {
+                let Ok(Some(o)) = tokio::time::timeout_at(deadline, outcomes.recv()).await else {
+                    break;
+                };
+                ended += 1;
+                tally.add(o, until);
+            }
+            if ended < started {
+                *tally.failures.entry("lost (no end)".into()).or_default() += started - ended;
+            }
+            tally
+        }
+
         fn add(&mut self, o: Outcome, until: Instant) {
             if o.connected_at.is_some_and(|t| t <= until) {
                 self.connected_in_window += 1;
@@ -1763,25 +1775,8 @@ mod originate {
             per_call(phones0, phones1)
         );
         let _ = release_tx.send(true);
-        let mut tally = Tally {
-            started: hold as u64,
-            connected_in_window: 0,
-            clean: 0,
-            failures: BTreeMap::new(),
-            setup: Lat::default(),
-        };
-        let (far, end_by) = (Instant::now() + DRAIN, tokio::time::Instant::now() + DRAIN);
-        let mut ended = 0;
-        while ended < hold {
-            let Ok(Some(o)) = tokio::time::timeout_at(end_by, outcomes.recv()).await else {
-                break;
-            };
-            ended += 1;
-            tally.add(o, far);
-        }
-        if ended < hold {
-            *tally.failures.entry("lost (no end)".into()).or_default() += (hold - ended) as u64;
-        }
+        let far = Instant::now() + DRAIN;
+        let tally = Tally::collect(&mut outcomes, hold as u64, far, far).await;
         println!(
             "held calls hung up: {} clean, failed {} ({})",
             tally.clean,
