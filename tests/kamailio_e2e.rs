@@ -195,6 +195,27 @@ fn uri_user(m: &Msg) -> String {
         .to_owned()
 }
 
+/// The client, still ringing, answers `invite`: its answer reaches the caller, and the
+/// client was never cancelled (`when` says what happened to the desk leg before).
+async fn client_answer_wins(
+    caller: &mut Phone,
+    call: &mut support::phone::Call,
+    client: &Phone,
+    invite: &Msg,
+    when: &str,
+) {
+    client.answer(invite);
+    let ok = caller.final_response(call, WAIT).await;
+    assert_eq!(ok.code(), 200, "the client's answer wins {when}");
+    assert!(
+        !client
+            .log
+            .iter()
+            .any(|m| m.is_request() && m.method() == "CANCEL"),
+        "the client was never cancelled {when}"
+    );
+}
+
 fn assert_completed_elsewhere(cancel: &Msg, who: &str) {
     assert_eq!(
         cancel.header("Reason"),
@@ -402,19 +423,14 @@ async fn cvw51_desk_leg_times_out_while_clients_ring_on() {
         "desk cancelled too early ({after:?})"
     );
     // The client is still ringing: it was not cancelled, and its answer wins the call.
-    c1.answer(&i1);
-    let ok = bob.final_response(&mut call, WAIT).await;
-    assert_eq!(
-        ok.code(),
-        200,
-        "client answers after the desk leg timed out"
-    );
-    assert!(
-        !c1.log
-            .iter()
-            .any(|m| m.method() == "CANCEL" && m.is_request()),
-        "client was never cancelled"
-    );
+    client_answer_wins(
+        &mut bob,
+        &mut call,
+        &c1,
+        &i1,
+        "after the desk leg timed out",
+    )
+    .await;
 }
 
 /// Fail-open: with the host's decision service stopped, calls are routed as without Call
@@ -531,19 +547,14 @@ async fn reply_hook_cancels_a_diverted_desk_leg() {
     w.pbx.send(&forwarded);
 
     w.pbx.expect_cancel(&desk, WAIT).await;
-    c1.answer(&i1);
-    let ok = bob.final_response(&mut call, WAIT).await;
-    assert_eq!(
-        ok.code(),
-        200,
-        "the client still wins after the desk leg was cancelled"
-    );
-    assert!(
-        !c1.log
-            .iter()
-            .any(|m| m.is_request() && m.method() == "CANCEL"),
-        "only the diverted desk leg was cancelled"
-    );
+    client_answer_wins(
+        &mut bob,
+        &mut call,
+        &c1,
+        &i1,
+        "after the diverted desk leg was cancelled",
+    )
+    .await;
 }
 
 /// The failure hook: nobody answers within the ring timeouts (408); the policy sends the
