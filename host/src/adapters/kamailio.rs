@@ -2,9 +2,10 @@
 //! (`rtjson_init_routes`/`rtjson_push_routes`).
 //!
 //! rtjson applies a route's headers and timers itself only in serial mode; for parallel
-//! forks the config's `branch_route` reads `routes[i].headers.extra`,
-//! `routes[i].headers.from` and `routes[i].fr_inv_timer` (the per-branch ring timeout,
-//! CVW-51) and applies them. Both read the same fields, so one document serves both modes.
+//! forks the config's `branch_route` applies them (extra headers, From, the per-branch
+//! ring timeout of CVW-51) from a [`BranchTable`] that travels beside the document: plain
+//! text sliced with `{s.substr}` in the worker's own memory, because decoding JSON into
+//! xavps there costs a shared-memory allocation (and its lock) per field of every branch.
 //!
 //! Over evapi ([`EvapiAnswer`]) the same decision travels in a layout the config slices
 //! with string transformations instead of parsing JSON: Kamailio's evapi dispatcher is
@@ -24,8 +25,8 @@ pub struct Kamailio;
 enum Doc<'a> {
     Relay {
         rtjson: Rtjson<'a>,
-        /// Per-branch data, flat, for `jansson_xdecode` (see [`Branch`]).
-        branches: Vec<Branch<'a>>,
+        /// Per-branch data for `branch_route` (see [`BranchTable`]).
+        branches: BranchTable,
         generation: u64,
     },
     Reply {
@@ -128,9 +129,7 @@ impl Dialect for Kamailio {
 /// ```
 /// `T`/`L` the suspended transaction's `$T(id_index)`/`$T(id_label)`, zero-padded to ten
 /// digits (so the config takes them with `{s.substr}`); `A` the action:
-/// - `F` fork: part 1 the rtjson document, part 2 a JSON array with one flat object per
-///   route (`label`, `extra`, `from_display`, `from_uri`, `ring_ms`) for
-///   `jansson_xdecode`, which the branch route reads without parsing again;
+/// - `F` fork: part 1 the rtjson document, part 2 the routes' [`BranchTable`];
 /// - `R` final reply: part 1 `CCC reason`, part 2 the header lines to add;
 /// - `C` continue: route as without Call via Work;
 /// - `E` no decision: part 1 says why (the config logs it and routes as without Call
@@ -139,7 +138,7 @@ impl Dialect for Kamailio {
 pub enum EvapiAnswer {
     Fork {
         rtjson: String,
-        branches: String,
+        branches: BranchTable,
     },
     Reply {
         code: u16,
@@ -150,19 +149,74 @@ pub enum EvapiAnswer {
     Error(String),
 }
 
-/// One route's per-branch data, flat (jansson_xdecode keeps nested objects as text): what
-/// the config's branch route applies for parallel forks, which rtjson does not.
-#[derive(Serialize)]
-struct Branch<'a> {
-    label: &'a str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    extra: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from_display: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from_uri: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ring_ms: Option<u32>,
+/// The per-branch data of a fork's routes (label, ring timeout, extra header lines, From),
+/// in the order of the rtjson routes, as text that `branch_route[CVW_BRANCH]` slices with
+/// `{s.substr}` and `{s.int}` alone:
+///
+/// ```text
+/// NN OOOOO OOOOO … <record 0><record 1>…
+/// record = field(label) field(ring_ms) field(extra) field(from_display) field(from_uri)
+/// field  = LLLLL ' ' <L bytes>
+/// ```
+/// `NN` the number of routes; route `i`'s record starts at the offset written at
+/// `3 + 6 * i` (from the start of the table); a field is its byte length, five digits, a
+/// space and the bytes (empty: none; `ring_ms` is decimal milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct BranchTable(String);
+
+impl BranchTable {
+    /// Two digits of route count; Kamailio forks at most 31 branches anyway.
+    const MAX_ROUTES: usize = 99;
+    /// Five digits of offsets and lengths.
+    const MAX_LEN: usize = 99_999;
+
+    fn of(routes: &[Route<'_>]) -> Result<BranchTable, MapError> {
+        let count = routes.len();
+        if count > Self::MAX_ROUTES {
+            return Err(MapError::TooLarge {
+                what: "fork targets",
+                size: count,
+                max: Self::MAX_ROUTES,
+            });
+        }
+        let mut records = Vec::with_capacity(count);
+        for r in routes {
+            let ring = r.fr_inv_timer.map(|ms| ms.to_string()).unwrap_or_default();
+            let from = r.headers.from.as_ref();
+            let mut record = String::new();
+            for value in [
+                r.label,
+                &ring,
+                &r.headers.extra,
+                from.map_or("", |f| f.display),
+                from.map_or("", |f| f.uri),
+            ] {
+                record.push_str(&format!("{:05} {value}", value.len()));
+            }
+            records.push(record);
+        }
+        let mut table = format!("{count:02}");
+        let mut offset = 3 + 6 * count;
+        for record in &records {
+            table.push_str(&format!(" {offset:05}"));
+            offset += record.len();
+        }
+        table.push(' ');
+        table.extend(records);
+        if table.len() > Self::MAX_LEN {
+            return Err(MapError::TooLarge {
+                what: "per-branch data (bytes)",
+                size: table.len(),
+                max: Self::MAX_LEN,
+            });
+        }
+        Ok(BranchTable(table))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// evapi reads a client's frames into a 32 KB buffer: a bigger answer could never arrive
@@ -185,7 +239,7 @@ impl Kamailio {
                 let (rtjson, branches) = fork_parts(fork)?;
                 Ok(EvapiAnswer::Fork {
                     rtjson: serde_json::to_string(&rtjson).map_err(MapError::Encode)?,
-                    branches: serde_json::to_string(&branches).map_err(MapError::Encode)?,
+                    branches,
                 })
             }
             Decision::Originate(_) => Err(MapError::Unsupported("originate")),
@@ -199,7 +253,7 @@ impl EvapiAnswer {
     /// buffer becomes an error answer, so the call still goes on at once.
     pub fn encode(&self, tindex: u32, tlabel: u32) -> Vec<u8> {
         let (action, part1, part2): (char, std::borrow::Cow<str>, &str) = match self {
-            EvapiAnswer::Fork { rtjson, branches } => ('F', rtjson.into(), branches),
+            EvapiAnswer::Fork { rtjson, branches } => ('F', rtjson.into(), branches.as_str()),
             EvapiAnswer::Reply {
                 code,
                 reason,
@@ -221,7 +275,7 @@ impl EvapiAnswer {
 }
 
 /// The rtjson document of a fork and the same routes' per-branch data.
-fn fork_parts(fork: &Fork) -> Result<(Rtjson<'_>, Vec<Branch<'_>>), MapError> {
+fn fork_parts(fork: &Fork) -> Result<(Rtjson<'_>, BranchTable), MapError> {
     if fork.targets.is_empty() {
         return Err(MapError::EmptyFork);
     }
@@ -231,16 +285,7 @@ fn fork_parts(fork: &Fork) -> Result<(Rtjson<'_>, Vec<Branch<'_>>), MapError> {
         .enumerate()
         .map(|(i, t)| route(i, t))
         .collect::<Result<Vec<_>, _>>()?;
-    let branches = routes
-        .iter()
-        .map(|r| Branch {
-            label: r.label,
-            extra: r.headers.extra.clone(),
-            from_display: r.headers.from.as_ref().map(|f| f.display),
-            from_uri: r.headers.from.as_ref().map(|f| f.uri),
-            ring_ms: r.fr_inv_timer,
-        })
-        .collect();
+    let branches = BranchTable::of(&routes)?;
     let rtjson = Rtjson {
         version: "1.0",
         routing: routing(fork.mode),
@@ -331,20 +376,40 @@ mod tests {
         }
     }
 
-    /// The flat per-branch data of a fork to [`desk`] and [`client`].
-    fn desk_and_client_branches() -> Value {
-        json!([
-            {
-                "label": "desk",
-                "extra": "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n",
-                "ring_ms": 15000
-            },
-            {
-                "label": "client",
-                "from_display": "Call via Work",
-                "from_uri": "sip:+14255550000@corp.example"
-            }
-        ])
+    /// The branch table read the way `branch_route[CVW_BRANCH]` reads it: route `i`'s
+    /// record offset at `3 + 6 * i`, then five length-prefixed fields.
+    fn read_table(table: &str) -> Vec<Vec<&str>> {
+        let int = |at: usize, len: usize| -> usize { table[at..at + len].parse().unwrap() };
+        (0..int(0, 2))
+            .map(|i| {
+                let mut at = int(3 + 6 * i, 5);
+                (0..5)
+                    .map(|_| {
+                        let len = int(at, 5);
+                        let field = &table[at + 6..at + 6 + len];
+                        at += 6 + len;
+                        field
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    const DESK_EXTRA: &str =
+        "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n";
+
+    /// The per-branch data of a fork to [`desk`] and [`client`], as the config reads it.
+    fn desk_and_client_branches() -> Vec<Vec<&'static str>> {
+        vec![
+            vec!["desk", "15000", DESK_EXTRA, "", ""],
+            vec![
+                "client",
+                "",
+                "",
+                "Call via Work",
+                "sip:+14255550000@corp.example",
+            ],
+        ]
     }
 
     #[test]
@@ -364,9 +429,7 @@ mod tests {
                         "label": "desk",
                         "uri": "sip:+14255550101@pbx.corp.example;user=phone",
                         "dst_uri": "sip:127.0.0.1:5090",
-                        "headers": {
-                            "extra": "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n"
-                        },
+                        "headers": { "extra": DESK_EXTRA },
                         "fr_inv_timer": 15000
                     },
                     {
@@ -375,10 +438,16 @@ mod tests {
                         "headers": { "from": { "display": "Call via Work", "uri": "sip:+14255550000@corp.example" } }
                     }
                 ]
-            },
-            "branches": desk_and_client_branches()
+            }
         });
-        assert_eq!(doc(&d).unwrap(), golden);
+        let mut doc = doc(&d).unwrap();
+        let branches = doc["branches"].take();
+        doc.as_object_mut().unwrap().remove("branches");
+        assert_eq!(doc, golden);
+        assert_eq!(
+            read_table(branches.as_str().unwrap()),
+            desk_and_client_branches()
+        );
     }
 
     #[test]
@@ -441,7 +510,7 @@ mod tests {
     }
 
     #[test]
-    fn evapi_fork_is_sliced_by_fixed_offsets_with_flat_branches() {
+    fn evapi_fork_is_sliced_by_fixed_offsets_with_a_branch_table() {
         let d = Decision::Fork(Fork {
             mode: ForkMode::Parallel,
             targets: vec![desk(), client()],
@@ -459,8 +528,34 @@ mod tests {
             rtjson["routes"][1]["uri"],
             "sip:alice@127.0.0.1:5071;transport=tcp"
         );
-        let branches: Value = serde_json::from_str(&frame[31 + len..]).unwrap();
-        assert_eq!(branches, desk_and_client_branches());
+        assert_eq!(read_table(&frame[31 + len..]), desk_and_client_branches());
+    }
+
+    #[test]
+    fn branch_table_layout_is_exact() {
+        let d = Decision::Fork(Fork {
+            mode: ForkMode::Parallel,
+            targets: vec![client()],
+        });
+        let Ok(EvapiAnswer::Fork { branches, .. }) = Kamailio.evapi_answer(&d) else {
+            panic!("not a fork");
+        };
+        assert_eq!(
+            branches.as_str(),
+            "01 00009 00006 client00000 00000 00013 Call via Work00029 sip:+14255550000@corp.example"
+        );
+    }
+
+    #[test]
+    fn forks_beyond_the_branch_table_are_refused_by_name() {
+        let d = Decision::Fork(Fork {
+            mode: ForkMode::Parallel,
+            targets: vec![client(); 100],
+        });
+        assert_eq!(
+            doc(&d).unwrap_err().to_string(),
+            "decision has 100 fork targets, more than the proxy's 99"
+        );
     }
 
     #[test]
