@@ -1,11 +1,13 @@
 //! Kamailio's terms: an action plus, for forks, an rtjson document
 //! (`rtjson_init_routes`/`rtjson_push_routes`).
 //!
-//! rtjson applies a route's headers and timers itself only in serial mode; for parallel
-//! forks the config's `branch_route` applies them (extra headers, From, the per-branch
-//! ring timeout of CVW-51) from a [`BranchTable`] that travels beside the document: plain
-//! text sliced with `{s.substr}` in the worker's own memory, because decoding JSON into
-//! xavps there costs a shared-memory allocation (and its lock) per field of every branch.
+//! rtjson applies a route's headers and timers itself only in serial mode. A parallel fork
+//! is built by the config from a [`BranchTable`] instead (Request-URI, next hop, and in
+//! `branch_route` the extra headers, From and the per-branch ring timeout of CVW-51):
+//! plain text sliced with `{s.substr}` in the worker's own memory, because rtjson and
+//! xavps put the document and every field into shared memory (an allocation under the
+//! shm lock each, on every call). The JSON form still carries the rtjson document of
+//! every fork, for configs of an operator's own that use rtjson.
 //!
 //! Over evapi ([`EvapiAnswer`]) the same decision travels in a layout the config slices
 //! with string transformations instead of parsing JSON: Kamailio's evapi dispatcher is
@@ -25,8 +27,9 @@ pub struct Kamailio;
 enum Doc<'a> {
     Relay {
         rtjson: Rtjson<'a>,
-        /// Per-branch data for `branch_route` (see [`BranchTable`]).
-        branches: BranchTable,
+        /// Parallel forks only: what the config builds the fork from (see [`BranchTable`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        branches: Option<BranchTable>,
         generation: u64,
     },
     Reply {
@@ -109,9 +112,13 @@ impl Dialect for Kamailio {
         match decision {
             Decision::Continue => Document::of(&Doc::Continue { generation }),
             Decision::Fork(fork) => {
-                let (rtjson, branches) = fork_parts(fork)?;
+                let routes = routes(fork)?;
+                let branches = match fork.mode {
+                    ForkMode::Parallel => Some(BranchTable::of(&routes)?),
+                    ForkMode::Serial => None,
+                };
                 Document::of(&Doc::Relay {
-                    rtjson,
+                    rtjson: Rtjson::of(fork.mode, routes),
                     branches,
                     generation,
                 })
@@ -129,16 +136,17 @@ impl Dialect for Kamailio {
 /// ```
 /// `T`/`L` the suspended transaction's `$T(id_index)`/`$T(id_label)`, zero-padded to ten
 /// digits (so the config takes them with `{s.substr}`); `A` the action:
-/// - `F` fork: part 1 the rtjson document, part 2 the routes' [`BranchTable`];
+/// - `P` parallel fork: part 1 the routes' [`BranchTable`];
+/// - `S` serial fork: part 1 the rtjson document (rtjson applies each route's data);
 /// - `R` final reply: part 1 `CCC reason`, part 2 the header lines to add;
 /// - `C` continue: route as without Call via Work;
 /// - `E` no decision: part 1 says why (the config logs it and routes as without Call
 ///   via Work).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EvapiAnswer {
-    Fork {
+    Parallel(BranchTable),
+    Serial {
         rtjson: String,
-        branches: BranchTable,
     },
     Reply {
         code: u16,
@@ -149,13 +157,14 @@ pub enum EvapiAnswer {
     Error(String),
 }
 
-/// The per-branch data of a fork's routes (label, ring timeout, extra header lines, From),
-/// in the order of the rtjson routes, as text that `branch_route[CVW_BRANCH]` slices with
+/// A parallel fork's routes (target, next hop, label, ring timeout, extra header lines,
+/// From) as text that `route[CVW_PARALLEL]` and `branch_route[CVW_BRANCH]` slice with
 /// `{s.substr}` and `{s.int}` alone:
 ///
 /// ```text
 /// NN OOOOO OOOOO … <record 0><record 1>…
-/// record = field(label) field(ring_ms) field(extra) field(from_display) field(from_uri)
+/// record = field(uri) field(dst_uri) field(label) field(ring_ms) field(extra)
+///          field(from_display) field(from_uri)
 /// field  = LLLLL ' ' <L bytes>
 /// ```
 /// `NN` the number of routes; route `i`'s record starts at the offset written at
@@ -186,6 +195,8 @@ impl BranchTable {
             let from = r.headers.from.as_ref();
             let mut record = String::new();
             for value in [
+                r.uri,
+                r.dst_uri.unwrap_or(""),
                 r.label,
                 &ring,
                 &r.headers.extra,
@@ -236,10 +247,13 @@ impl Kamailio {
         match decision {
             Decision::Continue => Ok(EvapiAnswer::Continue),
             Decision::Fork(fork) => {
-                let (rtjson, branches) = fork_parts(fork)?;
-                Ok(EvapiAnswer::Fork {
-                    rtjson: serde_json::to_string(&rtjson).map_err(MapError::Encode)?,
-                    branches,
+                let routes = routes(fork)?;
+                Ok(match fork.mode {
+                    ForkMode::Parallel => EvapiAnswer::Parallel(BranchTable::of(&routes)?),
+                    ForkMode::Serial => EvapiAnswer::Serial {
+                        rtjson: serde_json::to_string(&Rtjson::of(fork.mode, routes))
+                            .map_err(MapError::Encode)?,
+                    },
                 })
             }
             Decision::Originate(_) => Err(MapError::Unsupported("originate")),
@@ -253,7 +267,8 @@ impl EvapiAnswer {
     /// buffer becomes an error answer, so the call still goes on at once.
     pub fn encode(&self, tindex: u32, tlabel: u32) -> Vec<u8> {
         let (action, part1, part2): (char, std::borrow::Cow<str>, &str) = match self {
-            EvapiAnswer::Fork { rtjson, branches } => ('F', rtjson.into(), branches.as_str()),
+            EvapiAnswer::Parallel(branches) => ('P', branches.as_str().into(), ""),
+            EvapiAnswer::Serial { rtjson } => ('S', rtjson.into(), ""),
             EvapiAnswer::Reply {
                 code,
                 reason,
@@ -274,24 +289,26 @@ impl EvapiAnswer {
     }
 }
 
-/// The rtjson document of a fork and the same routes' per-branch data.
-fn fork_parts(fork: &Fork) -> Result<(Rtjson<'_>, BranchTable), MapError> {
+/// A fork's targets as rtjson routes, checked for what a SIP header line can carry.
+fn routes(fork: &Fork) -> Result<Vec<Route<'_>>, MapError> {
     if fork.targets.is_empty() {
         return Err(MapError::EmptyFork);
     }
-    let routes = fork
-        .targets
+    fork.targets
         .iter()
         .enumerate()
         .map(|(i, t)| route(i, t))
-        .collect::<Result<Vec<_>, _>>()?;
-    let branches = BranchTable::of(&routes)?;
-    let rtjson = Rtjson {
-        version: "1.0",
-        routing: routing(fork.mode),
-        routes,
-    };
-    Ok((rtjson, branches))
+        .collect()
+}
+
+impl<'a> Rtjson<'a> {
+    fn of(mode: ForkMode, routes: Vec<Route<'a>>) -> Rtjson<'a> {
+        Rtjson {
+            version: "1.0",
+            routing: routing(mode),
+            routes,
+        }
+    }
 }
 
 fn routing(mode: ForkMode) -> &'static str {
@@ -376,14 +393,14 @@ mod tests {
         }
     }
 
-    /// The branch table read the way `branch_route[CVW_BRANCH]` reads it: route `i`'s
-    /// record offset at `3 + 6 * i`, then five length-prefixed fields.
+    /// The branch table read the way the config reads it: route `i`'s record offset at
+    /// `3 + 6 * i`, then seven length-prefixed fields.
     fn read_table(table: &str) -> Vec<Vec<&str>> {
         let int = |at: usize, len: usize| -> usize { table[at..at + len].parse().unwrap() };
         (0..int(0, 2))
             .map(|i| {
                 let mut at = int(3 + 6 * i, 5);
-                (0..5)
+                (0..7)
                     .map(|_| {
                         let len = int(at, 5);
                         let field = &table[at + 6..at + 6 + len];
@@ -398,11 +415,21 @@ mod tests {
     const DESK_EXTRA: &str =
         "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n";
 
-    /// The per-branch data of a fork to [`desk`] and [`client`], as the config reads it.
+    /// The branch table of a fork to [`desk`] and [`client`], as the config reads it.
     fn desk_and_client_branches() -> Vec<Vec<&'static str>> {
         vec![
-            vec!["desk", "15000", DESK_EXTRA, "", ""],
             vec![
+                "sip:+14255550101@pbx.corp.example;user=phone",
+                "sip:127.0.0.1:5090",
+                "desk",
+                "15000",
+                DESK_EXTRA,
+                "",
+                "",
+            ],
+            vec![
+                "sip:alice@127.0.0.1:5071;transport=tcp",
+                "",
                 "client",
                 "",
                 "",
@@ -456,7 +483,9 @@ mod tests {
             mode: ForkMode::Serial,
             targets: vec![client()],
         });
-        assert_eq!(doc(&d).unwrap()["rtjson"]["routing"], "serial");
+        let serial = doc(&d).unwrap();
+        assert_eq!(serial["rtjson"]["routing"], "serial");
+        assert_eq!(serial.get("branches"), None, "rtjson applies serial routes");
         assert_eq!(
             doc(&Decision::Continue).unwrap(),
             json!({ "action": "continue", "generation": 3 })
@@ -510,7 +539,7 @@ mod tests {
     }
 
     #[test]
-    fn evapi_fork_is_sliced_by_fixed_offsets_with_a_branch_table() {
+    fn evapi_parallel_fork_is_a_branch_table_sliced_by_fixed_offsets() {
         let d = Decision::Fork(Fork {
             mode: ForkMode::Parallel,
             targets: vec![desk(), client()],
@@ -520,15 +549,28 @@ mod tests {
         // What route[CVW_DECIDED] takes with {s.substr}.
         assert_eq!(&frame[..10], "0000000123");
         assert_eq!(&frame[11..21], "0000004567");
-        assert_eq!(&frame[22..23], "F");
+        assert_eq!(&frame[22..23], "P");
         let len: usize = frame[24..30].parse().unwrap();
-        let rtjson: Value = serde_json::from_str(&frame[31..31 + len]).unwrap();
-        assert_eq!(rtjson["routing"], "parallel");
+        assert_eq!(frame.len(), 31 + len, "part 1 is all of it");
+        assert_eq!(read_table(&frame[31..]), desk_and_client_branches());
+    }
+
+    #[test]
+    fn evapi_serial_fork_is_an_rtjson_document() {
+        let d = Decision::Fork(Fork {
+            mode: ForkMode::Serial,
+            targets: vec![desk(), client()],
+        });
+        let frame = Kamailio.evapi_answer(&d).unwrap().encode(1, 2);
+        let frame = String::from_utf8(frame).unwrap();
+        assert_eq!(&frame[22..23], "S");
+        let rtjson: Value = serde_json::from_str(&frame[31..]).unwrap();
+        assert_eq!(rtjson["routing"], "serial");
+        assert_eq!(rtjson["routes"][0]["fr_inv_timer"], 15000);
         assert_eq!(
-            rtjson["routes"][1]["uri"],
-            "sip:alice@127.0.0.1:5071;transport=tcp"
+            rtjson["routes"][1]["headers"]["from"]["uri"],
+            "sip:+14255550000@corp.example"
         );
-        assert_eq!(read_table(&frame[31 + len..]), desk_and_client_branches());
     }
 
     #[test]
@@ -537,12 +579,13 @@ mod tests {
             mode: ForkMode::Parallel,
             targets: vec![client()],
         });
-        let Ok(EvapiAnswer::Fork { branches, .. }) = Kamailio.evapi_answer(&d) else {
-            panic!("not a fork");
+        let Ok(EvapiAnswer::Parallel(branches)) = Kamailio.evapi_answer(&d) else {
+            panic!("not a parallel fork");
         };
         assert_eq!(
             branches.as_str(),
-            "01 00009 00006 client00000 00000 00013 Call via Work00029 sip:+14255550000@corp.example"
+            "01 00009 00038 sip:alice@127.0.0.1:5071;transport=tcp00000 00006 client\
+             00000 00000 00013 Call via Work00029 sip:+14255550000@corp.example"
         );
     }
 
