@@ -15,6 +15,7 @@
 
 use super::{Dialect, Document, MapError, final_reply, header_lines, line_safe, name_addr};
 use crate::policy::model::{Decision, Fork, ForkMode, Target};
+use base64::Engine as _;
 use serde::Serialize;
 
 /// The Kamailio dialect (janssonrpcc, http_client).
@@ -114,7 +115,7 @@ impl Dialect for Kamailio {
             Decision::Fork(fork) => {
                 let routes = routes(fork)?;
                 let branches = match fork.mode {
-                    ForkMode::Parallel => Some(BranchTable::of(&routes)?),
+                    ForkMode::Parallel => Some(BranchTable::of(&routes)),
                     ForkMode::Serial => None,
                 };
                 Document::of(&Doc::Relay {
@@ -158,71 +159,39 @@ pub enum EvapiAnswer {
 }
 
 /// A parallel fork's routes (target, next hop, label, ring timeout, extra header lines,
-/// From) as text that `route[CVW_PARALLEL]` and `branch_route[CVW_BRANCH]` slice with
-/// `{s.substr}` and `{s.int}` alone:
+/// From) as text that `route[CVW_PARALLEL]` and `branch_route[CVW_BRANCH]` read with
+/// `{s.select}` and `{s.decode.base64}` alone, no offsets to compute in the config:
 ///
 /// ```text
-/// NN OOOOO OOOOO … <record 0><record 1>…
-/// record = field(uri) field(dst_uri) field(label) field(ring_ms) field(extra)
-///          field(from_display) field(from_uri)
-/// field  = LLLLL ' ' <L bytes>
+/// N|<route 0>|<route 1>|…
+/// route = b64(uri).b64(dst_uri).b64(label).ring_ms.b64(extra).b64(from_display).b64(from_uri)
 /// ```
-/// `NN` the number of routes; route `i`'s record starts at the offset written at
-/// `3 + 6 * i` (from the start of the table); a field is its byte length, five digits, a
-/// space and the bytes (empty: none; `ring_ms` is decimal milliseconds).
+/// `N` the number of routes; route `i` is field `i + 1` between `|`; in a route the fields
+/// are separated by `.`, neither of which base64 uses; an empty field means none
+/// (`ring_ms` is decimal milliseconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct BranchTable(String);
 
 impl BranchTable {
-    /// Two digits of route count; Kamailio forks at most 31 branches anyway.
-    const MAX_ROUTES: usize = 99;
-    /// Five digits of offsets and lengths.
-    const MAX_LEN: usize = 99_999;
-
-    fn of(routes: &[Route<'_>]) -> Result<BranchTable, MapError> {
-        let count = routes.len();
-        if count > Self::MAX_ROUTES {
-            return Err(MapError::TooLarge {
-                what: "fork targets",
-                size: count,
-                max: Self::MAX_ROUTES,
-            });
-        }
-        let mut records = Vec::with_capacity(count);
+    fn of(routes: &[Route<'_>]) -> BranchTable {
+        let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let mut table = routes.len().to_string();
         for r in routes {
-            let ring = r.fr_inv_timer.map(|ms| ms.to_string()).unwrap_or_default();
             let from = r.headers.from.as_ref();
-            let mut record = String::new();
-            for value in [
-                r.uri,
-                r.dst_uri.unwrap_or(""),
-                r.label,
-                &ring,
-                &r.headers.extra,
-                from.map_or("", |f| f.display),
-                from.map_or("", |f| f.uri),
-            ] {
-                record.push_str(&format!("{:05} {value}", value.len()));
-            }
-            records.push(record);
+            let fields = [
+                b64(r.uri),
+                b64(r.dst_uri.unwrap_or("")),
+                b64(r.label),
+                r.fr_inv_timer.map(|ms| ms.to_string()).unwrap_or_default(),
+                b64(&r.headers.extra),
+                b64(from.map_or("", |f| f.display)),
+                b64(from.map_or("", |f| f.uri)),
+            ];
+            table.push('|');
+            table.push_str(&fields.join("."));
         }
-        let mut table = format!("{count:02}");
-        let mut offset = 3 + 6 * count;
-        for record in &records {
-            table.push_str(&format!(" {offset:05}"));
-            offset += record.len();
-        }
-        table.push(' ');
-        table.extend(records);
-        if table.len() > Self::MAX_LEN {
-            return Err(MapError::TooLarge {
-                what: "per-branch data (bytes)",
-                size: table.len(),
-                max: Self::MAX_LEN,
-            });
-        }
-        Ok(BranchTable(table))
+        BranchTable(table)
     }
 
     pub fn as_str(&self) -> &str {
@@ -249,7 +218,7 @@ impl Kamailio {
             Decision::Fork(fork) => {
                 let routes = routes(fork)?;
                 Ok(match fork.mode {
-                    ForkMode::Parallel => EvapiAnswer::Parallel(BranchTable::of(&routes)?),
+                    ForkMode::Parallel => EvapiAnswer::Parallel(BranchTable::of(&routes)),
                     ForkMode::Serial => EvapiAnswer::Serial {
                         rtjson: serde_json::to_string(&Rtjson::of(fork.mode, routes))
                             .map_err(MapError::Encode)?,
@@ -393,30 +362,34 @@ mod tests {
         }
     }
 
-    /// The branch table read the way the config reads it: route `i`'s record offset at
-    /// `3 + 6 * i`, then seven length-prefixed fields.
-    fn read_table(table: &str) -> Vec<Vec<&str>> {
-        let int = |at: usize, len: usize| -> usize { table[at..at + len].parse().unwrap() };
-        (0..int(0, 2))
-            .map(|i| {
-                let mut at = int(3 + 6 * i, 5);
-                (0..7)
-                    .map(|_| {
-                        let len = int(at, 5);
-                        let field = &table[at + 6..at + 6 + len];
-                        at += 6 + len;
-                        field
+    /// The branch table read the way the config reads it: route `i` is field `i + 1`
+    /// between `|`, its fields between `.`, base64 but for the ring timeout.
+    fn read_table(table: &str) -> Vec<Vec<String>> {
+        let mut routes = table.split('|');
+        let count: usize = routes.next().unwrap().parse().unwrap();
+        let routes: Vec<Vec<String>> = routes
+            .map(|r| {
+                r.split('.')
+                    .enumerate()
+                    .map(|(k, f)| match k {
+                        3 => f.to_owned(),
+                        _ => {
+                            let bytes = base64::engine::general_purpose::STANDARD.decode(f);
+                            String::from_utf8(bytes.unwrap()).unwrap()
+                        }
                     })
                     .collect()
             })
-            .collect()
+            .collect();
+        assert_eq!(routes.len(), count);
+        routes
     }
 
     const DESK_EXTRA: &str =
         "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n";
 
     /// The branch table of a fork to [`desk`] and [`client`], as the config reads it.
-    fn desk_and_client_branches() -> Vec<Vec<&'static str>> {
+    fn desk_and_client_branches() -> Vec<Vec<String>> {
         vec![
             vec![
                 "sip:+14255550101@pbx.corp.example;user=phone",
@@ -437,6 +410,9 @@ mod tests {
                 "sip:+14255550000@corp.example",
             ],
         ]
+        .into_iter()
+        .map(|route| route.into_iter().map(String::from).collect())
+        .collect()
     }
 
     #[test]
@@ -539,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn evapi_parallel_fork_is_a_branch_table_sliced_by_fixed_offsets() {
+    fn evapi_parallel_fork_is_a_branch_table_after_fixed_offsets() {
         let d = Decision::Fork(Fork {
             mode: ForkMode::Parallel,
             targets: vec![desk(), client()],
@@ -584,20 +560,8 @@ mod tests {
         };
         assert_eq!(
             branches.as_str(),
-            "01 00009 00038 sip:alice@127.0.0.1:5071;transport=tcp00000 00006 client\
-             00000 00000 00013 Call via Work00029 sip:+14255550000@corp.example"
-        );
-    }
-
-    #[test]
-    fn forks_beyond_the_branch_table_are_refused_by_name() {
-        let d = Decision::Fork(Fork {
-            mode: ForkMode::Parallel,
-            targets: vec![client(); 100],
-        });
-        assert_eq!(
-            doc(&d).unwrap_err().to_string(),
-            "decision has 100 fork targets, more than the proxy's 99"
+            "1|c2lwOmFsaWNlQDEyNy4wLjAuMTo1MDcxO3RyYW5zcG9ydD10Y3A=..Y2xpZW50...\
+             Q2FsbCB2aWEgV29yaw==.c2lwOisxNDI1NTU1MDAwMEBjb3JwLmV4YW1wbGU="
         );
     }
 

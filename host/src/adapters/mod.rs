@@ -74,12 +74,6 @@ pub enum MapError {
     LineBreak { field: String },
     #[error("{field}: header name {name:?} is not a SIP token")]
     BadHeaderName { field: String, name: String },
-    #[error("decision has {size} {what}, more than the proxy's {max}")]
-    TooLarge {
-        what: &'static str,
-        size: usize,
-        max: usize,
-    },
     #[error("decision kind {0} cannot be carried out by the proxy")]
     Unsupported(&'static str),
     #[error("cannot encode the document: {0}")]

@@ -652,7 +652,7 @@ fn add_static_fork(cfg: String) -> String {
     // Analysis only: what the per-branch ring timeout (CVW-51, a second pass through the
     // proxy) costs, by turning it off.
     let cfg = if std::env::var_os("CVW_LOAD_NO_RING_TIMEOUT").is_some() {
-        cfg.replace("if ($var(ring) != \"\") {", "if (0) {")
+        cfg.replace("if ($(var(r){s.select,3,.}) != \"\") {", "if (0) {")
     } else {
         cfg
     };
