@@ -514,14 +514,19 @@ mod tests {
         assert!(matches!(doc(&e), Err(MapError::EmptyFork)));
     }
 
-    #[test]
-    fn evapi_parallel_fork_is_a_branch_table_after_fixed_offsets() {
+    /// The evapi answer to transaction 123:4567 of a fork to [`desk`] and [`client`].
+    fn evapi_fork_frame(mode: ForkMode) -> String {
         let d = Decision::Fork(Fork {
-            mode: ForkMode::Parallel,
+            mode,
             targets: vec![desk(), client()],
         });
         let frame = Kamailio.evapi_answer(&d).unwrap().encode(123, 4567);
-        let frame = String::from_utf8(frame).unwrap();
+        String::from_utf8(frame).unwrap()
+    }
+
+    #[test]
+    fn evapi_parallel_fork_is_a_branch_table_after_fixed_offsets() {
+        let frame = evapi_fork_frame(ForkMode::Parallel);
         // What route[CVW_DECIDED] takes with {s.substr}.
         assert_eq!(&frame[..10], "0000000123");
         assert_eq!(&frame[11..21], "0000004567");
@@ -533,12 +538,7 @@ mod tests {
 
     #[test]
     fn evapi_serial_fork_is_an_rtjson_document() {
-        let d = Decision::Fork(Fork {
-            mode: ForkMode::Serial,
-            targets: vec![desk(), client()],
-        });
-        let frame = Kamailio.evapi_answer(&d).unwrap().encode(1, 2);
-        let frame = String::from_utf8(frame).unwrap();
+        let frame = evapi_fork_frame(ForkMode::Serial);
         assert_eq!(&frame[22..23], "S");
         let rtjson: Value = serde_json::from_str(&frame[31..]).unwrap();
         assert_eq!(rtjson["routing"], "serial");

@@ -553,7 +553,8 @@ impl Frames {
     fn decided(self, answer: &[u8]) -> bool {
         match self {
             Frames::JsonRpc => answer.windows(9).any(|w| w == b"\"result\":"),
-            Frames::Evapi => answer.get(22) == Some(&b'F'),
+            // A fork, parallel (P) or serial (S); E would be an error answer.
+            Frames::Evapi => matches!(answer.get(22), Some(b'P' | b'S')),
         }
     }
 }

@@ -323,7 +323,7 @@ mod tests {
         );
         let answer = s.answer_event(&event(12, &contact, &b64(INVITE))).unwrap();
         let text = String::from_utf8(answer).unwrap();
-        assert!(text.starts_with("0000000012 0000000077 F "), "{text}");
+        assert!(text.starts_with("0000000012 0000000077 P "), "{text}");
         let seen = fake.seen.lock().unwrap();
         let ctx = &seen[0].1;
         assert_eq!(ctx.contacts[0].uri, "sip:alice@127.0.0.1:5071");
@@ -385,7 +385,7 @@ mod tests {
                 .await
                 .unwrap();
             let answer = read_frame(&mut conn, &mut d).await;
-            assert!(answer.starts_with(format!("{round:010} 0000000077 F ").as_bytes()));
+            assert!(answer.starts_with(format!("{round:010} 0000000077 P ").as_bytes()));
             // Kamailio restarts: the host notices and connects again.
             drop(conn);
         }
