@@ -9,7 +9,7 @@
 //! A [`SipRequest`] is immutable and cheap to clone (one reference count): the policy
 //! runtime lends the same parsed message to every hook of a call without copying it.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use crate::policy::model::{Header, NameAddr};
@@ -44,15 +44,29 @@ impl SipRequest {
     /// Parses a request from the wire. Requires From, To and Call-ID (the policy's getters
     /// for them cannot say "missing").
     pub fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
-        let request = rsip::Request::try_from(bytes).map_err(MessageError::Parse)?;
-        let mut builder =
-            SipRequest::builder(request.method().to_string(), request.uri().to_string());
-        for header in request.headers.iter() {
-            let line = header.to_string();
-            let (name, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
-            builder = builder.header(name.trim(), value.trim());
+        let rsip::Request {
+            method,
+            uri,
+            headers,
+            body,
+            ..
+        } = rsip::Request::try_from(bytes).map_err(MessageError::Parse)?;
+        let mut builder = SipRequest::builder(method.to_string(), uri.to_string());
+        let mut line = String::new();
+        for header in headers {
+            builder = match header {
+                // Headers rsip has no type for (X-…, History-Info, P-Asserted-Identity, …)
+                // come as name and value already: taken as they are, not formatted again.
+                rsip::Header::Other(name, value) => builder.header(trimmed(name), trimmed(value)),
+                known => {
+                    line.clear();
+                    let _ = write!(line, "{known}");
+                    let (name, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+                    builder.header(name.trim(), value.trim())
+                }
+            };
         }
-        builder.body(request.body().clone()).build()
+        builder.body(body).build()
     }
 
     /// Starts a request from parts, for adapters that get fields rather than bytes.
@@ -191,6 +205,14 @@ impl SipRequestBuilder {
             headers: self.headers,
             body: self.body,
         })))
+    }
+}
+
+/// `text` without surrounding white space, reusing its allocation when there is none.
+fn trimmed(text: String) -> String {
+    match text.trim() {
+        t if t.len() == text.len() => text,
+        t => t.to_owned(),
     }
 }
 
