@@ -4,7 +4,7 @@
 //! rtjson applies a route's headers and timers itself only in serial mode. A parallel fork
 //! is built by the config from a [`BranchTable`] instead (Request-URI, next hop, and in
 //! `branch_route` the extra headers, From and the per-branch ring timeout of CVW-51):
-//! plain text sliced with `{s.substr}` in the worker's own memory, because rtjson and
+//! plain text read with `{s.select}` in the worker's own memory, because rtjson and
 //! xavps put the document and every field into shared memory (an allocation under the
 //! shm lock each, on every call). The JSON form still carries the rtjson document of
 //! every fork, for configs of an operator's own that use rtjson.
