@@ -890,8 +890,6 @@ async fn register(sock: &UdpSocket, proxy: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Closed loop: `concurrency` calls in flight; each call is INVITE → final response → ACK.
-/// Returns (calls/s, latencies, calls without a final response, completed calls).
 /// How calls are started: a fixed number in flight (closed loop, the capacity) or at a
 /// fixed rate whatever the answers (open loop, the latency at that rate).
 #[derive(Clone, Copy)]
@@ -900,6 +898,9 @@ enum Pace {
     Rate(u32),
 }
 
+/// Calls to `ruri` for `dur`, started as `pace` says; each call is INVITE → final
+/// response → ACK. Returns (calls/s, latencies, calls without a final response,
+/// completed calls).
 async fn calls(
     proxy: SocketAddr,
     ruri: &str,

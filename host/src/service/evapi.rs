@@ -154,11 +154,11 @@ async fn connection(
                 continue;
             }
             if let Some(answer) = svc.answer_event(&frame) {
-                // One frame per write: evapi's reader is safest with whole frames, and
-                // answers leave as soon as they are made.
                 out.extend_from_slice(&netstring::encode(&answer));
             }
         }
+        // Whole frames only, in one write: evapi's reader is safest with whole frames,
+        // and the answers to what one read brought leave together, at once.
         if !out.is_empty() {
             stream.write_all(&out).await?;
         }
