@@ -1183,6 +1183,36 @@ mod originate {
             .unwrap_or(0)
     }
 
+    /// What the held calls are measured with: this process's live heap and RSS and the
+    /// phones' process's RSS, taken before and after the calls are up.
+    struct Footprint {
+        heap: usize,
+        host_kib: u64,
+        phones_kib: u64,
+    }
+
+    impl Footprint {
+        fn now(phones: &PhonesChild) -> Footprint {
+            Footprint {
+                heap: crate::heap::live(),
+                host_kib: rss_kib(std::process::id()),
+                phones_kib: rss_kib(phones.pid()),
+            }
+        }
+
+        /// Bytes per call from `self` to `later` over `calls` calls, as (host live heap
+        /// without `own` bytes the tool itself keeps, host RSS, phones' RSS).
+        fn per_call(&self, later: &Footprint, calls: usize, own: usize) -> (f64, f64, f64) {
+            let calls = calls.max(1) as f64;
+            let kib = |a: u64, b: u64| (b.saturating_sub(a) * 1024) as f64 / calls;
+            (
+                later.heap.saturating_sub(self.heap).saturating_sub(own) as f64 / calls,
+                kib(self.host_kib, later.host_kib),
+                kib(self.phones_kib, later.phones_kib),
+            )
+        }
+    }
+
     /// A click to call from Alice's desk phone to the callee, both phones reached directly.
     fn plan(phones: &PhonesChild) -> model::OriginationPlan {
         model::OriginationPlan {
@@ -1213,7 +1243,7 @@ mod originate {
     /// memory per call then includes what the API keeps (the call's record, its event
     /// feed, its follower task), which a real `cvw serve` keeps too.
     mod api_held {
-        use super::{PhonesChild, SETTLE, rss_kib};
+        use super::{Footprint, PhonesChild, SETTLE};
         use anyhow::{Context, bail};
         use cvw::api::auth::Tokens;
         use cvw::api::calls::Calls;
@@ -1333,9 +1363,7 @@ mod originate {
             // One call first: the policy's instance, the API's first-use allocations.
             place(addr).await?;
             tokio::time::sleep(SETTLE).await;
-            let me = std::process::id();
-            let (host0, phones0) = (rss_kib(me), rss_kib(phones.pid()));
-            let heap0 = crate::heap::live();
+            let before = Footprint::now(phones);
             let mut ids = Vec::with_capacity(hold);
             for _ in 0..hold {
                 ids.push(place(addr).await?);
@@ -1349,16 +1377,13 @@ mod originate {
                 println!("through the API: call {id} is {:?}", state(&calls, id));
             }
             tokio::time::sleep(SETTLE).await;
-            let (host1, phones1) = (rss_kib(me), rss_kib(phones.pid()));
-            let heap1 = crate::heap::live();
+            let after = Footprint::now(phones);
             // The id strings this tool keeps are not the host's.
             let own = ids.iter().map(|i| i.capacity()).sum::<usize>();
-            let per_call = |a: u64, b: u64| (b.saturating_sub(a) * 1024) as f64 / up.max(1) as f64;
+            let (heap, rss, phones_rss) = before.per_call(&after, up, own);
             println!(
-                "through the API: {up} of {hold} calls connected at once: host live heap {:.0} bytes per call, RSS {host0} -> {host1} KiB = {:.0} bytes per call; phones {:.0} bytes per call",
-                (heap1.saturating_sub(heap0).saturating_sub(own)) as f64 / up.max(1) as f64,
-                per_call(host0, host1),
-                per_call(phones0, phones1)
+                "through the API: {up} of {hold} calls connected at once: host live heap {heap:.0} bytes per call, RSS {} -> {} KiB = {rss:.0} bytes per call; phones {phones_rss:.0} bytes per call",
+                before.host_kib, after.host_kib
             );
             for id in &ids {
                 let (code, body) = http(addr, "DELETE", &format!("/v1/calls/{id}"), "").await?;
@@ -1741,9 +1766,7 @@ mod originate {
         hold: usize,
     ) -> anyhow::Result<()> {
         tokio::time::sleep(SETTLE).await;
-        let me = std::process::id();
-        let (host0, phones0) = (rss_kib(me), rss_kib(phones.pid()));
-        let heap0 = crate::heap::live();
+        let before = Footprint::now(phones);
         let (release_tx, release) = watch::channel(false);
         let (connected, mut up) = mpsc::unbounded_channel();
         let (out, mut outcomes) = mpsc::unbounded_channel();
@@ -1771,17 +1794,14 @@ mod originate {
             }
         }
         tokio::time::sleep(SETTLE).await;
-        let (host1, phones1) = (rss_kib(me), rss_kib(phones.pid()));
-        let heap1 = crate::heap::live();
-        let per_call = |a: u64, b: u64| (b.saturating_sub(a) * 1024) as f64 / n_up.max(1) as f64;
+        let after = Footprint::now(phones);
+        let (heap, rss, phones_rss) = before.per_call(&after, n_up, 0);
         println!(
-            "{n_up} of {hold} calls connected at once: host live heap {:.0} bytes per call",
-            heap1.saturating_sub(heap0) as f64 / n_up.max(1) as f64
+            "{n_up} of {hold} calls connected at once: host live heap {heap:.0} bytes per call"
         );
         println!(
-            "{n_up} of {hold} calls connected at once: host RSS {host0} -> {host1} KiB = {:.0} bytes per call (incl. the requester's task per call); phones' process {phones0} -> {phones1} KiB = {:.0} bytes per call (2 dialogs)",
-            per_call(host0, host1),
-            per_call(phones0, phones1)
+            "{n_up} of {hold} calls connected at once: host RSS {} -> {} KiB = {rss:.0} bytes per call (incl. the requester's task per call); phones' process {} -> {} KiB = {phones_rss:.0} bytes per call (2 dialogs)",
+            before.host_kib, after.host_kib, before.phones_kib, after.phones_kib
         );
         let _ = release_tx.send(true);
         let far = Instant::now() + DRAIN;
