@@ -589,24 +589,40 @@ async fn failure_hook_sends_an_unanswered_call_to_voicemail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_when_the_host_does_not_answer_in_time() {
     let (kam, pbx_sock) = silent_host_setup(false).await;
-    let mut silent = tokio::net::TcpStream::connect(kam.evapi).await.unwrap();
-    let hello = b"{\"hello\":\"silent\"}";
-    let frame = [format!("{}:", hello.len()).as_bytes(), hello, b","].concat();
-    tokio::io::AsyncWriteExt::write_all(&mut silent, &frame)
-        .await
-        .unwrap();
-    let mut confirmed = Vec::new();
-    while !String::from_utf8_lossy(&confirmed).contains("ready silent") {
-        let mut buf = [0u8; 1024];
-        let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut silent, &mut buf))
-            .await
-            .expect("Kamailio confirms the silent host")
-            .unwrap();
-        assert!(n > 0, "Kamailio closed the evapi connection");
-        confirmed.extend_from_slice(&buf[..n]);
-    }
+    let (silent, _) = evapi_host_of_the_test(&kam, "silent").await;
     rings_without_a_decision(&kam, pbx_sock).await;
     drop(silent);
+}
+
+/// A host played by the test on Kamailio's evapi: connected, and confirmed by Kamailio
+/// (its calls come here from then on). The decoder keeps what arrived after `ready`.
+async fn evapi_host_of_the_test(
+    kam: &Kamailio,
+    name: &str,
+) -> (tokio::net::TcpStream, cvw::service::netstring::Decoder) {
+    use cvw::service::netstring;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut host = tokio::net::TcpStream::connect(kam.evapi).await.unwrap();
+    let hello = format!("{{\"hello\":\"{name}\"}}");
+    host.write_all(&netstring::encode(hello.as_bytes()))
+        .await
+        .unwrap();
+    let ready = format!("ready {name}");
+    let mut frames = netstring::Decoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(frame) = frames.next_frame().unwrap() {
+            if frame == ready.as_bytes() {
+                return (host, frames);
+            }
+        }
+        let n = tokio::time::timeout(WAIT, host.read(&mut buf))
+            .await
+            .expect("Kamailio confirms the test's host")
+            .unwrap();
+        assert!(n > 0, "Kamailio closed the evapi connection");
+        frames.extend(&buf[..n]);
+    }
 }
 
 /// The same over JSON-RPC: the host accepts Kamailio's connection and never answers.
@@ -719,38 +735,24 @@ async fn parallel_fork_applies_from_next_hop_and_headers_per_branch() {
         ],
     });
 
-    let mut host = tokio::net::TcpStream::connect(kam.evapi).await.unwrap();
-    host.write_all(&netstring::encode(b"{\"hello\":\"scripted\"}"))
-        .await
-        .unwrap();
-    let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    let mut ready_tx = Some(ready_tx);
+    let (mut host, mut frames) = evapi_host_of_the_test(&kam, "scripted").await;
     let answering = tokio::spawn(async move {
-        let mut frames = netstring::Decoder::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = host.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
-                return; // Kamailio stopped
-            }
-            frames.extend(&buf[..n]);
             while let Some(frame) = frames.next_frame().unwrap() {
-                if frame == b"ready scripted" {
-                    ready_tx.take().map(|tx| tx.send(()));
-                    continue;
-                }
                 let event: serde_json::Value = serde_json::from_slice(&frame).unwrap();
                 let id = |k: &str| event[k].as_u64().unwrap() as u32;
                 let answer = Dialect.evapi_answer(&fork).unwrap();
                 let answer = answer.encode(id("tindex"), id("tlabel"));
                 host.write_all(&netstring::encode(&answer)).await.unwrap();
             }
+            let n = host.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return; // Kamailio stopped
+            }
+            frames.extend(&buf[..n]);
         }
     });
-    tokio::time::timeout(WAIT, ready)
-        .await
-        .expect("Kamailio confirms the scripted host")
-        .unwrap();
 
     let mut bob = Phone::udp("bob", kam.sip).await;
     let mut call = bob.invite(ALICE, BOB, &[]);
