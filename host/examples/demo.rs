@@ -130,6 +130,11 @@ async fn simultaneous_ring(proxy: std::net::SocketAddr) -> anyhow::Result<()> {
     let at_mobile = mobile.expect_invite(WAIT).await;
     show("mobile", &at_mobile, &[]);
 
+    // Dave hears all three ring before Alice answers, as a person would: a branch whose
+    // ringing reaches Kamailio only after the answer is not cancelled (tm cancels a
+    // branch once it has replied, RFC 3261 §9.1), and the demo waited for that CANCEL.
+    dave.expect_ringing(3, WAIT).await;
+
     say("\n3. Alice answers on her laptop: first answer wins (CVW-31)");
     laptop.answer(&at_laptop);
     let answer = dave.final_response(&mut call, WAIT).await;
