@@ -323,7 +323,7 @@ async fn events(
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/yaml")],
-        include_str!("../../../docs/openapi.yaml"),
+        include_str!("../../../../docs/openapi.yaml"),
     )
         .into_response()
 }

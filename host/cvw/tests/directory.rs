@@ -233,7 +233,7 @@ fn every_user_is_handed_to_check_user() {
 
 #[test]
 fn the_shipped_example_directory_loads() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/directory.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/directory.toml");
     let dir = Directory::load(&path).unwrap();
     assert!(!dir.is_empty());
 }

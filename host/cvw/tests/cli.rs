@@ -163,7 +163,7 @@ fn cvw_4_policy_check_names_the_user_check_user_refuses() {
 
 #[test]
 fn cvw_53_the_shipped_scenarios_pass() {
-    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scenarios");
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios");
     let out = cvw(&[
         "policy",
         "test",

@@ -4,7 +4,7 @@
 //!
 //! Fails, never skips, when `kamailio` is missing (`.ci/run` installs it).
 
-mod support;
+use cvw_testkit as support;
 
 use cvw::directory::Directory;
 use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
@@ -803,7 +803,7 @@ async fn cvw30_31_with_sipp_as_the_caller() {
     let mut w = World::new().await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/sipp/call-and-hang-up.xml");
+        .join("../../tests/fixtures/sipp/call-and-hang-up.xml");
     let port = support::kamailio::free_port().to_string();
     let media = support::kamailio::free_port().to_string();
     let mut cmd = std::process::Command::new(sipp());

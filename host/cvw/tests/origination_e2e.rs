@@ -5,7 +5,7 @@
 //!
 //! Fails, never skips, when `kamailio` is missing (`.ci/run` installs it).
 
-mod support;
+use cvw_testkit as support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -14,11 +14,7 @@
 //!   calls, host memory per connected call and host CPU per call; `--kamailio` puts a
 //!   real Kamailio in between as the host's outbound proxy.
 
-#[path = "../../../tests/support/kamailio.rs"]
-#[allow(dead_code)]
-mod kamailio;
-#[path = "../../../tests/support/sip.rs"]
-mod sip;
+use cvw_testkit::{kamailio, sip};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;

@@ -82,7 +82,7 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 }
 
 pub fn example_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kamailio/kamailio.cfg")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kamailio/kamailio.cfg")
 }
 
 /// `text` with each `#!substdef "!NAME!...!g"` line set to `value`.

@@ -2,8 +2,6 @@
 //! type they use ([`sip`]) and a Kamailio runner ([`kamailio`]) that generates a config
 //! from `examples/kamailio/` on free loopback ports and kills the proxy on drop.
 
-#![allow(dead_code)]
-
 pub mod http;
 pub mod kamailio;
 pub mod phone;

@@ -37,7 +37,12 @@ const PROFILE: &str = "guest";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let workspace = manifest_dir.parent().unwrap_or(&manifest_dir).to_path_buf();
+    // host/cvw → the workspace root.
+    let workspace = manifest_dir
+        .ancestors()
+        .nth(2)
+        .unwrap_or(&manifest_dir)
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default());
     let target_dir = out_dir.join("guest-target");
 
@@ -45,7 +50,8 @@ fn main() {
         "wit",
         "Cargo.toml",
         "Cargo.lock",
-        "guest/Cargo.toml",
+        "guest/component/Cargo.toml",
+        "guest/logic/Cargo.toml",
         "examples/policies/office-hours/Cargo.toml",
         "tests/fixtures/misbehaving-policy/Cargo.toml",
     ] {
@@ -65,7 +71,8 @@ fn main() {
         // Without artifacts there is no `.d` file: watch the sources so that fixing the
         // guest re-runs this script.
         for dir in [
-            "guest/src",
+            "guest/component/src",
+            "guest/logic/src",
             "examples/policies/office-hours/src",
             "tests/fixtures/misbehaving-policy/src",
         ] {

@@ -3,7 +3,7 @@
 //! user agent: authentication, the own-line rule, refusals with their reason, limits, the
 //! event feed, hang-up, and the call log.
 
-mod support;
+use cvw_testkit as support;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -93,7 +93,7 @@ struct Harness {
 impl Harness {
     async fn start(script: Script, limits: LimitSettings) -> Self {
         let directory = Directory::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/directory.toml"),
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/directory.toml"),
         )
         .unwrap();
         let policy = PolicyHost::new(RuntimeSettings::default()).unwrap();

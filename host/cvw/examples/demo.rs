@@ -6,8 +6,7 @@
 //! Run with `scripts/demo` (it installs Kamailio if missing and builds first).
 //! The demo phones are the end-to-end tests' own (`tests/support/`).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use cvw_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,7 +37,7 @@ impl Drop for Proxy {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The example config with its run directory and address list pointed at this checkout.

@@ -588,7 +588,7 @@ mod tests {
 
     #[test]
     fn the_example_configuration_loads_with_paths_beside_it() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cvw.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cvw.toml");
         let config = ServeConfig::load(&path).unwrap();
         assert_eq!(config.policy_source(), PolicySource::BuiltIn);
         assert!(config.directory.ends_with("examples/directory.toml"));

@@ -10,7 +10,7 @@ use crate::message::SipRequest;
 
 wasmtime::component::bindgen!({
     world: "policy",
-    path: "../wit/policy-1.0.0",
+    path: "../../wit/policy-1.0.0",
     with: {
         "cvw:policy/types.request": crate::message::SipRequest,
     },
