@@ -4,7 +4,7 @@
 //! step, then serving until Ctrl-C so a SIP phone or sipp can be pointed at it.
 //!
 //! Run with `scripts/demo` (it installs Kamailio if missing and builds first).
-//! The demo phones are the end-to-end tests' own (`tests/support/`).
+//! The demo phones are the end-to-end tests' own (`cvw_sip::testing::wire`).
 
 use cvw_testkit as support;
 
@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use cvw::control::AdminToken;
 use cvw::serve::{self, ServeConfig};
-use support::phone::Phone;
-use support::sip::Msg;
+use cvw_sip::message::Message;
+use cvw_sip::testing::wire::Phone;
 use tokio::net::UdpSocket;
 
 const KAMAILIO: &str = "127.0.0.1:5060";
@@ -84,10 +84,11 @@ fn say(text: &str) {
     println!("{text}");
 }
 
-fn show(who: &str, m: &Msg, headers: &[&str]) {
-    println!("    {who:<13} {}", m.start);
+fn show(who: &str, m: impl Into<Message>, headers: &[&str]) {
+    let m = m.into();
+    println!("    {who:<13} {}", m.start_line());
     for h in headers {
-        if let Some(v) = m.header(h) {
+        if let Some(v) = m.headers().get(h) {
             println!("    {:<13}   {h}: {v}", "");
         }
     }
@@ -123,11 +124,15 @@ async fn simultaneous_ring(proxy: std::net::SocketAddr) -> anyhow::Result<()> {
     say("\n2. Dave calls Alice from his UC client; the policy forks (CVW-30)");
     let mut call = dave.invite("sip:alice@corp.example", "sip:dave@corp.example", &[]);
     let at_desk = desk.expect_invite(WAIT).await;
-    show("desk (PBX)", &at_desk, &["History-Info", "X-CVW-Leg"]);
+    show(
+        "desk (PBX)",
+        at_desk.clone(),
+        &["History-Info", "X-CVW-Leg"],
+    );
     let at_laptop = laptop.expect_invite(WAIT).await;
-    show("laptop", &at_laptop, &[]);
+    show("laptop", at_laptop.clone(), &[]);
     let at_mobile = mobile.expect_invite(WAIT).await;
-    show("mobile", &at_mobile, &[]);
+    show("mobile", at_mobile.clone(), &[]);
 
     // Dave hears all three ring before Alice answers, as a person would: a branch whose
     // ringing reaches Kamailio only after the answer is not cancelled (tm cancels a
@@ -137,15 +142,15 @@ async fn simultaneous_ring(proxy: std::net::SocketAddr) -> anyhow::Result<()> {
     say("\n3. Alice answers on her laptop: first answer wins (CVW-31)");
     laptop.answer(&at_laptop);
     let answer = dave.final_response(&mut call, WAIT).await;
-    say(&format!("    dave          got {}", answer.start));
+    say(&format!("    dave          got {}", answer.start_line()));
     let cancel = desk.expect_cancel(&at_desk, WAIT).await;
-    show("desk (PBX)", &cancel, &["Reason"]);
+    show("desk (PBX)", cancel, &["Reason"]);
     let cancel = mobile.expect_cancel(&at_mobile, WAIT).await;
-    show("mobile", &cancel, &["Reason"]);
+    show("mobile", cancel, &["Reason"]);
 
     say("\n4. Dave hangs up");
     let (_, bye) = tokio::join!(dave.bye(&call), laptop.expect_bye(WAIT));
-    show("laptop", &bye, &[]);
+    show("laptop", bye, &[]);
     Ok(())
 }
 

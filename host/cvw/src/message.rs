@@ -1,28 +1,40 @@
-//! The SIP request as the policy sees it: parsed once, read lazily through getters.
+//! The SIP request as the policy sees it: a read-only view over `cvw_sip`'s one message
+//! model, with the getters the policy runtime lends to a module.
 //!
-//! Owns parsing (with rsip) of an initial request from bytes, a builder for adapters that
-//! only get fields from their proxy, and cheap getters: header names compare
-//! case-insensitively and compact forms (`f`, `t`, `i`, `m`, `v`, ...) are expanded when
-//! the message is built, so the policy never sees them. Does not own SIP transport,
+//! Owns what the policy needs beyond the wire form: From, To and Call-ID required and read
+//! once (From/To as name-addr, without tag or other parameters), and a builder for
+//! adapters that only get fields from their proxy. Parsing, header order, compact names
+//! and case-insensitive lookup are `cvw_sip::message`'s. Does not own SIP transport,
 //! transactions or replies (`cvw-sip` and the adapters do).
 //!
 //! A [`SipRequest`] is immutable and cheap to clone (one reference count): the policy
 //! runtime lends the same parsed message to every hook of a call without copying it.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::Arc;
 
-use crate::policy::model::{Header, NameAddr};
+use cvw_sip::message::{self as sip, Headers, Method, ParseError, Request};
+
+use crate::policy::model::NameAddr;
 
 /// Why bytes are not a SIP request the policy can read.
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
-    #[error("not a SIP request: {0}")]
-    Parse(#[source] rsip::Error),
+    #[error("not a SIP request: {}", syntax(.0))]
+    Parse(#[source] ParseError),
     #[error("header `{name}` is required")]
     MissingHeader { name: &'static str },
     #[error("header `{name}` value {value:?} is not a name-addr")]
     BadNameAddr { name: &'static str, value: String },
+}
+
+/// What rsip said, without `cvw_sip`'s own "not a SIP message" in front: the answer to the
+/// proxy stays as short as it was.
+fn syntax(error: &ParseError) -> String {
+    match error {
+        ParseError::Syntax(rsip) => rsip.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// An initial SIP request, immutable after construction.
@@ -30,43 +42,18 @@ pub enum MessageError {
 pub struct SipRequest(Arc<Parts>);
 
 struct Parts {
-    method: String,
-    uri: String,
-    call_id: String,
+    request: Request,
     from: NameAddr,
     to: NameAddr,
-    /// Every header in message order, names with compact forms expanded.
-    headers: Vec<Header>,
-    body: Vec<u8>,
 }
 
 impl SipRequest {
     /// Parses a request from the wire. Requires From, To and Call-ID (the policy's getters
     /// for them cannot say "missing").
     pub fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
-        let rsip::Request {
-            method,
-            uri,
-            headers,
-            body,
-            ..
-        } = rsip::Request::try_from(bytes).map_err(MessageError::Parse)?;
-        let mut builder = SipRequest::builder(method.to_string(), uri.to_string());
-        let mut line = String::new();
-        for header in headers {
-            builder = match header {
-                // Headers rsip has no type for (X-…, History-Info, P-Asserted-Identity, …)
-                // come as name and value already: taken as they are, not formatted again.
-                rsip::Header::Other(name, value) => builder.header(trimmed(name), trimmed(value)),
-                known => {
-                    line.clear();
-                    let _ = write!(line, "{known}");
-                    let (name, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
-                    builder.header(name.trim(), value.trim())
-                }
-            };
-        }
-        builder.body(body).build()
+        Request::parse(bytes)
+            .map_err(MessageError::Parse)?
+            .try_into()
     }
 
     /// Starts a request from parts, for adapters that get fields rather than bytes.
@@ -74,21 +61,26 @@ impl SipRequest {
         SipRequestBuilder {
             method: method.into(),
             uri: uri.into(),
-            headers: Vec::new(),
+            headers: Headers::new(),
             body: Vec::new(),
         }
     }
 
+    /// The request this view reads.
+    pub fn request(&self) -> &Request {
+        &self.0.request
+    }
+
     pub fn method(&self) -> &str {
-        &self.0.method
+        self.0.request.method.as_str()
     }
 
     pub fn request_uri(&self) -> &str {
-        &self.0.uri
+        &self.0.request.uri
     }
 
     pub fn call_id(&self) -> &str {
-        &self.0.call_id
+        self.0.request.headers.call_id()
     }
 
     /// From without tag or other parameters.
@@ -103,42 +95,59 @@ impl SipRequest {
 
     /// The first value of header `name` (case-insensitive, compact forms accepted).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = full_name(name);
-        self.0
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
+        self.0.request.headers.get(name)
     }
 
-    /// Every value of header `name`, in message order.
+    /// Every value of header `name`, in message order (one per header line).
     pub fn headers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        let name = full_name(name);
-        self.0
-            .headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
+        self.0.request.headers.lines(name)
     }
 
     /// Every header in message order, compact names expanded.
-    pub fn all_headers(&self) -> &[Header] {
-        &self.0.headers
+    pub fn all_headers(&self) -> &[sip::Header] {
+        self.0.request.headers.as_slice()
     }
 
     pub fn body(&self) -> &[u8] {
-        &self.0.body
+        &self.0.request.body
+    }
+}
+
+impl TryFrom<Request> for SipRequest {
+    type Error = MessageError;
+
+    /// Views `request`, once its From, To and Call-ID are known to be readable.
+    fn try_from(request: Request) -> Result<Self, MessageError> {
+        let first = |name: &'static str| {
+            request
+                .headers
+                .get(name)
+                .ok_or(MessageError::MissingHeader { name })
+        };
+        let name_addr = |name: &'static str| {
+            let value = first(name)?;
+            sip::NameAddr::parse(value)
+                .map(|sip::NameAddr { display, uri }| NameAddr { display, uri })
+                .ok_or_else(|| MessageError::BadNameAddr {
+                    name,
+                    value: value.to_owned(),
+                })
+        };
+        let from = name_addr("From")?;
+        let to = name_addr("To")?;
+        first("Call-ID")?;
+        Ok(SipRequest(Arc::new(Parts { request, from, to })))
     }
 }
 
 impl fmt::Debug for SipRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SipRequest")
-            .field("method", &self.0.method)
-            .field("uri", &self.0.uri)
-            .field("call_id", &self.0.call_id)
-            .field("headers", &self.0.headers.len())
-            .field("body_len", &self.0.body.len())
+            .field("method", &self.method())
+            .field("uri", &self.request_uri())
+            .field("call_id", &self.call_id())
+            .field("headers", &self.all_headers().len())
+            .field("body_len", &self.body().len())
             .finish()
     }
 }
@@ -149,7 +158,7 @@ impl fmt::Debug for SipRequest {
 pub struct SipRequestBuilder {
     method: String,
     uri: String,
-    headers: Vec<Header>,
+    headers: Headers,
     body: Vec<u8>,
 }
 
@@ -168,15 +177,7 @@ impl SipRequestBuilder {
 
     /// Appends a header; a compact name is expanded.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        let name = name.into();
-        let name = match full_name(&name) {
-            full if full.len() != name.len() => full.to_owned(),
-            _ => name,
-        };
-        self.headers.push(Header {
-            name,
-            value: value.into(),
-        });
+        self.headers.push(name, value);
         self
     }
 
@@ -186,106 +187,14 @@ impl SipRequestBuilder {
     }
 
     pub fn build(self) -> Result<SipRequest, MessageError> {
-        let first = |name: &'static str| {
-            self.headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value.as_str())
-                .ok_or(MessageError::MissingHeader { name })
-        };
-        let from = parse_name_addr("From", first("From")?)?;
-        let to = parse_name_addr("To", first("To")?)?;
-        let call_id = first("Call-ID")?.to_owned();
-        Ok(SipRequest(Arc::new(Parts {
-            method: self.method,
+        Request {
+            method: Method::parse(&self.method),
             uri: self.uri,
-            call_id,
-            from,
-            to,
             headers: self.headers,
             body: self.body,
-        })))
-    }
-}
-
-/// `text` without surrounding white space, reusing its allocation when there is none.
-fn trimmed(text: String) -> String {
-    match text.trim() {
-        t if t.len() == text.len() => text,
-        t => t.to_owned(),
-    }
-}
-
-/// The full header name for a compact form (RFC 3261 §7.3.3 and later RFCs); other names
-/// unchanged.
-fn full_name(name: &str) -> &str {
-    if name.len() != 1 {
-        return name;
-    }
-    match name.as_bytes()[0].to_ascii_lowercase() {
-        b'a' => "Accept-Contact",
-        b'b' => "Referred-By",
-        b'c' => "Content-Type",
-        b'd' => "Request-Disposition",
-        b'e' => "Content-Encoding",
-        b'f' => "From",
-        b'i' => "Call-ID",
-        b'j' => "Reject-Contact",
-        b'k' => "Supported",
-        b'l' => "Content-Length",
-        b'm' => "Contact",
-        b'o' => "Event",
-        b'r' => "Refer-To",
-        b's' => "Subject",
-        b't' => "To",
-        b'u' => "Allow-Events",
-        b'v' => "Via",
-        b'x' => "Session-Expires",
-        b'y' => "Identity",
-        _ => name,
-    }
-}
-
-/// `"Display" <uri>;params`, `Display <uri>`, `<uri>` or `uri;params` → display + bare URI.
-fn parse_name_addr(header: &'static str, value: &str) -> Result<NameAddr, MessageError> {
-    let bad = || MessageError::BadNameAddr {
-        name: header,
-        value: value.to_owned(),
-    };
-    let value = value.trim();
-    if let Some(open) = find_unquoted(value, '<') {
-        let close = value[open..].find('>').ok_or_else(bad)? + open;
-        let display = value[..open].trim().trim_matches('"').trim().to_owned();
-        let uri = value[open + 1..close].trim().to_owned();
-        if uri.is_empty() {
-            return Err(bad());
         }
-        return Ok(NameAddr { display, uri });
+        .try_into()
     }
-    // addr-spec form: header parameters follow the first `;` (RFC 3261 §20.10).
-    let uri = value.split(';').next().unwrap_or("").trim();
-    if uri.is_empty() || uri.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    Ok(NameAddr {
-        display: String::new(),
-        uri: uri.to_owned(),
-    })
-}
-
-fn find_unquoted(s: &str, wanted: char) -> Option<usize> {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            c if c == wanted && !quoted => return Some(i),
-            _ => {}
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -345,9 +254,14 @@ mod tests {
 
     #[test]
     fn quoted_angle_bracket_in_display_name() {
-        let na = parse_name_addr("From", "\"a <b>\" <sip:x@y>;tag=1").unwrap();
-        assert_eq!(na.display, "a <b>");
-        assert_eq!(na.uri, "sip:x@y");
+        let req = SipRequest::builder("INVITE", "sip:a@b")
+            .from("\"a <b>\" <sip:x@y>;tag=1")
+            .to("sip:a@b")
+            .call_id("c1")
+            .build()
+            .unwrap();
+        assert_eq!(req.from().display, "a <b>");
+        assert_eq!(req.from().uri, "sip:x@y");
     }
 
     #[test]
@@ -363,7 +277,17 @@ mod tests {
     #[test]
     fn garbage_is_refused() {
         assert!(SipRequest::parse(b"hello").is_err());
-        assert!(parse_name_addr("To", "<>").is_err());
-        assert!(parse_name_addr("To", "\"x\" <sip:a@b").is_err());
+        for to in ["<>", "\"x\" <sip:a@b"] {
+            let err = SipRequest::builder("INVITE", "sip:a@b")
+                .from("sip:c@d")
+                .to(to)
+                .call_id("c1")
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(err, MessageError::BadNameAddr { name: "To", .. }),
+                "{err}"
+            );
+        }
     }
 }

@@ -9,13 +9,13 @@ use cvw_testkit as support;
 use cvw::directory::Directory;
 use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
 use cvw::service::{DecisionService, Running};
+use cvw_sip::message::{Message, Method, Request};
+use cvw_sip::testing::wire::{Call, Phone, unique};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use support::kamailio::{Kamailio, Setup};
-use support::phone::{Phone, unique};
-use support::sip::Msg;
 
 const DOMAIN: &str = "corp.example";
 const ALICE: &str = "sip:alice@corp.example";
@@ -186,8 +186,8 @@ impl Drop for World {
 }
 
 /// The user part of a Request-URI, without a leading `+`-less difference.
-fn uri_user(m: &Msg) -> String {
-    m.uri()
+fn uri_user(m: &Request) -> String {
+    m.uri
         .trim_start_matches("sip:")
         .split(['@', ';'])
         .next()
@@ -199,26 +199,26 @@ fn uri_user(m: &Msg) -> String {
 /// client was never cancelled (`when` says what happened to the desk leg before).
 async fn client_answer_wins(
     caller: &mut Phone,
-    call: &mut support::phone::Call,
+    call: &mut Call,
     client: &Phone,
-    invite: &Msg,
+    invite: &Request,
     when: &str,
 ) {
     client.answer(invite);
     let ok = caller.final_response(call, WAIT).await;
-    assert_eq!(ok.code(), 200, "the client's answer wins {when}");
+    assert_eq!(ok.code, 200, "the client's answer wins {when}");
     assert!(
         !client
             .log
             .iter()
-            .any(|m| m.is_request() && m.method() == "CANCEL"),
+            .any(|m| matches!(m, Message::Request(r) if r.method == Method::Cancel)),
         "the client was never cancelled {when}"
     );
 }
 
-fn assert_completed_elsewhere(cancel: &Msg, who: &str) {
+fn assert_completed_elsewhere(cancel: &Request, who: &str) {
     assert_eq!(
-        cancel.header("Reason"),
+        cancel.headers.get("Reason"),
         Some(COMPLETED_ELSEWHERE),
         "{who}: CANCEL must say the call was completed elsewhere (CVW-31)"
     );
@@ -251,16 +251,16 @@ async fn rings_desk_and_every_soft_client(mut w: World) {
     );
     let i1 = c1.expect_invite(WAIT).await;
     let i2 = c2.expect_invite(WAIT).await;
-    assert_eq!(i1.call_id(), call.call_id);
-    assert_eq!(i2.call_id(), call.call_id);
+    assert_eq!(i1.headers.call_id(), call.call_id);
+    assert_eq!(i2.headers.call_id(), call.call_id);
     // Per-branch headers of a parallel fork land on their own branch only; the proxy's
     // own timer plumbing (CVW-51) does not leak to the PBX.
-    assert_eq!(desk.header("X-CVW-Leg"), Some("desk"));
-    assert_eq!(i1.header("X-CVW-Leg"), None);
-    assert_eq!(desk.header("X-CVW-Ring-Timeout"), None);
-    assert_eq!(desk.header("X-CVW-Next-Hop"), None);
+    assert_eq!(desk.headers.get("X-CVW-Leg"), Some("desk"));
+    assert_eq!(i1.headers.get("X-CVW-Leg"), None);
+    assert_eq!(desk.headers.get("X-CVW-Ring-Timeout"), None);
+    assert_eq!(desk.headers.get("X-CVW-Next-Hop"), None);
     assert!(
-        i2.header("Via").unwrap_or("").contains("SIP/2.0/TCP"),
+        i2.headers.get("Via").unwrap_or("").contains("SIP/2.0/TCP"),
         "TCP client reached over TCP"
     );
 
@@ -269,7 +269,7 @@ async fn rings_desk_and_every_soft_client(mut w: World) {
     w.pbx.expect_cancel(&desk, WAIT).await;
     c1.expect_cancel(&i1, WAIT).await;
     c2.expect_cancel(&i2, WAIT).await;
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 487);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 487);
 }
 
 /// CVW-31 (and CVW-32, answered in a soft client): the first answer wins; the desk phone
@@ -287,9 +287,9 @@ async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere() {
 
     c2.answer(&i2);
     let ok = bob.final_response(&mut call, WAIT).await;
-    assert_eq!(ok.code(), 200);
+    assert_eq!(ok.code, 200);
     assert!(
-        ok.header("To").unwrap_or("").contains("tag=alice-tcp"),
+        ok.headers.get("To").unwrap_or("").contains("tag=alice-tcp"),
         "the TCP client's answer reached the caller"
     );
     let cd = w.pbx.expect_cancel(&desk, WAIT).await;
@@ -300,7 +300,7 @@ async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere() {
     // The session stays with the client that answered: the caller's BYE reaches it.
     let bye = async { c2.expect_bye(WAIT).await };
     let (_, b) = tokio::join!(bob.bye(&call), bye);
-    assert_eq!(b.call_id(), call.call_id);
+    assert_eq!(b.headers.call_id(), call.call_id);
 }
 
 /// CVW-32: answered on the desk phone — the soft clients stop ringing (CANCEL, completed
@@ -320,9 +320,9 @@ async fn cvw32_answered_on_desk_stops_the_soft_clients() {
 
     w.pbx.answer(&desk);
     let ok = bob.final_response(&mut call, WAIT).await;
-    assert_eq!(ok.code(), 200);
+    assert_eq!(ok.code, 200);
     assert!(
-        ok.header("To").unwrap_or("").contains("tag=pbx"),
+        ok.headers.get("To").unwrap_or("").contains("tag=pbx"),
         "the desk phone's answer reached the caller"
     );
     assert_completed_elsewhere(&c1.expect_cancel(&i1, WAIT).await, "alice-udp");
@@ -331,7 +331,7 @@ async fn cvw32_answered_on_desk_stops_the_soft_clients() {
     let desk_bye = async { w.pbx.expect_bye(WAIT).await };
     let (_, b) = tokio::join!(bob.bye(&call), desk_bye);
     assert_eq!(
-        b.call_id(),
+        b.headers.call_id(),
         call.call_id,
         "the hang-up reaches the desk leg"
     );
@@ -348,15 +348,15 @@ async fn cvw33_pbx_originated_call_rings_only_the_desk() {
     let desk = w.pbx.expect_invite(WAIT).await;
     assert_eq!(uri_user(&desk), ALICE_DESK);
     assert!(
-        c1.gets_request("INVITE", QUIET).await.is_none(),
+        c1.gets_request(Method::Invite, QUIET).await.is_none(),
         "UDP client must not ring for a PBX call"
     );
     assert!(
-        c2.gets_request("INVITE", QUIET).await.is_none(),
+        c2.gets_request(Method::Invite, QUIET).await.is_none(),
         "TCP client must not ring for a PBX call"
     );
     w.pbx.reject(&desk, 486, "Busy Here");
-    assert_eq!(w.pbx.final_response(&mut call, WAIT).await.code(), 486);
+    assert_eq!(w.pbx.final_response(&mut call, WAIT).await.code, 486);
 }
 
 /// CVW-34: the host's own callback legs (from its user agent, with its mark) are never
@@ -372,35 +372,35 @@ async fn cvw34_host_originated_legs_are_not_forked() {
         &[("X-CVW-Origination", "callback")],
     );
     let desk = w.pbx.expect_invite(WAIT).await;
-    assert_eq!(desk.call_id(), call.call_id);
+    assert_eq!(desk.headers.call_id(), call.call_id);
     assert_eq!(
-        desk.header("X-CVW-Origination"),
+        desk.headers.get("X-CVW-Origination"),
         None,
         "the host's mark does not leak to the PBX"
     );
     assert!(
-        c1.gets_request("INVITE", QUIET).await.is_none(),
+        c1.gets_request(Method::Invite, QUIET).await.is_none(),
         "callback leg must not ring a soft client"
     );
     assert!(
-        c2.gets_request("INVITE", QUIET).await.is_none(),
+        c2.gets_request(Method::Invite, QUIET).await.is_none(),
         "callback leg must not ring a soft client"
     );
     w.pbx.reject(&desk, 486, "Busy Here");
-    assert_eq!(w.host_ua.final_response(&mut call, WAIT).await.code(), 486);
+    assert_eq!(w.host_ua.final_response(&mut call, WAIT).await.code, 486);
 
     // A forged mark from a UC client is stripped and the call is treated as a UC call.
     let mut mallory = w.udp("mallory").await;
     let mut forged = mallory.invite(ALICE, BOB, &[("X-CVW-Origination", "callback")]);
     let i1 = c1.expect_invite(WAIT).await;
-    assert_eq!(i1.header("X-CVW-Origination"), None);
+    assert_eq!(i1.headers.get("X-CVW-Origination"), None);
     let i2 = c2.expect_invite(WAIT).await;
     let desk = w.pbx.expect_invite(WAIT).await;
     mallory.cancel(&forged);
     w.pbx.expect_cancel(&desk, WAIT).await;
     c1.expect_cancel(&i1, WAIT).await;
     c2.expect_cancel(&i2, WAIT).await;
-    assert_eq!(mallory.final_response(&mut forged, WAIT).await.code(), 487);
+    assert_eq!(mallory.final_response(&mut forged, WAIT).await.code, 487);
 }
 
 /// CVW-51: the desk leg has its own ring timeout: it is cancelled before the PBX's
@@ -446,11 +446,11 @@ async fn fail_open_when_the_host_is_stopped() {
     let i2 = c2.expect_invite(Duration::from_secs(8)).await;
     bob.expect_ringing(2, WAIT).await;
     c1.answer(&i1);
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
     c2.expect_cancel(&i2, WAIT).await;
     assert!(
         w.pbx
-            .gets_request("INVITE", Duration::from_millis(300))
+            .gets_request(Method::Invite, Duration::from_millis(300))
             .await
             .is_none(),
         "no desk leg without the host"
@@ -484,7 +484,7 @@ async fn policy_hot_swap_while_calls_ring_loses_no_call() {
 
     c1.answer(&i1);
     assert_eq!(
-        bob.final_response(&mut call, WAIT).await.code(),
+        bob.final_response(&mut call, WAIT).await.code,
         200,
         "the ringing call survives the swap"
     );
@@ -498,7 +498,7 @@ async fn policy_hot_swap_while_calls_ring_loses_no_call() {
     bob.expect_ringing(3, WAIT).await;
     w.pbx.answer(&desk2);
     assert_eq!(
-        bob.final_response(&mut call2, WAIT).await.code(),
+        bob.final_response(&mut call2, WAIT).await.code,
         200,
         "the next call is forked by the new policy"
     );
@@ -517,10 +517,10 @@ async fn user_not_enabled_gets_plain_routing() {
     let mut call = bob.invite(CAROL, BOB, &[]);
     let i = carol.expect_invite(WAIT).await;
     carol.answer(&i);
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
     assert!(
         w.pbx
-            .gets_request("INVITE", Duration::from_millis(500))
+            .gets_request(Method::Invite, Duration::from_millis(500))
             .await
             .is_none(),
         "no desk leg for Carol"
@@ -539,12 +539,12 @@ async fn reply_hook_cancels_a_diverted_desk_leg() {
     let mut call = bob.invite(ALICE, BOB, &[]);
     let desk = w.pbx.expect_invite(WAIT).await;
     let i1 = c1.expect_invite(WAIT).await;
-    let mut forwarded = desk.response(181, "Call Is Being Forwarded", Some("pbx"));
-    forwarded.push(
+    let mut forwarded = w.pbx.response_to(&desk, 181, "Call Is Being Forwarded");
+    forwarded.headers.push(
         "Diversion",
         "<sip:+14255550101@pbx.corp.example>;reason=no-answer",
     );
-    w.pbx.send(&forwarded);
+    w.pbx.send(forwarded);
 
     w.pbx.expect_cancel(&desk, WAIT).await;
     client_answer_wins(
@@ -576,11 +576,11 @@ async fn failure_hook_sends_an_unanswered_call_to_voicemail() {
     c1.expect_cancel(&i1, WAIT).await;
 
     let vm = w.pbx.expect_invite(WAIT).await;
-    assert_eq!(vm.call_id(), call.call_id);
+    assert_eq!(vm.headers.call_id(), call.call_id);
     assert_eq!(uri_user(&vm), "voicemail");
-    assert_eq!(vm.header("X-CVW-Leg"), Some("voicemail"));
+    assert_eq!(vm.headers.get("X-CVW-Leg"), Some("voicemail"));
     w.pbx.answer(&vm);
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
 }
 
 /// Fail-open when the host does not answer in time: a host connects to Kamailio's evapi
@@ -668,9 +668,9 @@ async fn rings_without_a_decision(kam: &Kamailio, pbx_sock: tokio::net::UdpSocke
     let mut call = bob.invite(ALICE, BOB, &[]);
     let i1 = c1.expect_invite(WAIT).await;
     c1.answer(&i1);
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 200);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
     assert!(
-        pbx.gets_request("INVITE", Duration::from_millis(300))
+        pbx.gets_request(Method::Invite, Duration::from_millis(300))
             .await
             .is_none(),
         "no desk leg without a decision"
@@ -760,29 +760,28 @@ async fn parallel_fork_applies_from_next_hop_and_headers_per_branch() {
     let i1 = c1.expect_invite(WAIT).await;
     let i2 = c2.expect_invite(WAIT).await;
     assert_eq!(uri_user(&desk), ALICE_DESK);
-    assert_eq!(desk.header("X-CVW-Leg"), Some("desk"));
-    assert!(desk.header("From").unwrap_or("").contains(BOB));
+    assert_eq!(desk.headers.get("X-CVW-Leg"), Some("desk"));
+    assert!(desk.headers.get("From").unwrap_or("").contains(BOB));
     assert_eq!(
-        i1.uri(),
-        "sip:alice@alice-udp.invalid",
+        i1.uri, "sip:alice@alice-udp.invalid",
         "sent to its next hop"
     );
-    let from = i1.header("From").unwrap_or("");
+    let from = i1.headers.get("From").unwrap_or("");
     assert!(
         from.starts_with("Call via Work <sip:+14255550000@corp.example>;tag="),
         "the second branch's own From: {from}"
     );
-    assert_eq!(i1.header("X-CVW-Leg"), None);
-    assert_eq!(i1.header("X-Only"), None);
-    assert!(i2.header("From").unwrap_or("").contains(BOB));
-    assert_eq!(i2.header("X-Only"), Some("the TCP client"));
-    assert_eq!(desk.header("X-Only"), None);
+    assert_eq!(i1.headers.get("X-CVW-Leg"), None);
+    assert_eq!(i1.headers.get("X-Only"), None);
+    assert!(i2.headers.get("From").unwrap_or("").contains(BOB));
+    assert_eq!(i2.headers.get("X-Only"), Some("the TCP client"));
+    assert_eq!(desk.headers.get("X-Only"), None);
 
     bob.cancel(&call);
     pbx.expect_cancel(&desk, WAIT).await;
     c1.expect_cancel(&i1, WAIT).await;
     c2.expect_cancel(&i2, WAIT).await;
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code(), 487);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 487);
     answering.abort();
 }
 
@@ -820,17 +819,21 @@ async fn cvw30_31_with_sipp_as_the_caller() {
     let i1 = c1.expect_invite(WAIT).await;
     let i2 = c2.expect_invite(WAIT).await;
     assert_eq!(uri_user(&desk), ALICE_DESK);
-    assert_eq!(i1.call_id(), desk.call_id(), "one call, three branches");
-    assert_eq!(i2.call_id(), desk.call_id());
+    assert_eq!(
+        i1.headers.call_id(),
+        desk.headers.call_id(),
+        "one call, three branches"
+    );
+    assert_eq!(i2.headers.call_id(), desk.headers.call_id());
     // The three 180s must reach the proxy before the answer: a branch still silent when
     // the 2xx arrives is cancelled with `Reason: SIP;cause=200` and no text.
     tokio::time::sleep(Duration::from_millis(300)).await;
     c1.answer(&i1);
-    let desk_cancel = w.pbx.gets_request("CANCEL", WAIT).await;
-    let client_cancel = c2.gets_request("CANCEL", WAIT).await;
-    let bye = c1.gets_request("BYE", WAIT).await;
+    let desk_cancel = w.pbx.gets_request(Method::Cancel, WAIT).await;
+    let client_cancel = c2.gets_request(Method::Cancel, WAIT).await;
+    let bye = c1.gets_request(Method::Bye, WAIT).await;
     if let Some(b) = &bye {
-        c1.send(&b.response(200, "OK", None));
+        c1.send(c1.response_to(b, 200, "OK"));
     }
     let out = tokio::time::timeout(Duration::from_secs(30), sipp)
         .await
@@ -847,8 +850,8 @@ async fn cvw30_31_with_sipp_as_the_caller() {
     assert_completed_elsewhere(&client_cancel.expect(&sipp_said), "alice-tcp");
     let bye = bye.expect(&sipp_said);
     assert_eq!(
-        bye.call_id(),
-        i1.call_id(),
+        bye.headers.call_id(),
+        i1.headers.call_id(),
         "SIPp's hang-up reaches the client"
     );
     assert!(out.status.success(), "the call failed for {sipp_said}");

@@ -1,4 +1,4 @@
-//! A small SIP message type for the test phones and the load tool: enough to read what
+//! A small SIP message type for the load tool (`host/load`): enough to read what
 //! arrives on the wire (start line, headers in order, body) and to build requests and
 //! responses. Not a SIP stack: no transactions beyond what a test needs.
 

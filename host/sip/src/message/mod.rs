@@ -1,11 +1,15 @@
-//! SIP messages as the rest of this crate sees them: a request or response with its header
-//! list and body, parsed from the wire with `rsip` and written back by hand so that
-//! `Content-Length` is always right. Also the small value helpers (parameters, name-addr
-//! URIs, comma lists, CSeq) that every layer needs.
+//! SIP messages, the one model every part of cvw reads: a request or response with its
+//! header list and body, parsed from the wire with `rsip` (its typed headers moved, not
+//! printed and split again) and written back by hand so that `Content-Length` is always
+//! right. The header list and value helpers are in [`header`].
 //!
 //! It does not route, match transactions or keep any state; see `transaction` and `dialog`.
 
 use std::fmt;
+
+mod header;
+
+pub use header::{CSeq, Header, Headers, NameAddr, addr_uri, full_name, param, split_list};
 
 /// The SIP methods this user agent sends or answers; anything else is kept by name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,97 +55,6 @@ impl Method {
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// One header line. Compact names (`i`, `f`, `v`, ...) are expanded on parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    pub name: String,
-    pub value: String,
-}
-
-/// The header list in wire order; lookups ignore ASCII case.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<Header>);
-
-impl Headers {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push(Header {
-            name: name.into(),
-            value: value.into(),
-        });
-    }
-
-    /// The first header line with this name.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
-    }
-
-    /// Every element of every header line with this name, comma lists split (RFC 3261 §7.3.1).
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .flat_map(|h| split_list(&h.value))
-    }
-
-    pub fn remove(&mut self, name: &str) {
-        self.0.retain(|h| !h.name.eq_ignore_ascii_case(name));
-    }
-
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
-        self.remove(name);
-        self.push(name, value);
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Header> {
-        self.0.iter()
-    }
-
-    /// The Call-ID, or an empty string when it is missing (such messages never match).
-    pub fn call_id(&self) -> &str {
-        self.get("Call-ID").unwrap_or("")
-    }
-
-    pub fn cseq(&self) -> Option<CSeq> {
-        self.get("CSeq").and_then(CSeq::parse)
-    }
-
-    /// The branch of the topmost Via (RFC 3261 §17: the transaction key).
-    pub fn top_branch(&self) -> Option<&str> {
-        self.get_all("Via").next().and_then(|v| param(v, "branch"))
-    }
-
-    pub fn from_tag(&self) -> Option<&str> {
-        self.get("From").and_then(|v| param(v, "tag"))
-    }
-
-    pub fn to_tag(&self) -> Option<&str> {
-        self.get("To").and_then(|v| param(v, "tag"))
-    }
-}
-
-/// A parsed `CSeq: 314 INVITE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CSeq {
-    pub number: u32,
-    pub method: Method,
-}
-
-impl CSeq {
-    pub fn parse(value: &str) -> Option<CSeq> {
-        let mut parts = value.split_whitespace();
-        let number = parts.next()?.parse().ok()?;
-        let method = Method::parse(parts.next()?);
-        Some(CSeq { number, method })
     }
 }
 
@@ -194,22 +107,16 @@ pub enum ParseError {
 }
 
 impl Message {
-    /// Parses one complete message. Never panics: rsip is guarded, because a parser bug
-    /// must not take the user agent down with it.
+    /// Parses one complete message with the header fields every layer relies on. Never
+    /// panics: rsip is guarded, because a parser bug must not take the user agent down
+    /// with it.
     pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
-        let parsed = std::panic::catch_unwind(|| rsip::SipMessage::try_from(bytes))
-            .map_err(|_| ParseError::ParserPanicked)??;
-        let message = match parsed {
-            rsip::SipMessage::Request(r) => Message::Request(Request {
-                method: Method::parse(&r.method.to_string()),
-                uri: r.uri.to_string(),
-                headers: convert_headers(&r.headers),
-                body: r.body,
-            }),
+        let message = match guarded(|| rsip::SipMessage::try_from(bytes))? {
+            rsip::SipMessage::Request(r) => Message::Request(Request::from_rsip(r)),
             rsip::SipMessage::Response(r) => Message::Response(Response {
                 code: r.status_code.code(),
                 reason: reason_of(&r.status_code),
-                headers: convert_headers(&r.headers),
+                headers: Headers::from_rsip(r.headers),
                 body: r.body,
             }),
         };
@@ -257,41 +164,38 @@ fn reason_of(code: &rsip::StatusCode) -> String {
     }
 }
 
-fn convert_headers(headers: &rsip::Headers) -> Headers {
-    let mut out = Headers::new();
-    for header in headers.iter() {
-        let line = header.to_string();
-        if let Some((name, value)) = line.split_once(':') {
-            out.push(expand_compact(name.trim()), value.trim());
-        }
-    }
-    out
-}
-
-/// RFC 3261 §7.3.3 compact forms.
-fn expand_compact(name: &str) -> String {
-    let full = match name.to_ascii_lowercase().as_str() {
-        "i" => "Call-ID",
-        "m" => "Contact",
-        "e" => "Content-Encoding",
-        "l" => "Content-Length",
-        "c" => "Content-Type",
-        "f" => "From",
-        "s" => "Subject",
-        "k" => "Supported",
-        "t" => "To",
-        "v" => "Via",
-        "call-id" => "Call-ID",
-        "cseq" => "CSeq",
-        _ => return name.to_owned(),
-    };
-    full.to_owned()
+/// rsip's parser behind `catch_unwind`: a parser bug is a refused message, not a crash.
+fn guarded<T>(parse: impl FnOnce() -> Result<T, rsip::Error>) -> Result<T, ParseError> {
+    Ok(
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
+            .map_err(|_| ParseError::ParserPanicked)??,
+    )
 }
 
 impl Request {
+    /// Parses a request as it is, without the checks of [`Message::parse`]: what a proxy
+    /// hands over (Kamailio's `$mb`) is read, not answered, so only its reader knows which
+    /// headers it needs. The body is kept whole.
+    pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
+        guarded(|| rsip::Request::try_from(bytes)).map(Request::from_rsip)
+    }
+
+    fn from_rsip(r: rsip::Request) -> Request {
+        Request {
+            method: Method::parse(&r.method.to_string()),
+            uri: r.uri.to_string(),
+            headers: Headers::from_rsip(r.headers),
+            body: r.body,
+        }
+    }
+
+    /// `INVITE sip:alice@corp.example SIP/2.0`.
+    pub fn start_line(&self) -> String {
+        format!("{} {} SIP/2.0", self.method, self.uri)
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
-        let start = format!("{} {} SIP/2.0", self.method, self.uri);
-        encode(&start, &self.headers, &self.body)
+        encode(&self.start_line(), &self.headers, &self.body)
     }
 
     /// A response to this request with the headers RFC 3261 §8.2.6.2 copies.
@@ -317,13 +221,36 @@ impl Request {
 }
 
 impl Response {
+    /// `SIP/2.0 486 Busy Here`.
+    pub fn start_line(&self) -> String {
+        format!("SIP/2.0 {} {}", self.code, self.reason)
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
-        let start = format!("SIP/2.0 {} {}", self.code, self.reason);
-        encode(&start, &self.headers, &self.body)
+        encode(&self.start_line(), &self.headers, &self.body)
+    }
+}
+
+impl From<Request> for Message {
+    fn from(request: Request) -> Self {
+        Message::Request(request)
+    }
+}
+
+impl From<Response> for Message {
+    fn from(response: Response) -> Self {
+        Message::Response(response)
     }
 }
 
 impl Message {
+    pub fn start_line(&self) -> String {
+        match self {
+            Message::Request(r) => r.start_line(),
+            Message::Response(r) => r.start_line(),
+        }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
             Message::Request(r) => r.to_bytes(),
@@ -359,89 +286,6 @@ fn encode(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// Splits a header value at top-level commas, outside quotes and `<...>`. (Slicing at the
-/// byte index of an ASCII comma is always on a character boundary.)
-pub fn split_list(value: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut depth, mut quoted, mut start) = (0u32, false, 0usize);
-    for (i, c) in value.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '<' if !quoted => depth += 1,
-            '>' if !quoted => depth = depth.saturating_sub(1),
-            ',' if !quoted && depth == 0 => {
-                parts.push(value[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(value[start..].trim());
-    parts.retain(|p| !p.is_empty());
-    parts
-}
-
-/// The header parameters of a name-addr or Via value (those after `>` or after the URI).
-fn header_params(value: &str) -> &str {
-    match value.rfind('>') {
-        Some(end) => &value[end + 1..],
-        None => value.split_once(';').map_or("", |(_, rest)| rest),
-    }
-}
-
-/// A header parameter by name (case-insensitive); `Some("")` for a flag such as `lr`.
-pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
-    header_params(value)
-        .split(';')
-        .map(str::trim)
-        .find_map(|p| match p.split_once('=') {
-            Some((k, v)) if k.trim().eq_ignore_ascii_case(name) => Some(v.trim().trim_matches('"')),
-            None if p.eq_ignore_ascii_case(name) => Some(""),
-            _ => None,
-        })
-}
-
-/// The URI of a name-addr (`"Bob" <sip:b@h>;tag=1` → `sip:b@h`) or addr-spec.
-pub fn addr_uri(value: &str) -> &str {
-    match (value.find('<'), value.find('>')) {
-        (Some(start), Some(end)) if start < end => &value[start + 1..end],
-        _ => value.split(';').next().unwrap_or(value).trim(),
-    }
-}
-
-/// A display name and URI, written as a name-addr.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NameAddr {
-    pub display: String,
-    pub uri: String,
-}
-
-impl NameAddr {
-    pub fn new(display: impl Into<String>, uri: impl Into<String>) -> Self {
-        Self {
-            display: display.into(),
-            uri: uri.into(),
-        }
-    }
-
-    /// `"Display" <uri>` with quotes and backslashes in the name escaped (RFC 3261 §25.1).
-    pub fn to_header(&self) -> String {
-        if self.display.is_empty() {
-            return format!("<{}>", self.uri);
-        }
-        let escaped: String = self
-            .display
-            .chars()
-            .flat_map(|c| match c {
-                '"' | '\\' => vec!['\\', c],
-                c if c.is_control() => vec![],
-                c => vec![c],
-            })
-            .collect();
-        format!("\"{escaped}\" <{}>", self.uri)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +317,22 @@ mod tests {
         assert_eq!(rr, vec!["<sip:p1;lr>", "<sip:p2;lr>"]);
         assert_eq!(req.headers.get("x-cvw-origination"), Some("callback"));
         assert_eq!(req.body, b"v=0\n");
+    }
+
+    #[test]
+    fn a_request_alone_is_read_without_the_transaction_checks() {
+        let text =
+            "OPTIONS sip:x@h SIP/2.0\r\nf: <sip:a@h>\r\nX-Any: 1\r\nContent-Length: 2\r\n\r\nab";
+        let req = Request::parse(text.as_bytes()).unwrap();
+        assert_eq!(req.method, Method::Options);
+        assert_eq!(req.headers.get("From"), Some("<sip:a@h>"));
+        assert_eq!(req.headers.as_slice()[1].name, "X-Any");
+        assert_eq!(req.body, b"ab");
+        assert!(
+            Message::parse(text.as_bytes()).is_err(),
+            "no Via, Call-ID, To, CSeq"
+        );
+        assert!(Request::parse(b"SIP/2.0 200 OK\r\n\r\n").is_err());
     }
 
     #[test]
@@ -562,23 +422,6 @@ mod tests {
         assert_eq!(
             text,
             "OPTIONS sip:x SIP/2.0\r\nX-Policy: a  BYE: injected\r\nContent-Length: 0\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn name_addr_helpers() {
-        let v = "\"Bob\" <sip:bob@h;transport=tcp>;tag=xy";
-        assert_eq!(addr_uri(v), "sip:bob@h;transport=tcp");
-        assert_eq!(param(v, "tag"), Some("xy"));
-        assert_eq!(
-            param("<sip:p;lr>", "lr"),
-            None,
-            "URI params are not header params"
-        );
-        assert_eq!(addr_uri("sip:a@b;tag=1"), "sip:a@b");
-        assert_eq!(
-            NameAddr::new("Say \"hi\"", "sip:a@b").to_header(),
-            "\"Say \\\"hi\\\"\" <sip:a@b>"
         );
     }
 }

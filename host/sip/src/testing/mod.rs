@@ -1,5 +1,9 @@
-//! Scripted SIP test phones built on this crate's own user agent, for loopback tests here
-//! and the host's end-to-end tests through a real proxy (feature `testing`).
+//! SIP test phones, for loopback tests here and the host's end-to-end tests through a
+//! real proxy (feature `testing`).
+//!
+//! Two kinds of phone: a [`TestPhone`] runs a script on this crate's user agent; a
+//! [`wire::Phone`] is driven step by step by the test (register, invite, ring, answer,
+//! cancel, hang up, each message built by hand) over UDP or TCP through a proxy.
 //!
 //! A [`TestPhone`] answers every INVITE it gets as its [`PhoneScript`] says (ring, answer
 //! with SDP or answer a media-less offer, reject, never answer, hang up, send INFO, meet
@@ -13,6 +17,8 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::message::{Method, Request, Response};
+
+pub mod wire;
 use crate::sdp;
 use crate::ua::{Body, IncomingCall, IncomingRequest, Leg, LegEvent, UaConfig, UaError, UserAgent};
 
