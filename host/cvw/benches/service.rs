@@ -7,11 +7,12 @@
 
 use base64::Engine as _;
 use criterion::Criterion;
-use cvw::adapters::{Dialect, Kamailio, OpenSips};
+use cvw::decision::DecisionService;
+use cvw::decision::dialect::{KamailioJson, OpenSipsJson};
+use cvw::decision::transport::{jsonrpc, netstring};
 use cvw::message::SipRequest;
 use cvw::policy::model::{Contact, RequestContext, Source};
 use cvw::policy::{PolicyHost, RuntimeSettings, StaticDirectory, builtin};
-use cvw::service::{DecisionService, netstring};
 use serde_json::json;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -83,7 +84,9 @@ fn main() {
 
     let mut c = Criterion::default().configure_from_args();
     c.bench_function("service/jsonrpc route frame (whole decision)", |b| {
-        b.iter(|| netstring::encode(&svc.answer_frame(black_box(&payload)).unwrap_or_default()))
+        b.iter(|| {
+            netstring::encode(&jsonrpc::answer_frame(&svc, black_box(&payload)).unwrap_or_default())
+        })
     });
     c.bench_function("service/policy on_request only", |b| {
         b.iter(|| host.on_request(black_box(&req), black_box(&ctx)))
@@ -92,10 +95,10 @@ fn main() {
         b.iter(|| SipRequest::parse(black_box(INVITE.as_bytes())))
     });
     c.bench_function("adapters/kamailio rtjson mapping", |b| {
-        b.iter(|| Kamailio.decision(black_box(&decision), 1))
+        b.iter(|| KamailioJson.decision(black_box(&decision), 1))
     });
     c.bench_function("adapters/opensips mapping", |b| {
-        b.iter(|| OpenSips.decision(black_box(&decision), 1))
+        b.iter(|| OpenSipsJson.decision(black_box(&decision), 1))
     });
     c.final_summary();
 }

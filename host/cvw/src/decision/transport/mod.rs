@@ -1,59 +1,19 @@
-//! The decision service the proxies ask: Kamailio's evapi ([`evapi`], the host connects
-//! to Kamailio; the cheapest for Kamailio), JSON-RPC 2.0 over TCP in netstring frames
-//! ([`jsonrpc`], what Kamailio's janssonrpcc speaks) and an HTTP/1.1 JSON endpoint
-//! ([`http`], for OpenSIPS rest_client and Kamailio http_client). All transports hand
-//! the same hooks (`route`, `reply`, `failure`) to [`hooks`], which parses the facts,
-//! asks the policy through [`Decider`] and puts the answer in the proxy's terms
-//! ([`crate::adapters`]).
+//! The transports of the decision service: each frames bytes, decodes them into a
+//! [`HookCall`](super::HookCall), calls [`DecisionService::handle`] and writes the answer
+//! back. Kamailio's evapi ([`evapi`], the host connects to Kamailio), JSON-RPC 2.0 in
+//! netstring frames ([`jsonrpc`], Kamailio's janssonrpcc) and HTTP JSON ([`http`], OpenSIPS
+//! rest_client, Kamailio http_client).
 //!
-//! Not owned here: the policy runtime (behind [`Decider`]), `cvw serve` wiring.
+//! Owns listening, connecting and stopping them together (one [`Shutdown`]). Does not own
+//! what a call means ([`super::request`]) nor how an answer reads ([`super::dialect`]).
 
 pub mod evapi;
-pub mod hooks;
 pub mod http;
 pub mod jsonrpc;
 pub mod netstring;
-mod policy;
 
-use crate::message::SipRequest;
-use crate::policy::model::{BranchReply, Decision, ReplyAction, RequestContext};
+use super::{Decider, DecisionService};
 use std::sync::Arc;
-
-pub use hooks::{Hook, HookError};
-
-/// A decision and the policy generation that made it (logged by the proxy, and how a test
-/// sees a hot swap take effect).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decided<T> {
-    pub value: T,
-    pub generation: u64,
-    /// Why the policy did not decide itself (trap, deadline) and the failure mode answered.
-    pub failure: Option<String>,
-}
-
-/// What the service needs from the policy runtime. [`crate::policy::PolicyHost`]
-/// implements it; service tests use a fixed fake.
-///
-/// Calls are synchronous and bounded by the runtime's deadline (20 ms by default), so the
-/// transports call them inline on their task instead of paying a thread hand-off per
-/// decision.
-pub trait Decider: Send + Sync + 'static {
-    fn on_request(&self, req: &SipRequest, ctx: &RequestContext) -> Decided<Decision>;
-    fn on_reply(&self, req: &SipRequest, reply: &BranchReply) -> Decided<ReplyAction>;
-    fn on_failure(&self, req: &SipRequest, failure: &BranchReply) -> Decided<Decision>;
-}
-
-/// The hooks behind both transports. Cheap to clone.
-#[derive(Clone)]
-pub struct DecisionService {
-    decider: Arc<dyn Decider>,
-}
-
-impl DecisionService {
-    pub fn new(decider: Arc<dyn Decider>) -> Self {
-        Self { decider }
-    }
-}
 
 /// A shutdown signal every connection task selects on: `cvw serve` and tests stop the
 /// service by dropping or firing the sender, and every open connection closes, which is
@@ -97,6 +57,31 @@ pub struct Running {
 }
 
 impl Running {
+    /// Binds both listeners (port 0 picks a free port) and serves them until
+    /// [`Running::stop`].
+    pub(crate) async fn start(
+        svc: DecisionService,
+        jsonrpc: std::net::SocketAddr,
+        http: std::net::SocketAddr,
+    ) -> std::io::Result<Running> {
+        let jl = tokio::net::TcpListener::bind(jsonrpc).await?;
+        let hl = tokio::net::TcpListener::bind(http).await?;
+        let (jsonrpc, http) = (jl.local_addr()?, hl.local_addr()?);
+        let (trigger, shutdown) = Shutdown::new();
+        let tasks = vec![
+            tokio::spawn(jsonrpc::serve(jl, svc.clone(), shutdown.clone())),
+            tokio::spawn(http::serve(hl, svc.clone(), shutdown.clone())),
+        ];
+        tracing::info!(%jsonrpc, %http, "decision service listening");
+        Ok(Running {
+            jsonrpc,
+            http,
+            svc,
+            shutdown,
+            trigger,
+            tasks,
+        })
+    }
     /// Also answers the Kamailio evapi listener at `addr` (connecting, and reconnecting,
     /// until [`Running::stop`]).
     pub fn connect_evapi(&mut self, addr: std::net::SocketAddr) -> evapi::EvapiStatus {
@@ -115,34 +100,6 @@ impl Running {
                 Err(e) => tracing::warn!("decision service task failed: {e}"),
             }
         }
-    }
-}
-
-impl DecisionService {
-    /// Binds both listeners (port 0 picks a free port) and serves them until
-    /// [`Running::stop`].
-    pub async fn start(
-        self,
-        jsonrpc: std::net::SocketAddr,
-        http: std::net::SocketAddr,
-    ) -> std::io::Result<Running> {
-        let jl = tokio::net::TcpListener::bind(jsonrpc).await?;
-        let hl = tokio::net::TcpListener::bind(http).await?;
-        let (jsonrpc, http) = (jl.local_addr()?, hl.local_addr()?);
-        let (trigger, shutdown) = Shutdown::new();
-        let tasks = vec![
-            tokio::spawn(jsonrpc::serve(jl, self.clone(), shutdown.clone())),
-            tokio::spawn(http::serve(hl, self.clone(), shutdown.clone())),
-        ];
-        tracing::info!(%jsonrpc, %http, "decision service listening");
-        Ok(Running {
-            jsonrpc,
-            http,
-            svc: self,
-            shutdown,
-            trigger,
-            tasks,
-        })
     }
 }
 

@@ -1,14 +1,17 @@
-//! `cvw serve`: wiring of directory, policy, watchers, control API and decision service.
+//! The daemon behind `cvw serve`: reads its configuration and wires the long-running parts
+//! together — the [`Deployment`], the file watcher, the admin API, the decision service and
+//! the click-to-call API — until the one shutdown signal every task selects on.
 //!
-//! Owns the serve configuration file (`examples/cvw.toml`), the [`Deployment`] (the one
-//! place that publishes: start-up, file changes and the control API all go through it, so
-//! publishes never interleave), the file watcher and the single shutdown signal every task
-//! selects on. It does not own the policy runtime ([`crate::policy`]), the HTTP routes
-//! ([`crate::control`]) or the decision service ([`crate::service`]).
+//! Named for what it is (the process `cvw serve` starts) rather than after the subcommand,
+//! so it is not taken for [`crate::decision`], the service the proxies ask.
+//!
+//! Owns the serve configuration file (`examples/cvw.toml`) and the watcher. Does not own
+//! publishing ([`crate::deployment`]), the policy runtime ([`crate::policy`]), the admin
+//! routes ([`crate::admin`]) or the decision service ([`crate::decision`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,13 +22,15 @@ use tracing::{error, info, warn};
 use cvw_sip::transport::Protocol;
 use cvw_sip::ua::{UaConfig, UserAgent};
 
-use crate::api::{self, Api, auth::Tokens, calls::Calls, limits::LimitSettings, limits::Limits};
+use crate::admin::{self, AdminToken};
 use crate::calllog::JsonLinesFile;
-use crate::control::{self, AdminToken};
-use crate::directory::{Directory, DirectoryError};
+use crate::click_to_call::{
+    self, Api, auth::Tokens, calls::Calls, limits::LimitSettings, limits::Limits,
+};
+use crate::deployment::{Deployment, PolicySource};
 use crate::origination::sip::SipOriginator;
 use crate::policy::model::Reply;
-use crate::policy::{FailureMode, LoadError, PolicyHost, PolicyVersion, RuntimeSettings, builtin};
+use crate::policy::{FailureMode, PolicyHost, RuntimeSettings};
 
 /// Editors write a file in several steps (truncate, write, rename); act once they settle.
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -124,7 +129,7 @@ pub struct ControlConfig {
     pub token_file: Option<PathBuf>,
 }
 
-/// Where the decision service (the ADAPTER helper's [`crate::service`]) listens.
+/// Where the decision service ([`crate::decision`]) listens.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionConfig {
@@ -195,13 +200,6 @@ impl Default for DecisionConfig {
     }
 }
 
-/// Where the policy component comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicySource {
-    BuiltIn,
-    File(PathBuf),
-}
-
 impl ServeConfig {
     /// Read the configuration and make its paths absolute against its folder.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -245,79 +243,6 @@ impl ServeConfig {
     }
 }
 
-/// Why a directory reload was not published; the old directory and policy keep serving.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error(transparent)]
-    Directory(#[from] DirectoryError),
-    #[error(transparent)]
-    Policy(#[from] LoadError),
-}
-
-/// The running policy and directory. Every publish goes through here, under one lock, so
-/// a file change and a control API swap cannot interleave.
-pub struct Deployment {
-    host: PolicyHost,
-    directory_path: PathBuf,
-    directory: Mutex<Arc<Directory>>,
-}
-
-impl Deployment {
-    /// Load the directory and publish the first policy; a bad file stops start-up.
-    pub fn start(host: PolicyHost, config: &ServeConfig) -> anyhow::Result<Self> {
-        let directory = Arc::new(Directory::load(&config.directory)?);
-        // The runtime logs every publish; only a failure needs saying here (start-up fails).
-        match config.policy_source() {
-            PolicySource::BuiltIn => host.publish(
-                builtin::default_policy()?,
-                builtin::DEFAULT_ORIGIN,
-                directory.clone(),
-            ),
-            PolicySource::File(path) => host.publish_file(&path, directory.clone()),
-        }?;
-        Ok(Deployment {
-            host,
-            directory_path: config.directory.clone(),
-            directory: Mutex::new(directory),
-        })
-    }
-
-    pub fn host(&self) -> &PolicyHost {
-        &self.host
-    }
-
-    pub fn directory_path(&self) -> &Path {
-        &self.directory_path
-    }
-
-    /// Publish the module at `path` with the current directory.
-    pub fn swap_file(&self, path: &Path) -> Result<PolicyVersion, LoadError> {
-        let directory = self.lock();
-        self.host.publish_file(path, directory.clone())
-    }
-
-    /// Publish uploaded module bytes with the current directory.
-    pub fn swap_bytes(&self, wasm: &[u8], origin: &str) -> Result<PolicyVersion, LoadError> {
-        let directory = self.lock();
-        self.host.publish(wasm, origin, directory.clone())
-    }
-
-    /// Read the directory file again and republish the running module with it. A bad file
-    /// or one the policy's `check-user` refuses leaves the old directory in place.
-    pub fn reload_directory(&self) -> Result<PolicyVersion, ReloadError> {
-        let mut current = self.lock();
-        let fresh = Arc::new(Directory::load(&self.directory_path)?);
-        let version = self.host.republish_with(fresh.clone())?;
-        *current = fresh;
-        Ok(version)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Directory>> {
-        // A panic while holding the lock cannot leave the Arc half-written.
-        self.directory.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// Tells every task to stop; cloned into each of them.
 #[derive(Debug, Clone)]
 pub struct Shutdown(watch::Receiver<bool>);
@@ -349,9 +274,11 @@ pub async fn run(
     let deployment = {
         let config = config.clone();
         Arc::new(
-            tokio::task::spawn_blocking(move || Deployment::start(host, &config))
-                .await
-                .context("start-up task failed")??,
+            tokio::task::spawn_blocking(move || {
+                Deployment::start(host, &config.directory, &config.policy_source())
+            })
+            .await
+            .context("start-up task failed")??,
         )
     };
     if let Ok(address) = control_listener.local_addr()
@@ -378,7 +305,7 @@ pub async fn run(
         start_api(api, &deployment, signal.clone(), &mut tasks).await?;
     }
 
-    let router = control::router(deployment.clone(), token);
+    let router = admin::router(deployment.clone(), token);
     let control_signal = signal.clone();
     tasks.spawn(async move {
         axum::serve(control_listener, router)
@@ -408,7 +335,7 @@ fn report_task_end(result: Result<anyhow::Result<()>, tokio::task::JoinError>) {
     }
 }
 
-/// The decision service the proxies ask ([`crate::service`]), on the addresses of
+/// The decision service the proxies ask ([`crate::decision`]), on the addresses of
 /// `[decision]`. It asks the `PolicyHost` directly, so swaps reach it without a restart.
 fn start_decision_service(
     config: &ServeConfig,
@@ -416,9 +343,9 @@ fn start_decision_service(
     signal: Shutdown,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    crate::service::spawn_configured(
+    crate::decision::spawn_configured(
         Arc::new(deployment.host().clone()),
-        crate::service::Endpoints {
+        crate::decision::Endpoints {
             jsonrpc: config.decision.jsonrpc,
             http: config.decision.http,
             evapi: config.decision.evapi,
@@ -468,7 +395,7 @@ async fn start_api(
         .with_context(|| format!("cannot listen for the API on {}", config.listen))?;
     info!(address = %config.listen, "click-to-call API listening");
     tasks.spawn(async move {
-        axum::serve(listener, api::router(api))
+        axum::serve(listener, click_to_call::router(api))
             .with_graceful_shutdown(signal.wait())
             .await
             .context("click-to-call API failed")
