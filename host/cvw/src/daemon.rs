@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use cvw_sip::transport::Protocol;
@@ -31,6 +31,7 @@ use crate::deployment::{Deployment, PolicySource};
 use crate::origination::sip::SipOriginator;
 use crate::policy::model::Reply;
 use crate::policy::{FailureMode, PolicyHost, RuntimeSettings};
+use crate::shutdown::Shutdown;
 
 /// Editors write a file in several steps (truncate, write, rename); act once they settle.
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -243,24 +244,6 @@ impl ServeConfig {
     }
 }
 
-/// Tells every task to stop; cloned into each of them.
-#[derive(Debug, Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// A signal and the sender that fires it.
-    pub fn new() -> (watch::Sender<bool>, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Shutdown(rx))
-    }
-
-    /// Resolves once shutdown was asked for (or the sender is gone).
-    pub async fn wait(mut self) {
-        // An Err means the sender was dropped, which also means stop.
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
-
 /// Run `cvw serve` until `shutdown` resolves: publish, watch, serve the control API on
 /// `control_listener`. Tests pass a listener on port 0 and a future they control.
 pub async fn run(
@@ -306,10 +289,10 @@ pub async fn run(
     }
 
     let router = admin::router(deployment.clone(), token);
-    let control_signal = signal.clone();
+    let mut control_signal = signal.clone();
     tasks.spawn(async move {
         axum::serve(control_listener, router)
-            .with_graceful_shutdown(control_signal.wait())
+            .with_graceful_shutdown(async move { control_signal.wait().await })
             .await
             .context("control API failed")
     });
@@ -319,7 +302,7 @@ pub async fn run(
         Some(result) = tasks.join_next() => report_task_end(result),
     }
     // Every task selects on this one signal.
-    let _ = stop.send(true);
+    stop.fire();
     drop(watcher);
     while let Some(result) = tasks.join_next().await {
         report_task_end(result);
@@ -350,7 +333,7 @@ fn start_decision_service(
             http: config.decision.http,
             evapi: config.decision.evapi,
         },
-        signal.wait(),
+        signal,
         tasks,
     )
 }
@@ -361,7 +344,7 @@ fn start_decision_service(
 async fn start_api(
     config: &ApiConfig,
     deployment: &Arc<Deployment>,
-    signal: Shutdown,
+    mut signal: Shutdown,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     let tokens = Tokens::load(&config.tokens_file)?;
@@ -396,7 +379,7 @@ async fn start_api(
     info!(address = %config.listen, "click-to-call API listening");
     tasks.spawn(async move {
         axum::serve(listener, click_to_call::router(api))
-            .with_graceful_shutdown(signal.wait())
+            .with_graceful_shutdown(async move { signal.wait().await })
             .await
             .context("click-to-call API failed")
     });
@@ -454,6 +437,7 @@ fn spawn_watcher(
     }
 
     tasks.spawn(async move {
+        let mut signal = signal;
         let stop = signal.wait();
         tokio::pin!(stop);
         loop {

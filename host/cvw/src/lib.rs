@@ -18,3 +18,4 @@ pub mod message;
 pub mod origination;
 pub mod policy;
 pub mod scenario;
+pub mod shutdown;

@@ -31,7 +31,7 @@ use dialect::{Dialect, ProxyAnswer};
 use std::sync::Arc;
 
 pub use request::{Hook, HookArgs, HookCall, HookError};
-pub use transport::{Endpoints, Running, Shutdown, ShutdownTrigger, spawn_configured};
+pub use transport::{Endpoints, Running, spawn_configured};
 
 /// What the service needs from the policy runtime. [`PolicyHost`] implements it; service
 /// tests use a fixed fake.

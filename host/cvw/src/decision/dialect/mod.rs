@@ -144,8 +144,8 @@ pub(crate) fn checked_code(field: &'static str, code: u16, min: u16) -> Result<u
     }
 }
 
-/// The reply a proxy sends for `Decision::Reply` / `Decision::Refuse`, common to both
-/// dialects: `(code, reason, header lines)`.
+/// The reply a proxy sends for `Decision::Reply` / `Decision::Refuse`, common to every
+/// dialect: `(code, reason, header lines)`.
 pub(crate) fn final_reply(decision: &Decision) -> Result<Option<(u16, String, String)>, MapError> {
     match decision {
         Decision::Reply(r) => {

@@ -20,12 +20,12 @@
 //! Kamailio has accepted the connection and tagged it, and calls reach this host. The
 //! nonce is random (`getrandom`), so one host's `ready` is never taken for another's.
 
-use super::Shutdown;
 use super::netstring::{self, NetstringCodec};
 use crate::decision::dialect::{KamailioEvapi, ProxyAnswer};
 use crate::decision::request::SourceParam;
 use crate::decision::{DecisionService, HookCall, HookError};
 use crate::policy::model::{Contact, RequestContext};
+use crate::shutdown::Shutdown;
 use base64::Engine as _;
 use serde::Deserialize;
 use std::io;

@@ -6,10 +6,10 @@
 //! Every accepted connection gets TCP_NODELAY: without it, keep-alive requests stall
 //! 40 ms on delayed ACKs.
 
-use super::Shutdown;
 use crate::decision::dialect::{Dialect, KamailioJson, OpenSipsJson};
 use crate::decision::request::Params;
 use crate::decision::{DecisionService, Hook, HookCall, HookError};
+use crate::shutdown::Shutdown;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};

@@ -7,11 +7,11 @@
 //! frame whose `,` comes in a later read; Nagle adds 40 ms stalls). Requests on one
 //! connection are answered in order; janssonrpcc matches answers by id anyway.
 
-use super::Shutdown;
 use super::netstring::{self, NetstringCodec, NetstringError};
 use crate::decision::dialect::{KamailioJson, ProxyAnswer};
 use crate::decision::request::Params;
 use crate::decision::{DecisionService, Hook, HookCall, HookError};
+use crate::shutdown::Shutdown;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::borrow::Cow;

@@ -4,8 +4,8 @@
 //! netstring frames ([`jsonrpc`], Kamailio's janssonrpcc) and HTTP JSON ([`http`], OpenSIPS
 //! rest_client, Kamailio http_client).
 //!
-//! Owns listening, connecting and stopping them together (one [`Shutdown`]). Does not own
-//! what a call means ([`super::request`]) nor how an answer reads ([`super::dialect`]).
+//! Owns listening, connecting and stopping them together (on one [`Shutdown`]). Does not
+//! own what a call means ([`super::request`]) nor how an answer reads ([`super::dialect`]).
 
 pub mod evapi;
 pub mod http;
@@ -13,36 +13,8 @@ pub mod jsonrpc;
 pub mod netstring;
 
 use super::{Decider, DecisionService};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use std::sync::Arc;
-
-/// A shutdown signal every connection task selects on: `cvw serve` and tests stop the
-/// service by dropping or firing the sender, and every open connection closes, which is
-/// what a proxy sees when the host goes away.
-#[derive(Clone)]
-pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
-
-impl Shutdown {
-    /// A signal and the trigger that fires it (also fired when the trigger is dropped).
-    pub fn new() -> (ShutdownTrigger, Shutdown) {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        (ShutdownTrigger(tx), Shutdown(rx))
-    }
-
-    /// Resolves once shutdown is requested.
-    pub async fn wait(&mut self) {
-        // An Err means the trigger was dropped: that is a shutdown too.
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
-
-/// Fires [`Shutdown`].
-pub struct ShutdownTrigger(tokio::sync::watch::Sender<bool>);
-
-impl ShutdownTrigger {
-    pub fn fire(&self) {
-        self.0.send_replace(true);
-    }
-}
 
 /// Both transports running on their own tasks; stopping closes every connection.
 pub struct Running {
@@ -82,6 +54,7 @@ impl Running {
             tasks,
         })
     }
+
     /// Also answers the Kamailio evapi listener at `addr` (connecting, and reconnecting,
     /// until [`Running::stop`]).
     pub fn connect_evapi(&mut self, addr: std::net::SocketAddr) -> evapi::EvapiStatus {
@@ -120,12 +93,12 @@ pub struct Endpoints {
 }
 
 /// `cvw serve`'s wiring: the transports configured in `[decision]`, as tasks in `tasks`,
-/// stopped when `stop` resolves. A listener that cannot bind is a start-up error naming
-/// the address.
+/// stopped by `shutdown`. A listener that cannot bind is a start-up error naming the
+/// address.
 pub fn spawn_configured(
     decider: Arc<dyn Decider>,
     endpoints: Endpoints,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -135,7 +108,6 @@ pub fn spawn_configured(
         evapi,
     } = endpoints;
     let svc = DecisionService::new(decider);
-    let (trigger, shutdown) = Shutdown::new();
     if let Some(addr) = evapi {
         // Connects in the background: Kamailio may start after the host.
         let (_status, client) = evapi::client(addr, svc.clone(), shutdown.clone());
@@ -163,10 +135,5 @@ pub fn spawn_configured(
         });
         tracing::info!(%addr, "decision service: HTTP JSON (OpenSIPS rest_client, Kamailio http_client)");
     }
-    tasks.spawn(async move {
-        stop.await;
-        trigger.fire();
-        Ok(())
-    });
     Ok(())
 }
