@@ -1,17 +1,18 @@
 //! Cost of one decision through the decision service, split into its parts, in one run:
 //! the whole JSON-RPC frame (JSON + base64 + SIP parse + policy + rtjson + JSON out), the
-//! policy call alone, and the rtjson mapping alone. The difference is what the service
-//! adds around the policy.
+//! whole evapi event (the same, answered in the evapi layout), the policy call alone, and
+//! each dialect alone. The difference is what the service adds around the policy.
 //!
 //! Run: `cargo bench -p cvw --bench service -- --warm-up-time 1 --measurement-time 3`.
 
 use base64::Engine as _;
 use criterion::Criterion;
-use cvw::adapters::{Dialect, Kamailio, OpenSips};
+use cvw::decision::DecisionService;
+use cvw::decision::dialect::{KamailioEvapi, KamailioJson, OpenSipsJson};
+use cvw::decision::transport::{evapi, jsonrpc, netstring};
 use cvw::message::SipRequest;
 use cvw::policy::model::{Contact, RequestContext, Source};
 use cvw::policy::{PolicyHost, RuntimeSettings, StaticDirectory, builtin};
-use cvw::service::{DecisionService, netstring};
 use serde_json::json;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -70,10 +71,25 @@ fn frame() -> Vec<u8> {
         .into_bytes()
 }
 
+/// The route event the example config's `route[CVW]` sends over evapi.
+fn event() -> Vec<u8> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        r#"{{"hook":"route","tindex":1,"tlabel":2,"source":"uc","contacts":[["{}","","{}",""],["{}","","{}",""]],"msg":"{}"}}"#,
+        b64("sip:alice@127.0.0.1:5071"),
+        b64("UC/1.0"),
+        b64("sip:alice@127.0.0.1:5072;transport=tcp"),
+        b64("UC-Mobile/1.0"),
+        b64(INVITE)
+    )
+    .into_bytes()
+}
+
 fn main() {
     let host = host();
     let svc = DecisionService::new(Arc::new(host.clone()));
     let payload = frame();
+    let route_event = event();
     let req = SipRequest::parse(INVITE.as_bytes()).expect("INVITE parses");
     let ctx = RequestContext {
         source: Source::Uc,
@@ -83,7 +99,12 @@ fn main() {
 
     let mut c = Criterion::default().configure_from_args();
     c.bench_function("service/jsonrpc route frame (whole decision)", |b| {
-        b.iter(|| netstring::encode(&svc.answer_frame(black_box(&payload)).unwrap_or_default()))
+        b.iter(|| {
+            netstring::encode(&jsonrpc::answer_frame(&svc, black_box(&payload)).unwrap_or_default())
+        })
+    });
+    c.bench_function("service/evapi route event (whole decision)", |b| {
+        b.iter(|| evapi::answer_event(&svc, black_box(&route_event)))
     });
     c.bench_function("service/policy on_request only", |b| {
         b.iter(|| host.on_request(black_box(&req), black_box(&ctx)))
@@ -92,10 +113,13 @@ fn main() {
         b.iter(|| SipRequest::parse(black_box(INVITE.as_bytes())))
     });
     c.bench_function("adapters/kamailio rtjson mapping", |b| {
-        b.iter(|| Kamailio.decision(black_box(&decision), 1))
+        b.iter(|| KamailioJson.decision(black_box(&decision), 1))
+    });
+    c.bench_function("adapters/kamailio evapi answer", |b| {
+        b.iter(|| KamailioEvapi::new(1, 2).decision(black_box(&decision)))
     });
     c.bench_function("adapters/opensips mapping", |b| {
-        b.iter(|| OpenSips.decision(black_box(&decision), 1))
+        b.iter(|| OpenSipsJson.decision(black_box(&decision), 1))
     });
     c.final_summary();
 }

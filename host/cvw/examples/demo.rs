@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cvw::control::AdminToken;
-use cvw::serve::{self, ServeConfig};
+use cvw::admin::AdminToken;
+use cvw::daemon::{self, ServeConfig};
 use cvw_sip::message::Message;
 use cvw_sip::testing::wire::Phone;
 use tokio::net::UdpSocket;
@@ -165,8 +165,7 @@ async fn main() -> anyhow::Result<()> {
     let run = run.canonicalize()?;
 
     let config = ServeConfig::load(&workspace().join("examples/cvw.toml"))?;
-    let token =
-        std::env::var(cvw::control::TOKEN_ENV).unwrap_or_else(|_| "demo-admin-token".into());
+    let token = std::env::var(cvw::admin::TOKEN_ENV).unwrap_or_else(|_| "demo-admin-token".into());
     let admin = AdminToken::new(&token).context("the admin token may not be empty")?;
     let control = tokio::net::TcpListener::bind(config.control.listen)
         .await
@@ -177,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
         .http
         .context("examples/cvw.toml must open the HTTP decision service (Kamailio's hooks)")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let host = tokio::spawn(serve::run(config, control, admin, async {
+    let host = tokio::spawn(daemon::run(config, control, admin, async {
         let _ = stopped.await;
     }));
     // Start Kamailio only when the host listens (its hooks call the HTTP endpoint).

@@ -1,16 +1,16 @@
 //! The `cvw` command line: `serve`, `policy check|test|swap`, `status`.
 //!
 //! Owns argument parsing, logging set-up and turning errors into messages and exit codes.
-//! The commands themselves live in `cvw::cli` and `cvw::serve`.
+//! The commands themselves live in `cvw::cli` and `cvw::daemon`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use cvw::admin::{AdminToken, TOKEN_ENV};
 use cvw::cli::{self, client::Control};
-use cvw::control::{AdminToken, TOKEN_ENV};
-use cvw::serve::{self, ServeConfig};
+use cvw::daemon::{self, ServeConfig};
 
 #[derive(Parser)]
 #[command(
@@ -137,7 +137,7 @@ fn serve_command(config_path: &std::path::Path) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
         // Tests and scripts read this line to find a port chosen by the system.
         cvw::say!("control: http://{address}");
-        serve::run(config, listener, token, stop_signal()).await
+        daemon::run(config, listener, token, stop_signal()).await
     })
 }
 

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cvw::api::auth::Tokens;
-use cvw::api::calls::Calls;
-use cvw::api::limits::{LimitSettings, Limits};
-use cvw::api::{Api, router};
 use cvw::calllog::MemorySink;
+use cvw::click_to_call::auth::Tokens;
+use cvw::click_to_call::calls::Calls;
+use cvw::click_to_call::limits::{LimitSettings, Limits};
+use cvw::click_to_call::{Api, router};
 use cvw::directory::Directory;
 use cvw::origination::{CallControl, CallState, OriginateError, Originator, Side};
 use cvw::policy::model::{Flow, OriginationPlan};
@@ -154,8 +154,8 @@ fn two_users() -> Tokens {
     let text = format!(
         "[[tokens]]\nuser = \"sip:alice@corp.example\"\nsha256 = \"{}\"\n\
          [[tokens]]\nuser = \"sip:dave@corp.example\"\nsha256 = \"{}\"\n",
-        cvw::api::auth::hash_hex(ALICE_TOKEN),
-        cvw::api::auth::hash_hex(DAVE_TOKEN)
+        cvw::click_to_call::auth::hash_hex(ALICE_TOKEN),
+        cvw::click_to_call::auth::hash_hex(DAVE_TOKEN)
     );
     Tokens::parse(&text, Path::new("tokens.toml")).unwrap()
 }

@@ -553,12 +553,12 @@ async fn serve_run_ends_every_task_when_shutdown_resolves() {
         "cvw.toml",
         "directory = \"directory.toml\"\n[decision]\njsonrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n",
     );
-    let config = cvw::serve::ServeConfig::load(&config_path).unwrap();
+    let config = cvw::daemon::ServeConfig::load(&config_path).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let token = cvw::control::AdminToken::new(TOKEN).unwrap();
+    let token = cvw::admin::AdminToken::new(TOKEN).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cvw::serve::run(config, listener, token, async {
+    let server = tokio::spawn(cvw::daemon::run(config, listener, token, async {
         let _ = stopped.await;
     }));
 

@@ -6,9 +6,10 @@
 
 use cvw_testkit as support;
 
+use cvw::decision::transport::netstring::NetstringCodec;
+use cvw::decision::{DecisionService, Running};
 use cvw::directory::Directory;
 use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
-use cvw::service::{DecisionService, Running};
 use cvw_sip::message::{Message, Method, Request};
 use cvw_sip::testing::wire::{Call, Phone, unique};
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use support::kamailio::{Kamailio, Setup};
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::Decoder as _;
 
 const DOMAIN: &str = "corp.example";
 const ALICE: &str = "sip:alice@corp.example";
@@ -596,11 +599,8 @@ async fn fail_open_when_the_host_does_not_answer_in_time() {
 
 /// A host played by the test on Kamailio's evapi: connected, and confirmed by Kamailio
 /// (its calls come here from then on). The decoder keeps what arrived after `ready`.
-async fn evapi_host_of_the_test(
-    kam: &Kamailio,
-    name: &str,
-) -> (tokio::net::TcpStream, cvw::service::netstring::Decoder) {
-    use cvw::service::netstring;
+async fn evapi_host_of_the_test(kam: &Kamailio, name: &str) -> (tokio::net::TcpStream, BytesMut) {
+    use cvw::decision::transport::netstring;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut host = tokio::net::TcpStream::connect(kam.evapi).await.unwrap();
     let hello = format!("{{\"hello\":\"{name}\"}}");
@@ -608,10 +608,10 @@ async fn evapi_host_of_the_test(
         .await
         .unwrap();
     let ready = format!("ready {name}");
-    let mut frames = netstring::Decoder::new();
+    let mut frames = BytesMut::new();
     let mut buf = [0u8; 4096];
     loop {
-        while let Some(frame) = frames.next_frame().unwrap() {
+        while let Some(frame) = NetstringCodec.decode(&mut frames).unwrap() {
             if frame == ready.as_bytes() {
                 return (host, frames);
             }
@@ -621,7 +621,7 @@ async fn evapi_host_of_the_test(
             .expect("Kamailio confirms the test's host")
             .unwrap();
         assert!(n > 0, "Kamailio closed the evapi connection");
-        frames.extend(&buf[..n]);
+        frames.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -683,9 +683,9 @@ async fn rings_without_a_decision(kam: &Kamailio, pbx_sock: tokio::net::UdpSocke
 /// a header of its own. Each lands on its branch only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_fork_applies_from_next_hop_and_headers_per_branch() {
-    use cvw::adapters::Kamailio as Dialect;
+    use cvw::decision::dialect::KamailioEvapi;
+    use cvw::decision::transport::netstring;
     use cvw::policy::model::{Decision, Fork, ForkMode, Header, NameAddr, Target};
-    use cvw::service::netstring;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (kam, pbx_sock) = silent_host_setup(false).await;
@@ -739,18 +739,20 @@ async fn parallel_fork_applies_from_next_hop_and_headers_per_branch() {
     let answering = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            while let Some(frame) = frames.next_frame().unwrap() {
+            while let Some(frame) = NetstringCodec.decode(&mut frames).unwrap() {
                 let event: serde_json::Value = serde_json::from_slice(&frame).unwrap();
                 let id = |k: &str| event[k].as_u64().unwrap() as u32;
-                let answer = Dialect.evapi_answer(&fork).unwrap();
-                let answer = answer.encode(id("tindex"), id("tlabel"));
-                host.write_all(&netstring::encode(&answer)).await.unwrap();
+                let answer = KamailioEvapi::new(id("tindex"), id("tlabel"))
+                    .decision(&fork)
+                    .unwrap();
+                let frame = netstring::encode(answer.as_str().as_bytes());
+                host.write_all(&frame).await.unwrap();
             }
             let n = host.read(&mut buf).await.unwrap_or(0);
             if n == 0 {
                 return; // Kamailio stopped
             }
-            frames.extend(&buf[..n]);
+            frames.extend_from_slice(&buf[..n]);
         }
     });
 

@@ -19,9 +19,10 @@ use cvw_testkit::{kamailio, sip};
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
+use cvw::decision::transport::netstring::{self, NetstringCodec};
+use cvw::decision::{DecisionService, Running};
 use cvw::directory::Directory;
 use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
-use cvw::service::{DecisionService, Running, netstring};
 use serde_json::json;
 use sip::Msg;
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::Decoder as _;
 
 /// Counts live heap bytes, for `originate`'s memory per call: RSS also holds the
 /// allocator's free lists and per-thread arenas, so both are reported.
@@ -513,15 +516,15 @@ async fn evapi_host(listener: std::net::TcpListener) -> anyhow::Result<TcpStream
     let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
         .await
         .context("the host did not connect to the evapi listener")??;
-    let mut dec = netstring::Decoder::new();
+    let mut dec = BytesMut::new();
     let mut buf = vec![0u8; 4096];
     let hello = loop {
-        if let Some(f) = dec.next_frame()? {
+        if let Some(f) = NetstringCodec.decode(&mut dec)? {
             break f;
         }
         let n = stream.read(&mut buf).await?;
         anyhow::ensure!(n > 0, "the host closed the evapi connection");
-        dec.extend(&buf[..n]);
+        dec.extend_from_slice(&buf[..n]);
     };
     let hello: serde_json::Value = serde_json::from_slice(&hello)?;
     let nonce = hello["hello"].as_str().context("no hello from the host")?;
@@ -550,7 +553,7 @@ impl Frames {
         match self {
             Frames::JsonRpc => answer.windows(9).any(|w| w == b"\"result\":"),
             // A fork, parallel (P) or serial (S); E would be an error answer.
-            Frames::Evapi => matches!(answer.get(22), Some(b'P' | b'S')),
+            Frames::Evapi => matches!(answer.get(25), Some(b'P' | b'S')),
         }
     }
 }
@@ -597,7 +600,7 @@ async fn connection_load(
     });
     let mut lat = Lat::default();
     let mut errors = 0;
-    let mut dec = netstring::Decoder::new();
+    let mut dec = BytesMut::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut pending: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
     let mut writer_done = false;
@@ -617,8 +620,8 @@ async fn connection_load(
         if n == 0 {
             bail!("connection {conn}: service closed");
         }
-        dec.extend(&buf[..n]);
-        while let Some(frame) = dec.next_frame()? {
+        dec.extend_from_slice(&buf[..n]);
+        while let Some(frame) = NetstringCodec.decode(&mut dec)? {
             // The send time is queued before the frame is written, so it is always here.
             while pending.is_empty() {
                 match sent_rx.recv().await {
@@ -1241,11 +1244,11 @@ mod originate {
     mod api_held {
         use super::{Footprint, PhonesChild, SETTLE};
         use anyhow::{Context, bail};
-        use cvw::api::auth::Tokens;
-        use cvw::api::calls::Calls;
-        use cvw::api::limits::{LimitSettings, Limits};
-        use cvw::api::{Api, router};
         use cvw::calllog::JsonLinesFile;
+        use cvw::click_to_call::auth::Tokens;
+        use cvw::click_to_call::calls::Calls;
+        use cvw::click_to_call::limits::{LimitSettings, Limits};
+        use cvw::click_to_call::{Api, router};
         use cvw::origination::CallState;
         use cvw::origination::sip::SipOriginator;
         use std::net::SocketAddr;

@@ -241,7 +241,7 @@ impl Kamailio {
 
     /// Connects the host's decision service to this Kamailio's evapi and waits until
     /// Kamailio has confirmed it (from then on its calls are decided by the host).
-    pub async fn connect_host(&self, service: &mut cvw::service::Running) -> anyhow::Result<()> {
+    pub async fn connect_host(&self, service: &mut cvw::decision::Running) -> anyhow::Result<()> {
         let mut status = service.connect_evapi(self.evapi);
         tokio::time::timeout(Duration::from_secs(10), status.ready())
             .await

@@ -1,7 +1,7 @@
 //! The `cvw` commands other than `serve`: `policy check`, `policy test`, `policy swap` and
 //! `status`. Owns what they print (stdout is their output; logs go to stderr) and their
 //! exit codes. Does not own loading or running policies ([`crate::policy`]), scenarios
-//! ([`crate::scenario`]) or the control API's server side ([`crate::control`]).
+//! ([`crate::scenario`]) or the admin API's server side ([`crate::admin`]).
 
 /// `println!` that ignores a closed stdout (`cvw policy test ... | head`) instead of
 /// panicking: the command's result is its exit code, not whether anyone read all lines.

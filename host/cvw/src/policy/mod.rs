@@ -8,6 +8,7 @@
 
 mod bindings;
 pub mod builtin;
+mod contract;
 pub mod directory_view;
 mod engine;
 mod metrics;

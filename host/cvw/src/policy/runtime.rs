@@ -3,8 +3,9 @@
 //! under limits, with the failure mode applied when a call fails.
 //!
 //! Owns the published snapshot, the per-thread instance cache and failure classification.
-//! Does not own the engine knobs (`engine.rs`), the imports (`state.rs`) or the mapping to
-//! the host model (`bindings.rs`).
+//! Does not own the engine knobs (`engine.rs`), the imports and what the stores share
+//! (`state.rs`), which decisions each hook may answer (`contract.rs`) or the mapping to the
+//! host model (`bindings.rs`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,7 +13,6 @@ use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use sha2::{Digest, Sha256};
@@ -20,10 +20,10 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::{self, Policy, PolicyPre};
+use super::contract::Hook;
 use super::engine::{self, EpochTicker};
-use super::metrics::Counters;
 use super::model::{BranchReply, ClickToCall, Decision, DialOut, ReplyAction, RequestContext};
-use super::state::{self, HostState, VersionEnv};
+use super::state::{self, HostState, Shared, VersionEnv};
 use super::{
     CONTRACT, DirectoryView, FailureKind, LoadError, MetricsSnapshot, Outcome, PolicyFailure,
 };
@@ -55,24 +55,6 @@ struct Inner {
     current: ArcSwapOption<Snapshot>,
     publishing: Mutex<PublishState>,
     _ticker: EpochTicker,
-}
-
-/// What every version of one host shares with its stores.
-pub(crate) struct Shared {
-    pub(crate) counters: Counters,
-    /// A fixed `clock.now`, `u64::MAX` for the real time.
-    clock: AtomicU64,
-}
-
-impl Shared {
-    pub(crate) fn now(&self) -> u64 {
-        match self.clock.load(Ordering::Relaxed) {
-            u64::MAX => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            fixed => fixed,
-        }
-    }
 }
 
 /// One published version: what a thread needs to make its own instance.
@@ -135,66 +117,6 @@ fn put_warm(instance: Warm) {
     });
 }
 
-/// Which hook a call runs; decides which decisions are in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hook {
-    Request,
-    Failure,
-    ClickToCall,
-    DialOut,
-    Reply,
-}
-
-impl Hook {
-    fn name(self) -> &'static str {
-        match self {
-            Hook::Request => "on-request",
-            Hook::Failure => "on-failure",
-            Hook::ClickToCall => "on-click-to-call",
-            Hook::DialOut => "on-dial-out",
-            Hook::Reply => "on-reply",
-        }
-    }
-
-    /// Checks a decision against the hook's contract and the records' documented ranges.
-    fn check(self, decision: &Decision) -> Result<(), String> {
-        let kind = match decision {
-            Decision::Continue => "continue",
-            Decision::Reply(_) => "reply",
-            Decision::Fork(_) => "fork",
-            Decision::Originate(_) => "originate",
-            Decision::Refuse(_) => "refuse",
-        };
-        let allowed: &[&str] = match self {
-            Hook::Request => &["continue", "reply", "fork", "originate", "refuse"],
-            Hook::Failure => &["continue", "reply", "fork", "refuse"],
-            Hook::ClickToCall => &["reply", "originate", "refuse"],
-            Hook::DialOut => &["originate", "refuse"],
-            Hook::Reply => &[],
-        };
-        if !allowed.contains(&kind) {
-            return Err(format!("`{kind}` is not a decision of {}", self.name()));
-        }
-        match decision {
-            Decision::Reply(r) if !(300..=699).contains(&r.code) => {
-                Err(format!("reply code {} is not 300..=699", r.code))
-            }
-            Decision::Refuse(r) if !(400..=699).contains(&r.code) => {
-                Err(format!("refusal code {} is not 400..=699", r.code))
-            }
-            Decision::Fork(f) if f.targets.is_empty() => Err("fork without targets".to_owned()),
-            Decision::Fork(f) => match f.targets.iter().position(|t| t.uri.is_empty()) {
-                Some(i) => Err(format!("fork target {i} has an empty uri")),
-                None => Ok(()),
-            },
-            Decision::Originate(p) if p.callback.uri.is_empty() || p.callee.uri.is_empty() => {
-                Err("origination leg with an empty uri".to_owned())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
 impl PolicyHost {
     /// Creates the engine and starts its epoch ticker. Nothing is published yet: hooks get
     /// the failure mode (kind `no-policy`) until [`PolicyHost::publish`] succeeds.
@@ -204,10 +126,7 @@ impl PolicyHost {
         let mut linker = Linker::new(&engine);
         state::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("policy imports: {e:#}"))?;
         let ticker = EpochTicker::start(engine.clone())?;
-        let shared = Arc::new(Shared {
-            counters: Counters::default(),
-            clock: AtomicU64::new(settings.clock.unwrap_or(u64::MAX)),
-        });
+        let shared = Arc::new(Shared::new(settings.clock));
         Ok(Self {
             inner: Arc::new(Inner {
                 id: NEXT_HOST_ID.fetch_add(1, Ordering::Relaxed),
@@ -229,10 +148,7 @@ impl PolicyHost {
 
     /// Pins what the policy's clock returns (`None`: real time), for scenario runs.
     pub fn set_clock(&self, unix_seconds: Option<u64>) {
-        self.inner
-            .shared
-            .clock
-            .store(unix_seconds.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.inner.shared.set_clock(unix_seconds);
     }
 
     /// Compiles `wasm` (on the caller's thread, never on a request thread), checks it
@@ -685,7 +601,7 @@ impl fmt::Debug for PolicyHost {
 mod tests {
     use super::*;
     use crate::policy::builtin;
-    use crate::policy::model::{Contact, Fork, ForkMode, Refusal, Reply, RequestContext, Source};
+    use crate::policy::model::{Contact, RequestContext, Source};
     use crate::policy::static_directory::StaticDirectory;
 
     fn directory() -> Arc<StaticDirectory> {
@@ -759,36 +675,5 @@ mod tests {
         );
         assert_eq!(host.metrics().guest.get("cvw_refused"), Some(&1));
         assert_eq!(host.metrics().decisions, 1);
-    }
-
-    #[test]
-    fn decisions_out_of_place_or_out_of_range_are_refused() {
-        let reply = |code| {
-            Decision::Reply(Reply {
-                code,
-                reason: "x".into(),
-                headers: vec![],
-            })
-        };
-        let refuse = |code| {
-            Decision::Refuse(Refusal {
-                code,
-                reason: "x".into(),
-                explanation: "x".into(),
-                rule: "CVW-41".into(),
-            })
-        };
-        let no_targets = Decision::Fork(Fork {
-            mode: ForkMode::Parallel,
-            targets: vec![],
-        });
-        assert!(Hook::Request.check(&reply(486)).is_ok());
-        assert!(Hook::Request.check(&reply(200)).is_err());
-        assert!(Hook::Request.check(&refuse(403)).is_ok());
-        assert!(Hook::Request.check(&refuse(302)).is_err());
-        assert!(Hook::Request.check(&no_targets).is_err());
-        assert!(Hook::ClickToCall.check(&Decision::Continue).is_err());
-        assert!(Hook::DialOut.check(&reply(486)).is_err());
-        assert!(Hook::Failure.check(&Decision::Continue).is_ok());
     }
 }

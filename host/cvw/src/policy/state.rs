@@ -5,18 +5,53 @@
 //! version and of the host. Does not decide what to do when a call fails (`runtime.rs`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::DirectoryView;
 use super::bindings::{self, Policy, cvw::policy as imports, wit};
 use super::engine::{Limiter, Overtime};
-use super::runtime::Shared;
+use super::metrics::Counters;
 use crate::message::SipRequest;
 
 /// The `rep` of the one request a hook may read. Each call lends exactly one request, so a
 /// single slot replaces a resource table (and its allocation per call).
 const LENT_REQUEST: u32 = 0;
+
+/// What every version of one host shares with its stores: the counters the policy bumps
+/// and the clock it reads. Lives here, beside the imports that use it, so the runtime
+/// depends on this module and not the other way round.
+pub(crate) struct Shared {
+    pub(crate) counters: Counters,
+    /// A fixed `clock.now`, `u64::MAX` for the real time.
+    clock: AtomicU64,
+}
+
+impl Shared {
+    /// Counters at zero and the clock pinned to `clock` (`None`: real time).
+    pub(crate) fn new(clock: Option<u64>) -> Self {
+        Shared {
+            counters: Counters::default(),
+            clock: AtomicU64::new(clock.unwrap_or(u64::MAX)),
+        }
+    }
+
+    pub(crate) fn set_clock(&self, unix_seconds: Option<u64>) {
+        self.clock
+            .store(unix_seconds.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        match self.clock.load(Ordering::Relaxed) {
+            u64::MAX => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            fixed => fixed,
+        }
+    }
+}
 
 /// Facts fixed for one published policy version.
 pub(crate) struct VersionEnv {

@@ -1,15 +1,17 @@
 //! JSON-RPC 2.0 over TCP in netstring frames: the server Kamailio's janssonrpcc connects
 //! to. Owns the accept loop, per-connection framing and the JSON-RPC envelope (ids,
-//! error codes, batches); the hooks themselves are [`super::hooks`]'.
+//! error codes, batches); each call goes to [`DecisionService::handle`] as a
+//! [`HookCall`], answered in [`KamailioJson`].
 //!
 //! Every answer frame goes out whole in one write with TCP_NODELAY (Kamailio drops a
 //! frame whose `,` comes in a later read; Nagle adds 40 ms stalls). Requests on one
 //! connection are answered in order; janssonrpcc matches answers by id anyway.
 
-use super::hooks::Params;
-use super::netstring::{self, Decoder, NetstringError};
-use super::{DecisionService, Hook, HookError, Shutdown};
-use crate::adapters::{Dialect, Document, Kamailio};
+use super::netstring::{self, NetstringCodec, NetstringError};
+use crate::decision::dialect::{KamailioJson, ProxyAnswer};
+use crate::decision::request::Params;
+use crate::decision::{DecisionService, Hook, HookCall, HookError};
+use crate::shutdown::Shutdown;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::borrow::Cow;
@@ -17,6 +19,8 @@ use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::{Decoder as _, Encoder as _};
 
 /// JSON-RPC 2.0 error codes (section 5.1).
 const PARSE_ERROR: i64 = -32700;
@@ -70,6 +74,9 @@ pub async fn serve(
 /// stay open for ever (janssonrpcc keeps one per server); half a frame may not.
 const PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bytes read at a time; a read brings every frame that arrived, answered together.
+const READ_SIZE: usize = 64 * 1024;
+
 async fn connection(
     mut stream: TcpStream,
     svc: DecisionService,
@@ -77,19 +84,22 @@ async fn connection(
     partial_timeout: Duration,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut decoder = Decoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::new();
+    let mut codec = NetstringCodec;
+    let mut input = BytesMut::with_capacity(READ_SIZE);
+    let mut out = BytesMut::new();
     loop {
+        let partial = !input.is_empty();
         let stalled = async {
-            if decoder.has_partial() {
+            if partial {
                 tokio::time::sleep(partial_timeout).await
             } else {
                 std::future::pending().await
             }
         };
+        // `read_buf` reads nothing into a full buffer, which would look like the end.
+        input.reserve(READ_SIZE / 4);
         let n = tokio::select! {
-            n = stream.read(&mut buf) => n?,
+            n = stream.read_buf(&mut input) => n?,
             () = stalled => {
                 let message = format!("bad netstring frame: incomplete for {partial_timeout:?}");
                 let frame = netstring::encode(&error_bytes(&Value::Null, PARSE_ERROR, &message));
@@ -101,13 +111,14 @@ async fn connection(
         if n == 0 {
             return Ok(());
         }
-        decoder.extend(&buf[..n]);
         out.clear();
         let broken = loop {
-            match decoder.next_frame() {
+            match codec.decode(&mut input) {
                 Ok(Some(frame)) => {
-                    if let Some(answer) = svc.answer_frame(&frame) {
-                        out.extend_from_slice(&netstring::encode(&answer));
+                    if let Some(answer) = answer_frame(&svc, &frame) {
+                        codec
+                            .encode(&answer[..], &mut out)
+                            .map_err(io::Error::other)?;
                     }
                 }
                 Ok(None) => break None,
@@ -115,8 +126,12 @@ async fn connection(
             }
         };
         if let Some(e) = &broken {
-            out.extend_from_slice(&netstring::encode(&framing_error(e)));
+            codec
+                .encode(&framing_error(e)[..], &mut out)
+                .map_err(io::Error::other)?;
         }
+        // Whole frames only, in one write: the answers to what one read brought leave
+        // together, at once.
         if !out.is_empty() {
             stream.write_all(&out).await?;
         }
@@ -156,75 +171,73 @@ struct FastCall<'a> {
     params: Option<Params>,
 }
 
-impl DecisionService {
-    /// The answer to one frame's payload; `None` for notifications (no id).
-    pub fn answer_frame(&self, payload: &[u8]) -> Option<Vec<u8>> {
-        if let Ok(call) = serde_json::from_slice::<FastCall>(payload)
-            && call.jsonrpc == "2.0"
-        {
-            let result = call
-                .method
-                .parse::<Hook>()
-                .and_then(|hook| self.handle(&Kamailio, hook, call.params.unwrap_or_default()));
-            return call.id.map(|id| answer(&id, result).into_bytes());
-        }
-        let value: Value = match serde_json::from_slice(payload) {
-            Ok(v) => v,
-            Err(e) => {
-                return Some(error_bytes(
-                    &Value::Null,
-                    PARSE_ERROR,
-                    &format!("not JSON: {e}"),
-                ));
-            }
-        };
-        let answer = match value {
-            Value::Array(calls) if calls.is_empty() => {
-                Some(error(&Value::Null, INVALID_REQUEST, "empty batch"))
-            }
-            Value::Array(calls) => {
-                let answers: Vec<String> = calls
-                    .into_iter()
-                    .filter_map(|c| self.answer_call(c, &Kamailio))
-                    .collect();
-                (!answers.is_empty()).then(|| format!("[{}]", answers.join(",")))
-            }
-            call => self.answer_call(call, &Kamailio),
-        };
-        answer.map(String::into_bytes)
+/// The answer to one frame's payload; `None` for notifications (no id).
+pub fn answer_frame(svc: &DecisionService, payload: &[u8]) -> Option<Vec<u8>> {
+    if let Ok(call) = serde_json::from_slice::<FastCall>(payload)
+        && call.jsonrpc == "2.0"
+    {
+        let result = call.method.parse::<Hook>().and_then(|hook| {
+            let call = HookCall::from_params(hook, call.params.unwrap_or_default())?;
+            svc.handle(&call, &KamailioJson)
+        });
+        return call.id.map(|id| answer(&id, result).into_bytes());
     }
-
-    fn answer_call(&self, call: Value, dialect: &dyn Dialect) -> Option<String> {
-        let env: Envelope = match serde_json::from_value(call) {
-            Ok(e) => e,
-            Err(e) => {
-                return Some(error(
-                    &Value::Null,
-                    INVALID_REQUEST,
-                    &format!("not a JSON-RPC request: {e}"),
-                ));
-            }
-        };
-        let reply_id = env.id.clone().unwrap_or(Value::Null);
-        if env.jsonrpc.as_deref() != Some("2.0") {
-            return Some(error(
-                &reply_id,
-                INVALID_REQUEST,
-                "jsonrpc: must be \"2.0\"",
+    let value: Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(error_bytes(
+                &Value::Null,
+                PARSE_ERROR,
+                &format!("not JSON: {e}"),
             ));
         }
-        let result = env
-            .method
-            .parse::<Hook>()
-            .and_then(|hook| self.handle_value(dialect, hook, env.params.unwrap_or(Value::Null)));
-        // A notification gets no answer, not even an error (JSON-RPC 2.0 section 4.1).
-        env.id.as_ref()?;
-        Some(answer(&reply_id, result))
+    };
+    let answer = match value {
+        Value::Array(calls) if calls.is_empty() => {
+            Some(error(&Value::Null, INVALID_REQUEST, "empty batch"))
+        }
+        Value::Array(calls) => {
+            let answers: Vec<String> = calls
+                .into_iter()
+                .filter_map(|c| answer_call(svc, c))
+                .collect();
+            (!answers.is_empty()).then(|| format!("[{}]", answers.join(",")))
+        }
+        call => answer_call(svc, call),
+    };
+    answer.map(String::into_bytes)
+}
+
+fn answer_call(svc: &DecisionService, call: Value) -> Option<String> {
+    let env: Envelope = match serde_json::from_value(call) {
+        Ok(e) => e,
+        Err(e) => {
+            return Some(error(
+                &Value::Null,
+                INVALID_REQUEST,
+                &format!("not a JSON-RPC request: {e}"),
+            ));
+        }
+    };
+    let reply_id = env.id.clone().unwrap_or(Value::Null);
+    if env.jsonrpc.as_deref() != Some("2.0") {
+        return Some(error(
+            &reply_id,
+            INVALID_REQUEST,
+            "jsonrpc: must be \"2.0\"",
+        ));
     }
+    let result = env.method.parse::<Hook>().and_then(|hook| {
+        let params = Params::from_value(env.params.unwrap_or(Value::Null))?;
+        svc.handle(&HookCall::from_params(hook, params)?, &KamailioJson)
+    });
+    // A notification gets no answer, not even an error (JSON-RPC 2.0 section 4.1).
+    env.id.as_ref()?;
+    Some(answer(&reply_id, result))
 }
 
 /// A response: the document goes in as the text it already is.
-fn answer(id: &Value, result: Result<Document, HookError>) -> String {
+fn answer(id: &Value, result: Result<ProxyAnswer, HookError>) -> String {
     match result {
         Ok(doc) => format!(
             "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{}}}",
@@ -249,7 +262,7 @@ fn error_code(e: &HookError) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::hooks::tests::{Fake, INVITE, b64};
+    use crate::decision::fake::{Fake, INVITE, b64};
     use std::sync::Arc;
 
     fn svc() -> DecisionService {
@@ -257,7 +270,7 @@ mod tests {
     }
 
     fn answer(payload: &str) -> Value {
-        serde_json::from_slice(&svc().answer_frame(payload.as_bytes()).unwrap()).unwrap()
+        serde_json::from_slice(&answer_frame(&svc(), payload.as_bytes()).unwrap()).unwrap()
     }
 
     #[test]
@@ -296,17 +309,15 @@ mod tests {
     #[test]
     fn notifications_get_no_answer_and_batches_answer_each_call() {
         let s = svc();
-        assert!(
-            s.answer_frame(br#"{"jsonrpc":"2.0","method":"route","params":{}}"#)
-                .is_none()
-        );
+        assert!(answer_frame(&s, br#"{"jsonrpc":"2.0","method":"route","params":{}}"#).is_none());
         let batch = json!([
             { "jsonrpc": "2.0", "id": 1, "method": "route", "params": { "msg": b64(INVITE) } },
             { "jsonrpc": "2.0", "method": "route", "params": {} },
             { "jsonrpc": "2.0", "id": 2, "method": "nope" }
         ]);
         let a: Value =
-            serde_json::from_slice(&s.answer_frame(batch.to_string().as_bytes()).unwrap()).unwrap();
+            serde_json::from_slice(&answer_frame(&s, batch.to_string().as_bytes()).unwrap())
+                .unwrap();
         assert_eq!(a.as_array().unwrap().len(), 2);
         assert_eq!(a[1]["error"]["code"], METHOD_NOT_FOUND);
     }
@@ -324,7 +335,7 @@ mod tests {
         // Split the request over two writes: the server must wait for the rest.
         c.write_all(&frame[..10]).await.unwrap();
         c.write_all(&frame[10..]).await.unwrap();
-        let mut d = Decoder::new();
+        let mut d = BytesMut::new();
         let payload = read_frame(&mut c, &mut d).await;
         let a: Value = serde_json::from_slice(&payload).unwrap();
         assert_eq!(a["id"], 9);
@@ -362,7 +373,7 @@ mod tests {
         });
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(b"120:{\"jsonrpc\":").await.unwrap();
-        let mut d = Decoder::new();
+        let mut d = BytesMut::new();
         let a: Value = serde_json::from_slice(&read_frame(&mut c, &mut d).await).unwrap();
         assert_eq!(
             a["error"]["message"],
@@ -371,18 +382,16 @@ mod tests {
         server.await.unwrap().unwrap();
     }
 
-    async fn read_frame(c: &mut TcpStream, d: &mut Decoder) -> Vec<u8> {
-        let mut buf = [0u8; 4096];
+    async fn read_frame(c: &mut TcpStream, pending: &mut BytesMut) -> Vec<u8> {
         loop {
-            if let Some(f) = d.next_frame().unwrap() {
-                return f;
+            if let Some(f) = NetstringCodec.decode(pending).unwrap() {
+                return f.to_vec();
             }
-            let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf))
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read_buf(pending))
                 .await
                 .unwrap()
                 .unwrap();
             assert!(n > 0, "server closed early");
-            d.extend(&buf[..n]);
         }
     }
 }

@@ -1,7 +1,9 @@
-//! Control API: running policy version, swaps, directory reloads (admin token).
+//! The admin API (`[control]` in the serve configuration): running policy version, swaps,
+//! directory reloads, metrics — for the operator, behind the admin token. Named apart from
+//! [`crate::click_to_call`], the API the users call with their own tokens.
 //!
 //! Owns the HTTP routes, the admin token check and the Prometheus rendering of the
-//! runtime's counters. Publishing itself belongs to [`crate::serve::Deployment`]; this
+//! runtime's counters. Publishing itself belongs to [`crate::deployment::Deployment`]; this
 //! module only turns requests into its calls and its errors into HTTP answers.
 //!
 //! - `GET /v1/policy`: the running version (generation, digest, origin, info, contract).
@@ -26,8 +28,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::deployment::{Deployment, ReloadError};
 use crate::policy::{MetricsSnapshot, PolicyVersion};
-use crate::serve::{Deployment, ReloadError};
 
 /// Largest module upload; axum's default of 2 MiB is smaller than a debug-built policy.
 const MAX_MODULE_BYTES: usize = 64 << 20;

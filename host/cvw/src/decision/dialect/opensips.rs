@@ -4,17 +4,22 @@
 //! because OpenSIPS' `$json` reads nested objects only one path at a time and a missing
 //! key is simply NULL.
 
-use super::{Dialect, Document, MapError, final_reply, header_lines, line_safe, name_addr};
+use super::{
+    Dialect, MapError, ProxyAnswer, final_reply, header_lines, line_safe, name_addr,
+    reply_action_json,
+};
+use crate::decision::Verdict;
+use crate::policy::Outcome;
 use crate::policy::model::{Decision, ForkMode, Target};
 use serde::Serialize;
 
-/// The OpenSIPS dialect (rest_client, async).
+/// OpenSIPS' JSON dialect (rest_client, async).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct OpenSips;
+pub struct OpenSipsJson;
 
 #[derive(Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
-enum Doc<'a> {
+enum Answer<'a> {
     Relay {
         mode: &'static str,
         routes: Vec<Route<'a>>,
@@ -53,17 +58,27 @@ struct Route<'a> {
     ring_timeout_s: Option<u32>,
 }
 
-impl Dialect for OpenSips {
-    fn decision(&self, decision: &Decision, generation: u64) -> Result<Document, MapError> {
+impl Dialect for OpenSipsJson {
+    fn encode(&self, answer: &Outcome<Verdict>) -> Result<ProxyAnswer, MapError> {
+        match &answer.value {
+            Verdict::Decision(d) => self.decision(d, answer.generation),
+            Verdict::ReplyAction(a) => reply_action_json(*a, answer.generation),
+        }
+    }
+}
+
+impl OpenSipsJson {
+    /// The document of a route or failure decision made by policy `generation`.
+    pub fn decision(&self, decision: &Decision, generation: u64) -> Result<ProxyAnswer, MapError> {
         if let Some((code, reason, headers)) = final_reply(decision)? {
-            return Document::of(&match decision {
-                Decision::Refuse(_) => Doc::Refuse {
+            return ProxyAnswer::json(&match decision {
+                Decision::Refuse(_) => Answer::Refuse {
                     code,
                     reason,
                     headers,
                     generation,
                 },
-                _ => Doc::Reply {
+                _ => Answer::Reply {
                     code,
                     reason,
                     headers,
@@ -72,7 +87,7 @@ impl Dialect for OpenSips {
             });
         }
         match decision {
-            Decision::Continue => Document::of(&Doc::Continue { generation }),
+            Decision::Continue => ProxyAnswer::json(&Answer::Continue { generation }),
             Decision::Fork(fork) => {
                 if fork.targets.is_empty() {
                     return Err(MapError::EmptyFork);
@@ -87,7 +102,7 @@ impl Dialect for OpenSips {
                     .enumerate()
                     .map(|(i, t)| route(i, t))
                     .collect::<Result<Vec<_>, _>>()?;
-                Document::of(&Doc::Relay {
+                ProxyAnswer::json(&Answer::Relay {
                     mode,
                     routes,
                     generation,
@@ -139,7 +154,7 @@ mod tests {
     use serde_json::{Value, json};
 
     fn doc(d: &Decision) -> Value {
-        serde_json::from_str(OpenSips.decision(d, 3).unwrap().as_str()).unwrap()
+        serde_json::from_str(OpenSipsJson.decision(d, 3).unwrap().as_str()).unwrap()
     }
 
     #[test]

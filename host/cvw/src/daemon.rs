@@ -1,31 +1,37 @@
-//! `cvw serve`: wiring of directory, policy, watchers, control API and decision service.
+//! The daemon behind `cvw serve`: reads its configuration and wires the long-running parts
+//! together — the [`Deployment`], the file watcher, the admin API, the decision service and
+//! the click-to-call API — until the one shutdown signal every task selects on.
 //!
-//! Owns the serve configuration file (`examples/cvw.toml`), the [`Deployment`] (the one
-//! place that publishes: start-up, file changes and the control API all go through it, so
-//! publishes never interleave), the file watcher and the single shutdown signal every task
-//! selects on. It does not own the policy runtime ([`crate::policy`]), the HTTP routes
-//! ([`crate::control`]) or the decision service ([`crate::service`]).
+//! Named for what it is (the process `cvw serve` starts) rather than after the subcommand,
+//! so it is not taken for [`crate::decision`], the service the proxies ask.
+//!
+//! Owns the serve configuration file (`examples/cvw.toml`) and the watcher. Does not own
+//! publishing ([`crate::deployment`]), the policy runtime ([`crate::policy`]), the admin
+//! routes ([`crate::admin`]) or the decision service ([`crate::decision`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use cvw_sip::transport::Protocol;
 use cvw_sip::ua::{UaConfig, UserAgent};
 
-use crate::api::{self, Api, auth::Tokens, calls::Calls, limits::LimitSettings, limits::Limits};
+use crate::admin::{self, AdminToken};
 use crate::calllog::JsonLinesFile;
-use crate::control::{self, AdminToken};
-use crate::directory::{Directory, DirectoryError};
+use crate::click_to_call::{
+    self, Api, auth::Tokens, calls::Calls, limits::LimitSettings, limits::Limits,
+};
+use crate::deployment::{Deployment, PolicySource};
 use crate::origination::sip::SipOriginator;
 use crate::policy::model::Reply;
-use crate::policy::{FailureMode, LoadError, PolicyHost, PolicyVersion, RuntimeSettings, builtin};
+use crate::policy::{FailureMode, PolicyHost, RuntimeSettings};
+use crate::shutdown::Shutdown;
 
 /// Editors write a file in several steps (truncate, write, rename); act once they settle.
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -124,7 +130,7 @@ pub struct ControlConfig {
     pub token_file: Option<PathBuf>,
 }
 
-/// Where the decision service (the ADAPTER helper's [`crate::service`]) listens.
+/// Where the decision service ([`crate::decision`]) listens.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionConfig {
@@ -195,13 +201,6 @@ impl Default for DecisionConfig {
     }
 }
 
-/// Where the policy component comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicySource {
-    BuiltIn,
-    File(PathBuf),
-}
-
 impl ServeConfig {
     /// Read the configuration and make its paths absolute against its folder.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -245,97 +244,6 @@ impl ServeConfig {
     }
 }
 
-/// Why a directory reload was not published; the old directory and policy keep serving.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error(transparent)]
-    Directory(#[from] DirectoryError),
-    #[error(transparent)]
-    Policy(#[from] LoadError),
-}
-
-/// The running policy and directory. Every publish goes through here, under one lock, so
-/// a file change and a control API swap cannot interleave.
-pub struct Deployment {
-    host: PolicyHost,
-    directory_path: PathBuf,
-    directory: Mutex<Arc<Directory>>,
-}
-
-impl Deployment {
-    /// Load the directory and publish the first policy; a bad file stops start-up.
-    pub fn start(host: PolicyHost, config: &ServeConfig) -> anyhow::Result<Self> {
-        let directory = Arc::new(Directory::load(&config.directory)?);
-        // The runtime logs every publish; only a failure needs saying here (start-up fails).
-        match config.policy_source() {
-            PolicySource::BuiltIn => host.publish(
-                builtin::default_policy()?,
-                builtin::DEFAULT_ORIGIN,
-                directory.clone(),
-            ),
-            PolicySource::File(path) => host.publish_file(&path, directory.clone()),
-        }?;
-        Ok(Deployment {
-            host,
-            directory_path: config.directory.clone(),
-            directory: Mutex::new(directory),
-        })
-    }
-
-    pub fn host(&self) -> &PolicyHost {
-        &self.host
-    }
-
-    pub fn directory_path(&self) -> &Path {
-        &self.directory_path
-    }
-
-    /// Publish the module at `path` with the current directory.
-    pub fn swap_file(&self, path: &Path) -> Result<PolicyVersion, LoadError> {
-        let directory = self.lock();
-        self.host.publish_file(path, directory.clone())
-    }
-
-    /// Publish uploaded module bytes with the current directory.
-    pub fn swap_bytes(&self, wasm: &[u8], origin: &str) -> Result<PolicyVersion, LoadError> {
-        let directory = self.lock();
-        self.host.publish(wasm, origin, directory.clone())
-    }
-
-    /// Read the directory file again and republish the running module with it. A bad file
-    /// or one the policy's `check-user` refuses leaves the old directory in place.
-    pub fn reload_directory(&self) -> Result<PolicyVersion, ReloadError> {
-        let mut current = self.lock();
-        let fresh = Arc::new(Directory::load(&self.directory_path)?);
-        let version = self.host.republish_with(fresh.clone())?;
-        *current = fresh;
-        Ok(version)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Directory>> {
-        // A panic while holding the lock cannot leave the Arc half-written.
-        self.directory.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Tells every task to stop; cloned into each of them.
-#[derive(Debug, Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// A signal and the sender that fires it.
-    pub fn new() -> (watch::Sender<bool>, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Shutdown(rx))
-    }
-
-    /// Resolves once shutdown was asked for (or the sender is gone).
-    pub async fn wait(mut self) {
-        // An Err means the sender was dropped, which also means stop.
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
-
 /// Run `cvw serve` until `shutdown` resolves: publish, watch, serve the control API on
 /// `control_listener`. Tests pass a listener on port 0 and a future they control.
 pub async fn run(
@@ -349,9 +257,11 @@ pub async fn run(
     let deployment = {
         let config = config.clone();
         Arc::new(
-            tokio::task::spawn_blocking(move || Deployment::start(host, &config))
-                .await
-                .context("start-up task failed")??,
+            tokio::task::spawn_blocking(move || {
+                Deployment::start(host, &config.directory, &config.policy_source())
+            })
+            .await
+            .context("start-up task failed")??,
         )
     };
     if let Ok(address) = control_listener.local_addr()
@@ -378,11 +288,11 @@ pub async fn run(
         start_api(api, &deployment, signal.clone(), &mut tasks).await?;
     }
 
-    let router = control::router(deployment.clone(), token);
-    let control_signal = signal.clone();
+    let router = admin::router(deployment.clone(), token);
+    let mut control_signal = signal.clone();
     tasks.spawn(async move {
         axum::serve(control_listener, router)
-            .with_graceful_shutdown(control_signal.wait())
+            .with_graceful_shutdown(async move { control_signal.wait().await })
             .await
             .context("control API failed")
     });
@@ -392,7 +302,7 @@ pub async fn run(
         Some(result) = tasks.join_next() => report_task_end(result),
     }
     // Every task selects on this one signal.
-    let _ = stop.send(true);
+    stop.fire();
     drop(watcher);
     while let Some(result) = tasks.join_next().await {
         report_task_end(result);
@@ -408,7 +318,7 @@ fn report_task_end(result: Result<anyhow::Result<()>, tokio::task::JoinError>) {
     }
 }
 
-/// The decision service the proxies ask ([`crate::service`]), on the addresses of
+/// The decision service the proxies ask ([`crate::decision`]), on the addresses of
 /// `[decision]`. It asks the `PolicyHost` directly, so swaps reach it without a restart.
 fn start_decision_service(
     config: &ServeConfig,
@@ -416,14 +326,14 @@ fn start_decision_service(
     signal: Shutdown,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    crate::service::spawn_configured(
+    crate::decision::spawn_configured(
         Arc::new(deployment.host().clone()),
-        crate::service::Endpoints {
+        crate::decision::Endpoints {
             jsonrpc: config.decision.jsonrpc,
             http: config.decision.http,
             evapi: config.decision.evapi,
         },
-        signal.wait(),
+        signal,
         tasks,
     )
 }
@@ -434,7 +344,7 @@ fn start_decision_service(
 async fn start_api(
     config: &ApiConfig,
     deployment: &Arc<Deployment>,
-    signal: Shutdown,
+    mut signal: Shutdown,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     let tokens = Tokens::load(&config.tokens_file)?;
@@ -468,8 +378,8 @@ async fn start_api(
         .with_context(|| format!("cannot listen for the API on {}", config.listen))?;
     info!(address = %config.listen, "click-to-call API listening");
     tasks.spawn(async move {
-        axum::serve(listener, api::router(api))
-            .with_graceful_shutdown(signal.wait())
+        axum::serve(listener, click_to_call::router(api))
+            .with_graceful_shutdown(async move { signal.wait().await })
             .await
             .context("click-to-call API failed")
     });
@@ -527,6 +437,7 @@ fn spawn_watcher(
     }
 
     tasks.spawn(async move {
+        let mut signal = signal;
         let stop = signal.wait();
         tokio::pin!(stop);
         loop {

@@ -1,6 +1,10 @@
 //! The click-to-call and conference API (CVW-10..15, CVW-20..22), in the spirit of UCWA:
 //! start a call, follow its states through a long-poll event feed, hang up.
 //!
+//! The users' API (`[api]` in the serve configuration, each user with a token of their
+//! own), named for what it does so it is not confused with [`crate::admin`], the
+//! operator's API; joining a meeting is click to call to a conference.
+//!
 //! Owns authentication (per-user tokens), authorisation (the user comes from the token;
 //! the policy decides what they may call), limits, and the list of calls. Does not place
 //! calls itself: an [`Originator`] does, and the policy decides the plan. Every call that

@@ -1,13 +1,15 @@
 //! The HTTP/1.1 JSON endpoint: `POST /kamailio/{hook}` and `POST /opensips/{hook}` with
 //! the hook's params as the body (OpenSIPS `rest_post` async, Kamailio `http_client`).
-//! Owns routing by path and HTTP status codes; the hooks are [`super::hooks`]'.
+//! Owns routing by path (which picks the dialect) and HTTP status codes; each call goes
+//! to [`DecisionService::handle`] as a [`HookCall`].
 //!
 //! Every accepted connection gets TCP_NODELAY: without it, keep-alive requests stall
 //! 40 ms on delayed ACKs.
 
-use super::hooks::Params;
-use super::{DecisionService, Hook, HookError, Shutdown};
-use crate::adapters::{Dialect, Kamailio, OpenSips};
+use crate::decision::dialect::{Dialect, KamailioJson, OpenSipsJson};
+use crate::decision::request::Params;
+use crate::decision::{DecisionService, Hook, HookCall, HookError};
+use crate::shutdown::Shutdown;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -56,8 +58,8 @@ async fn hook(
     body: Bytes,
 ) -> Response {
     let dialect: &dyn Dialect = match dialect.as_str() {
-        "kamailio" => &Kamailio,
-        "opensips" => &OpenSips,
+        "kamailio" => &KamailioJson,
+        "opensips" => &OpenSipsJson,
         other => {
             return error(
                 StatusCode::NOT_FOUND,
@@ -74,7 +76,8 @@ async fn hook(
         Err(e) if e.is_data() => return error(StatusCode::BAD_REQUEST, &format!("params: {e}")),
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: not JSON: {e}")),
     };
-    match svc.handle(dialect, hook, params) {
+    let answer = HookCall::from_params(hook, params).and_then(|call| svc.handle(&call, dialect));
+    match answer {
         Ok(doc) => (
             [(header::CONTENT_TYPE, "application/json")],
             doc.into_string(),
@@ -88,7 +91,7 @@ async fn hook(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::hooks::tests::{Fake, INVITE, b64};
+    use crate::decision::fake::{Fake, INVITE, b64};
     use serde_json::Value;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,8 +1,9 @@
 //! Kamailio's evapi transport: the host connects to Kamailio's evapi listener, receives
 //! each suspended INVITE as an event and answers with the transaction's `tindex`/`tlabel`
 //! so the config can `t_continue` it. Owns the connection (reconnecting with back-off),
-//! the event format and the readiness handshake; the hooks are [`super::hooks`]', the
-//! answer layout [`crate::adapters::kamailio::EvapiAnswer`]'s.
+//! the event format and the readiness handshake; each event goes to
+//! [`DecisionService::handle`] as a [`HookCall`], answered in the evapi layout of
+//! [`KamailioEvapi`] (`docs/evapi-answer.md`).
 //!
 //! Why a second Kamailio transport beside JSON-RPC: janssonrpcc re-parses and
 //! re-serialises the params and the answer in Kamailio, several times per call; evapi
@@ -16,14 +17,15 @@
 //! ```
 //! with every contact field base64-encoded. After connecting, the host sends
 //! `{"hello":"<nonce>"}` and counts itself ready when `ready <nonce>` comes back: then
-//! Kamailio has accepted the connection and tagged it, and calls reach this host.
+//! Kamailio has accepted the connection and tagged it, and calls reach this host. The
+//! nonce is random (`getrandom`), so one host's `ready` is never taken for another's.
 
-use super::hooks::SourceParam;
-use super::netstring::{self, Decoder};
-use super::{DecisionService, HookError, Shutdown};
-use crate::adapters::Kamailio;
-use crate::adapters::kamailio::EvapiAnswer;
+use super::netstring::{self, NetstringCodec};
+use crate::decision::dialect::{KamailioEvapi, ProxyAnswer};
+use crate::decision::request::SourceParam;
+use crate::decision::{DecisionService, HookCall, HookError};
 use crate::policy::model::{Contact, RequestContext};
+use crate::shutdown::Shutdown;
 use base64::Engine as _;
 use serde::Deserialize;
 use std::io;
@@ -32,6 +34,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::{Decoder as _, Encoder as _};
 
 /// Reconnect back-off: quick after a Kamailio restart, gentle when it stays away.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -116,6 +120,9 @@ enum Ended {
     Closed,
 }
 
+/// Bytes read at a time; a read brings every event that arrived, answered together.
+const READ_SIZE: usize = 64 * 1024;
+
 async fn connection(
     mut stream: TcpStream,
     svc: &DecisionService,
@@ -123,27 +130,28 @@ async fn connection(
     ready: &watch::Sender<bool>,
 ) -> io::Result<Ended> {
     stream.set_nodelay(true)?;
-    let nonce = nonce();
+    let nonce = nonce()?;
     let hello = format!("{{\"hello\":\"{nonce}\"}}");
     stream
         .write_all(&netstring::encode(hello.as_bytes()))
         .await?;
-    let mut decoder = Decoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::new();
+    let mut codec = NetstringCodec;
+    let mut input = BytesMut::with_capacity(READ_SIZE);
+    let mut out = BytesMut::new();
     loop {
+        // `read_buf` reads nothing into a full buffer, which would look like the end.
+        input.reserve(READ_SIZE / 4);
         let n = tokio::select! {
-            n = stream.read(&mut buf) => n?,
+            n = stream.read_buf(&mut input) => n?,
             () = shutdown.wait() => return Ok(Ended::Shutdown),
         };
         if n == 0 {
             return Ok(Ended::Closed);
         }
         acknowledge_at_once(&stream);
-        decoder.extend(&buf[..n]);
         out.clear();
-        while let Some(frame) = decoder
-            .next_frame()
+        while let Some(frame) = codec
+            .decode(&mut input)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
         {
             if let Some(r) = frame.strip_prefix(b"ready ") {
@@ -153,8 +161,10 @@ async fn connection(
                 }
                 continue;
             }
-            if let Some(answer) = svc.answer_event(&frame) {
-                out.extend_from_slice(&netstring::encode(&answer));
+            if let Some(answer) = answer_event(svc, &frame) {
+                codec
+                    .encode(answer.as_str().as_bytes(), &mut out)
+                    .map_err(io::Error::other)?;
             }
         }
         // Whole frames only, in one write: evapi's reader is safest with whole frames,
@@ -179,19 +189,12 @@ fn acknowledge_at_once(stream: &TcpStream) {
 #[cfg(not(target_os = "linux"))]
 fn acknowledge_at_once(_: &TcpStream) {}
 
-/// Tells this connection's `ready` apart from another host's.
-fn nonce() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{}-{t}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+/// Tells this connection's `ready` apart from another host's: 128 random bits, hex.
+fn nonce() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| io::Error::other(format!("no random nonce: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A route event as the example config builds it.
@@ -215,53 +218,46 @@ struct TransactionOnly {
     tlabel: u32,
 }
 
-impl DecisionService {
-    /// The answer frame payload for one evapi event; `None` when the event does not even
-    /// name its transaction (Kamailio's decision timeout then routes the call on).
-    pub fn answer_event(&self, payload: &[u8]) -> Option<Vec<u8>> {
-        let event: RouteEvent = match serde_json::from_slice(payload) {
-            Ok(e) => e,
-            Err(e) => {
-                let Ok(t) = serde_json::from_slice::<TransactionOnly>(payload) else {
-                    tracing::warn!("evapi: unreadable event dropped: {e}");
-                    return None;
-                };
-                let why = format!("event: {e}");
-                tracing::warn!("evapi: {why}");
-                return Some(EvapiAnswer::Error(why).encode(t.tindex, t.tlabel));
-            }
-        };
-        let (tindex, tlabel) = (event.tindex, event.tlabel);
-        let answer = self.route_event(event).unwrap_or_else(|e| {
-            tracing::warn!("evapi: no decision: {e}");
-            EvapiAnswer::Error(e.to_string())
-        });
-        Some(answer.encode(tindex, tlabel))
-    }
-
-    fn route_event(&self, event: RouteEvent) -> Result<EvapiAnswer, HookError> {
-        if event.hook != "route" {
-            return Err(HookError::UnknownMethod(event.hook));
+/// The answer frame payload for one evapi event; `None` when the event does not even
+/// name its transaction (Kamailio's decision timeout then routes the call on).
+pub fn answer_event(svc: &DecisionService, payload: &[u8]) -> Option<ProxyAnswer> {
+    let event: RouteEvent = match serde_json::from_slice(payload) {
+        Ok(e) => e,
+        Err(e) => {
+            let Ok(t) = serde_json::from_slice::<TransactionOnly>(payload) else {
+                tracing::warn!("evapi: unreadable event dropped: {e}");
+                return None;
+            };
+            let why = format!("event: {e}");
+            tracing::warn!("evapi: {why}");
+            return Some(KamailioEvapi::new(t.tindex, t.tlabel).error(&why));
         }
-        let msg = event.msg.as_deref().ok_or(HookError::MissingParam("msg"))?;
-        let contacts = event
-            .contacts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| contact(i, c))
-            .collect::<Result<_, _>>()?;
-        let ctx = RequestContext {
-            source: event.source.into(),
-            contacts,
-        };
-        let d = self.route_decided(msg, &ctx)?;
-        Kamailio
-            .evapi_answer(&d.value)
-            .map_err(|source| HookError::Map {
-                generation: d.generation,
-                source,
-            })
+    };
+    let dialect = KamailioEvapi::new(event.tindex, event.tlabel);
+    let answer = route_call(event).and_then(|call| svc.handle(&call, &dialect));
+    Some(answer.unwrap_or_else(|e| {
+        tracing::warn!("evapi: no decision: {e}");
+        dialect.error(&e.to_string())
+    }))
+}
+
+/// The one request type from an event: only `route` travels over evapi.
+fn route_call(event: RouteEvent) -> Result<HookCall, HookError> {
+    if event.hook != "route" {
+        return Err(HookError::UnknownMethod(event.hook));
     }
+    let msg = event.msg.as_deref().ok_or(HookError::MissingParam("msg"))?;
+    let contacts = event
+        .contacts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| contact(i, c))
+        .collect::<Result<_, _>>()?;
+    let ctx = RequestContext {
+        source: event.source.into(),
+        contacts,
+    };
+    HookCall::route(msg, ctx)
 }
 
 /// `[uri, next_hop, user_agent, instance]`, each base64; missing or empty ones are unknown.
@@ -298,7 +294,7 @@ fn contact(i: usize, fields: &[String]) -> Result<Contact, HookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::hooks::tests::{Fake, INVITE, b64};
+    use crate::decision::fake::{Fake, INVITE, b64};
     use std::sync::Arc;
 
     fn svc() -> (DecisionService, Arc<Fake>) {
@@ -321,9 +317,9 @@ mod tests {
             b64("sip:alice@127.0.0.1:5071"),
             b64("UC \"Desktop\"/1.0")
         );
-        let answer = s.answer_event(&event(12, &contact, &b64(INVITE))).unwrap();
-        let text = String::from_utf8(answer).unwrap();
-        assert!(text.starts_with("0000000012 0000000077 P "), "{text}");
+        let answer = answer_event(&s, &event(12, &contact, &b64(INVITE))).unwrap();
+        let text = answer.as_str();
+        assert!(text.starts_with("v1 0000000012 0000000077 P "), "{text}");
         let seen = fake.seen.lock().unwrap();
         let ctx = &seen[0].1;
         assert_eq!(ctx.contacts[0].uri, "sip:alice@127.0.0.1:5071");
@@ -337,10 +333,10 @@ mod tests {
     #[test]
     fn bad_events_get_an_error_answer_naming_the_field_or_nothing() {
         let (s, _) = svc();
-        let answer = |e: &[u8]| s.answer_event(e).map(|a| String::from_utf8(a).unwrap());
+        let answer = |e: &[u8]| answer_event(&s, e).map(ProxyAnswer::into_string);
         assert_eq!(
             answer(&event(5, r#"["!!"]"#, &b64(INVITE))).unwrap(),
-            "0000000005 0000000077 E 000057 contacts[0].uri: not base64: Invalid symbol 33, offset 0."
+            "v1 0000000005 0000000077 E 000057 contacts[0].uri: not base64: Invalid symbol 33, offset 0."
         );
         assert!(
             answer(&event(5, "", "bm90IFNJUA=="))
@@ -350,7 +346,7 @@ mod tests {
         assert!(
             answer(br#"{"tindex":1,"tlabel":2,"hook":7}"#)
                 .unwrap()
-                .starts_with("0000000001 0000000002 E ")
+                .starts_with("v1 0000000001 0000000002 E ")
         );
         // Without its transaction an event cannot be answered: the proxy's timer routes it.
         assert_eq!(answer(b"garbage"), None);
@@ -367,7 +363,7 @@ mod tests {
 
         for round in 0..2 {
             let (mut conn, _) = kamailio.accept().await.unwrap();
-            let mut d = Decoder::new();
+            let mut d = BytesMut::new();
             let hello = read_frame(&mut conn, &mut d).await;
             let hello: serde_json::Value = serde_json::from_slice(&hello).unwrap();
             assert!(
@@ -385,7 +381,7 @@ mod tests {
                 .await
                 .unwrap();
             let answer = read_frame(&mut conn, &mut d).await;
-            assert!(answer.starts_with(format!("{round:010} 0000000077 P ").as_bytes()));
+            assert!(answer.starts_with(format!("v1 {round:010} 0000000077 P ").as_bytes()));
             // Kamailio restarts: the host notices and connects again.
             drop(conn);
         }
@@ -397,18 +393,24 @@ mod tests {
             .unwrap();
     }
 
-    async fn read_frame(c: &mut TcpStream, d: &mut Decoder) -> Vec<u8> {
-        let mut buf = [0u8; 4096];
+    async fn read_frame(c: &mut TcpStream, pending: &mut BytesMut) -> Vec<u8> {
         loop {
-            if let Some(f) = d.next_frame().unwrap() {
-                return f;
+            if let Some(f) = NetstringCodec.decode(pending).unwrap() {
+                return f.to_vec();
             }
-            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read_buf(pending))
                 .await
                 .unwrap()
                 .unwrap();
             assert!(n > 0, "host closed early");
-            d.extend(&buf[..n]);
         }
+    }
+
+    #[test]
+    fn nonces_are_random_hex() {
+        let (a, b) = (nonce().unwrap(), nonce().unwrap());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 }

@@ -1,54 +1,60 @@
-//! Translating the policy's decisions ([`crate::policy::model`]) into each proxy's own
-//! terms: an rtjson document plus an action for Kamailio ([`kamailio`]), a JSON document
-//! walked with `$json` for OpenSIPS ([`opensips`]). Owns the wire shape of a decision and
-//! the checks that keep a policy from injecting SIP (line breaks in headers, codes out of
-//! range). Does not own transports ([`crate::service`]) nor the policy call itself.
+//! The one answer of the decision service ([`Outcome<Verdict>`]) in each proxy's terms:
+//! Kamailio's JSON (an rtjson document plus an action, [`kamailio`]), Kamailio's evapi
+//! layout (sliced with string transformations, [`evapi`], specified in
+//! `docs/evapi-answer.md`), OpenSIPS' flat JSON walked with `$json` ([`opensips`]).
+//!
+//! Owns the wire shape of an answer and the checks that keep a policy from injecting SIP
+//! (line breaks in headers, codes out of range). Does not own transports
+//! ([`super::transport`]) nor the policy call ([`super::DecisionService`]).
 
+pub mod evapi;
 pub mod kamailio;
 pub mod opensips;
 
+use super::Verdict;
+use crate::policy::Outcome;
 use crate::policy::model::{Decision, Header, ReplyAction};
 use serde::Serialize;
 use thiserror::Error;
 
-pub use kamailio::Kamailio;
-pub use opensips::OpenSips;
+pub use evapi::KamailioEvapi;
+pub use kamailio::KamailioJson;
+pub use opensips::OpenSipsJson;
 
-/// A proxy's way of saying what to do with a request. One small trait: the service picks
-/// the dialect by transport/path and never looks inside the document.
-pub trait Dialect: Send + Sync + 'static {
-    /// The document for a request or failure decision made by policy `generation`.
-    fn decision(&self, decision: &Decision, generation: u64) -> Result<Document, MapError>;
-    /// The document for a reply-hook action.
-    fn reply_action(&self, action: ReplyAction, generation: u64) -> Result<Document, MapError> {
-        let action = match action {
-            ReplyAction::CancelBranch => "cancel-branch",
-            _ => "continue",
-        };
-        Document::of(&ActionOnly { action, generation })
+/// A proxy's way of reading an answer. One small trait: a transport picks the dialect (by
+/// connection or path) and never looks inside what it encodes.
+pub trait Dialect: Send + Sync {
+    /// The answer made by policy generation `answer.generation`, in this proxy's terms.
+    fn encode(&self, answer: &Outcome<Verdict>) -> Result<ProxyAnswer, MapError>;
+}
+
+/// The JSON dialects' answer to the reply hook: the action and the generation.
+fn reply_action_json(action: ReplyAction, generation: u64) -> Result<ProxyAnswer, MapError> {
+    #[derive(Serialize)]
+    struct ActionOnly {
+        action: &'static str,
+        generation: u64,
     }
+    let action = match action {
+        ReplyAction::CancelBranch => "cancel-branch",
+        _ => "continue",
+    };
+    ProxyAnswer::json(&ActionOnly { action, generation })
 }
 
-#[derive(Serialize)]
-struct ActionOnly {
-    action: &'static str,
-    generation: u64,
-}
-
-/// A decision in a proxy's terms: one serialized JSON object. Built from typed structs
-/// straight to text, because this is on every call's path and a `serde_json::Value` tree
-/// costs several allocations per field.
+/// An answer in a proxy's terms: the text its config reads (a JSON object, or the evapi
+/// layout). Built from typed structs straight to text, because this is on every call's
+/// path and a `serde_json::Value` tree costs several allocations per field.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Document(String);
+pub struct ProxyAnswer(String);
 
-impl Document {
-    pub(crate) fn of(doc: &impl Serialize) -> Result<Self, MapError> {
+impl ProxyAnswer {
+    pub(crate) fn json(doc: &impl Serialize) -> Result<Self, MapError> {
         serde_json::to_string(doc)
-            .map(Document)
+            .map(ProxyAnswer)
             .map_err(MapError::Encode)
     }
 
-    /// The JSON text (an object).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -138,8 +144,8 @@ pub(crate) fn checked_code(field: &'static str, code: u16, min: u16) -> Result<u
     }
 }
 
-/// The reply a proxy sends for `Decision::Reply` / `Decision::Refuse`, common to both
-/// dialects: `(code, reason, header lines)`.
+/// The reply a proxy sends for `Decision::Reply` / `Decision::Refuse`, common to every
+/// dialect: `(code, reason, header lines)`.
 pub(crate) fn final_reply(decision: &Decision) -> Result<Option<(u16, String, String)>, MapError> {
     match decision {
         Decision::Reply(r) => {

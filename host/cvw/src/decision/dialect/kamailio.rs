@@ -1,5 +1,6 @@
-//! Kamailio's terms: an action plus, for forks, an rtjson document
-//! (`rtjson_init_routes`/`rtjson_push_routes`).
+//! Kamailio's terms in JSON (janssonrpcc, http_client): an action plus, for forks, an
+//! rtjson document (`rtjson_init_routes`/`rtjson_push_routes`). Also owns the pieces the
+//! evapi layout ([`super::evapi`]) shares: the rtjson routes and the [`BranchTable`].
 //!
 //! rtjson applies a route's headers and timers itself only in serial mode. A parallel fork
 //! is built by the config from a [`BranchTable`] instead (Request-URI, next hop, and in
@@ -8,24 +9,25 @@
 //! xavps put the document and every field into shared memory (an allocation under the
 //! shm lock each, on every call). The JSON form still carries the rtjson document of
 //! every fork, for configs of an operator's own that use rtjson.
-//!
-//! Over evapi ([`EvapiAnswer`]) the same decision travels in a layout the config slices
-//! with string transformations instead of parsing JSON: Kamailio's evapi dispatcher is
-//! one process for every call, and each jansson parse there is paid by every call.
 
-use super::{Dialect, Document, MapError, final_reply, header_lines, line_safe, name_addr};
+use super::{
+    Dialect, MapError, ProxyAnswer, final_reply, header_lines, line_safe, name_addr,
+    reply_action_json,
+};
+use crate::decision::Verdict;
+use crate::policy::Outcome;
 use crate::policy::model::{Decision, Fork, ForkMode, Target};
 use base64::Engine as _;
 use serde::Serialize;
 
-/// The Kamailio dialect (janssonrpcc, http_client).
+/// Kamailio's JSON dialect (janssonrpcc, http_client).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Kamailio;
+pub struct KamailioJson;
 
 /// What the config reads: `action`, then the fields of that action.
 #[derive(Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
-enum Doc<'a> {
+enum Answer<'a> {
     Relay {
         rtjson: Rtjson<'a>,
         /// Parallel forks only: what the config builds the fork from (see [`BranchTable`]).
@@ -52,7 +54,7 @@ enum Doc<'a> {
 }
 
 #[derive(Serialize)]
-struct Rtjson<'a> {
+pub(super) struct Rtjson<'a> {
     version: &'static str,
     routing: &'static str,
     routes: Vec<Route<'a>>,
@@ -60,7 +62,7 @@ struct Rtjson<'a> {
 
 /// One rtjson route. `label` is ours; rtjson ignores fields it does not know.
 #[derive(Serialize)]
-struct Route<'a> {
+pub(super) struct Route<'a> {
     label: &'a str,
     uri: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,18 +93,28 @@ struct FromHeader<'a> {
     uri: &'a str,
 }
 
-impl Dialect for Kamailio {
-    fn decision(&self, decision: &Decision, generation: u64) -> Result<Document, MapError> {
+impl Dialect for KamailioJson {
+    fn encode(&self, answer: &Outcome<Verdict>) -> Result<ProxyAnswer, MapError> {
+        match &answer.value {
+            Verdict::Decision(d) => self.decision(d, answer.generation),
+            Verdict::ReplyAction(a) => reply_action_json(*a, answer.generation),
+        }
+    }
+}
+
+impl KamailioJson {
+    /// The document of a route or failure decision made by policy `generation`.
+    pub fn decision(&self, decision: &Decision, generation: u64) -> Result<ProxyAnswer, MapError> {
         if let Some((code, reason, headers)) = final_reply(decision)? {
-            return Document::of(&match decision {
-                Decision::Refuse(r) => Doc::Refuse {
+            return ProxyAnswer::json(&match decision {
+                Decision::Refuse(r) => Answer::Refuse {
                     code,
                     reason,
                     headers,
                     rule: &r.rule,
                     generation,
                 },
-                _ => Doc::Reply {
+                _ => Answer::Reply {
                     code,
                     reason,
                     headers,
@@ -111,14 +123,14 @@ impl Dialect for Kamailio {
             });
         }
         match decision {
-            Decision::Continue => Document::of(&Doc::Continue { generation }),
+            Decision::Continue => ProxyAnswer::json(&Answer::Continue { generation }),
             Decision::Fork(fork) => {
                 let routes = routes(fork)?;
                 let branches = match fork.mode {
                     ForkMode::Parallel => Some(BranchTable::of(&routes)),
                     ForkMode::Serial => None,
                 };
-                Document::of(&Doc::Relay {
+                ProxyAnswer::json(&Answer::Relay {
                     rtjson: Rtjson::of(fork.mode, routes),
                     branches,
                     generation,
@@ -128,34 +140,6 @@ impl Dialect for Kamailio {
             _ => Err(MapError::Unsupported("unknown")),
         }
     }
-}
-
-/// A decision as the evapi transport sends it to `event_route[evapi:message-received]`:
-///
-/// ```text
-/// TTTTTTTTTT LLLLLLLLLL A NNNNNN <part 1: N bytes><part 2: the rest>
-/// ```
-/// `T`/`L` the suspended transaction's `$T(id_index)`/`$T(id_label)`, zero-padded to ten
-/// digits (so the config takes them with `{s.substr}`); `A` the action:
-/// - `P` parallel fork: part 1 the routes' [`BranchTable`];
-/// - `S` serial fork: part 1 the rtjson document (rtjson applies each route's data);
-/// - `R` final reply: part 1 `CCC reason`, part 2 the header lines to add;
-/// - `C` continue: route as without Call via Work;
-/// - `E` no decision: part 1 says why (the config logs it and routes as without Call
-///   via Work).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EvapiAnswer {
-    Parallel(BranchTable),
-    Serial {
-        rtjson: String,
-    },
-    Reply {
-        code: u16,
-        reason: String,
-        headers: String,
-    },
-    Continue,
-    Error(String),
 }
 
 /// A parallel fork's routes (target, next hop, label, ring timeout, extra header lines,
@@ -174,7 +158,7 @@ pub enum EvapiAnswer {
 pub struct BranchTable(String);
 
 impl BranchTable {
-    fn of(routes: &[Route<'_>]) -> BranchTable {
+    pub(super) fn of(routes: &[Route<'_>]) -> BranchTable {
         let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
         let mut table = routes.len().to_string();
         for r in routes {
@@ -199,67 +183,8 @@ impl BranchTable {
     }
 }
 
-/// evapi reads a client's frames into a 32 KB buffer: a bigger answer could never arrive
-/// whole, so it is answered as an error (and the call routed without Call via Work).
-pub const EVAPI_MAX_ANSWER: usize = 16 * 1024;
-
-impl Kamailio {
-    /// The evapi form of a route or failure decision.
-    pub fn evapi_answer(&self, decision: &Decision) -> Result<EvapiAnswer, MapError> {
-        if let Some((code, reason, headers)) = final_reply(decision)? {
-            return Ok(EvapiAnswer::Reply {
-                code,
-                reason,
-                headers,
-            });
-        }
-        match decision {
-            Decision::Continue => Ok(EvapiAnswer::Continue),
-            Decision::Fork(fork) => {
-                let routes = routes(fork)?;
-                Ok(match fork.mode {
-                    ForkMode::Parallel => EvapiAnswer::Parallel(BranchTable::of(&routes)),
-                    ForkMode::Serial => EvapiAnswer::Serial {
-                        rtjson: serde_json::to_string(&Rtjson::of(fork.mode, routes))
-                            .map_err(MapError::Encode)?,
-                    },
-                })
-            }
-            Decision::Originate(_) => Err(MapError::Unsupported("originate")),
-            _ => Err(MapError::Unsupported("unknown")),
-        }
-    }
-}
-
-impl EvapiAnswer {
-    /// The frame payload for transaction `tindex:tlabel`. An answer too big for evapi's
-    /// buffer becomes an error answer, so the call still goes on at once.
-    pub fn encode(&self, tindex: u32, tlabel: u32) -> Vec<u8> {
-        let (action, part1, part2): (char, std::borrow::Cow<str>, &str) = match self {
-            EvapiAnswer::Parallel(branches) => ('P', branches.as_str().into(), ""),
-            EvapiAnswer::Serial { rtjson } => ('S', rtjson.into(), ""),
-            EvapiAnswer::Reply {
-                code,
-                reason,
-                headers,
-            } => ('R', format!("{code:03} {reason}").into(), headers),
-            EvapiAnswer::Continue => ('C', "".into(), ""),
-            EvapiAnswer::Error(why) => ('E', why.as_str().into(), ""),
-        };
-        let size = 32 + part1.len() + part2.len();
-        if size > EVAPI_MAX_ANSWER {
-            let why = format!("decision of {size} bytes exceeds evapi's {EVAPI_MAX_ANSWER}");
-            return EvapiAnswer::Error(why).encode(tindex, tlabel);
-        }
-        let mut out = format!("{tindex:010} {tlabel:010} {action} {:06} ", part1.len());
-        out.push_str(&part1);
-        out.push_str(part2);
-        out.into_bytes()
-    }
-}
-
 /// A fork's targets as rtjson routes, checked for what a SIP header line can carry.
-fn routes(fork: &Fork) -> Result<Vec<Route<'_>>, MapError> {
+pub(super) fn routes(fork: &Fork) -> Result<Vec<Route<'_>>, MapError> {
     if fork.targets.is_empty() {
         return Err(MapError::EmptyFork);
     }
@@ -271,7 +196,7 @@ fn routes(fork: &Fork) -> Result<Vec<Route<'_>>, MapError> {
 }
 
 impl<'a> Rtjson<'a> {
-    fn of(mode: ForkMode, routes: Vec<Route<'a>>) -> Rtjson<'a> {
+    pub(super) fn of(mode: ForkMode, routes: Vec<Route<'a>>) -> Rtjson<'a> {
         Rtjson {
             version: "1.0",
             routing: routing(mode),
@@ -318,18 +243,18 @@ fn route(i: usize, t: &Target) -> Result<Route<'_>, MapError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::policy::model::{Fork, Header, NameAddr, Refusal, Reply};
     use serde_json::{Value, json};
 
     fn doc(d: &Decision) -> Result<Value, MapError> {
-        Kamailio
+        KamailioJson
             .decision(d, 3)
             .map(|doc| serde_json::from_str(doc.as_str()).unwrap())
     }
 
-    fn desk() -> Target {
+    pub(crate) fn desk() -> Target {
         Target {
             label: "desk".into(),
             uri: "sip:+14255550101@pbx.corp.example;user=phone".into(),
@@ -347,7 +272,7 @@ mod tests {
         }
     }
 
-    fn client() -> Target {
+    pub(crate) fn client() -> Target {
         Target {
             label: "client".into(),
             uri: "sip:alice@127.0.0.1:5071;transport=tcp".into(),
@@ -364,7 +289,7 @@ mod tests {
 
     /// The branch table read the way the config reads it: route `i` is field `i + 1`
     /// between `|`, its fields between `.`, base64 but for the ring timeout.
-    fn read_table(table: &str) -> Vec<Vec<String>> {
+    pub(crate) fn read_table(table: &str) -> Vec<Vec<String>> {
         let mut routes = table.split('|');
         let count: usize = routes.next().unwrap().parse().unwrap();
         let routes: Vec<Vec<String>> = routes
@@ -385,11 +310,11 @@ mod tests {
         routes
     }
 
-    const DESK_EXTRA: &str =
+    pub(crate) const DESK_EXTRA: &str =
         "X-CVW-Leg: desk\r\nP-Asserted-Identity: \"Bob \\\"B\\\"\" <sip:bob@corp.example>\r\n";
 
     /// The branch table of a fork to [`desk`] and [`client`], as the config reads it.
-    fn desk_and_client_branches() -> Vec<Vec<String>> {
+    pub(crate) fn desk_and_client_branches() -> Vec<Vec<String>> {
         vec![
             vec![
                 "sip:+14255550101@pbx.corp.example;user=phone",
@@ -512,84 +437,5 @@ mod tests {
             targets: vec![],
         });
         assert!(matches!(doc(&e), Err(MapError::EmptyFork)));
-    }
-
-    /// The evapi answer to transaction 123:4567 of a fork to [`desk`] and [`client`].
-    fn evapi_fork_frame(mode: ForkMode) -> String {
-        let d = Decision::Fork(Fork {
-            mode,
-            targets: vec![desk(), client()],
-        });
-        let frame = Kamailio.evapi_answer(&d).unwrap().encode(123, 4567);
-        String::from_utf8(frame).unwrap()
-    }
-
-    #[test]
-    fn evapi_parallel_fork_is_a_branch_table_after_fixed_offsets() {
-        let frame = evapi_fork_frame(ForkMode::Parallel);
-        // What route[CVW_DECIDED] takes with {s.substr}.
-        assert_eq!(&frame[..10], "0000000123");
-        assert_eq!(&frame[11..21], "0000004567");
-        assert_eq!(&frame[22..23], "P");
-        let len: usize = frame[24..30].parse().unwrap();
-        assert_eq!(frame.len(), 31 + len, "part 1 is all of it");
-        assert_eq!(read_table(&frame[31..]), desk_and_client_branches());
-    }
-
-    #[test]
-    fn evapi_serial_fork_is_an_rtjson_document() {
-        let frame = evapi_fork_frame(ForkMode::Serial);
-        assert_eq!(&frame[22..23], "S");
-        let rtjson: Value = serde_json::from_str(&frame[31..]).unwrap();
-        assert_eq!(rtjson["routing"], "serial");
-        assert_eq!(rtjson["routes"][0]["fr_inv_timer"], 15000);
-        assert_eq!(
-            rtjson["routes"][1]["headers"]["from"]["uri"],
-            "sip:+14255550000@corp.example"
-        );
-    }
-
-    #[test]
-    fn branch_table_layout_is_exact() {
-        let d = Decision::Fork(Fork {
-            mode: ForkMode::Parallel,
-            targets: vec![client()],
-        });
-        let Ok(EvapiAnswer::Parallel(branches)) = Kamailio.evapi_answer(&d) else {
-            panic!("not a parallel fork");
-        };
-        assert_eq!(
-            branches.as_str(),
-            "1|c2lwOmFsaWNlQDEyNy4wLjAuMTo1MDcxO3RyYW5zcG9ydD10Y3A=..Y2xpZW50...\
-             Q2FsbCB2aWEgV29yaw==.c2lwOisxNDI1NTU1MDAwMEBjb3JwLmV4YW1wbGU="
-        );
-    }
-
-    #[test]
-    fn evapi_reply_continue_and_oversized_answers() {
-        let r = Decision::Reply(Reply {
-            code: 486,
-            reason: "Busy Here".into(),
-            headers: vec![Header {
-                name: "X-Why".into(),
-                value: "dnd".into(),
-            }],
-        });
-        let frame = Kamailio.evapi_answer(&r).unwrap().encode(1, 2);
-        assert_eq!(
-            String::from_utf8(frame).unwrap(),
-            "0000000001 0000000002 R 000013 486 Busy HereX-Why: dnd\r\n"
-        );
-        let c = Kamailio.evapi_answer(&Decision::Continue).unwrap();
-        assert_eq!(c.encode(7, 8), b"0000000007 0000000008 C 000000 ".to_vec());
-        let mut huge = desk();
-        huge.headers[0].value = "x".repeat(EVAPI_MAX_ANSWER);
-        let d = Decision::Fork(Fork {
-            mode: ForkMode::Parallel,
-            targets: vec![huge],
-        });
-        let frame = String::from_utf8(Kamailio.evapi_answer(&d).unwrap().encode(7, 8)).unwrap();
-        assert!(frame.starts_with("0000000007 0000000008 E "), "{frame}");
-        assert!(frame.ends_with("exceeds evapi's 16384"), "{frame}");
     }
 }
