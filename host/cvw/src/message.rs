@@ -12,7 +12,7 @@
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
-use crate::policy::model::{Header, NameAddr};
+use cvw_model::{Header, NameAddr};
 
 /// Why bytes are not a SIP request the policy can read.
 #[derive(Debug, thiserror::Error)]

@@ -142,13 +142,14 @@ impl From<ContactParam> for Contact {
     }
 }
 
-impl From<Option<SourceParam>> for Source {
-    fn from(s: Option<SourceParam>) -> Self {
+// An absent `source` is `Other` by `cvw-model`'s `From<Option<_>> for Source`.
+impl From<SourceParam> for Source {
+    fn from(s: SourceParam) -> Self {
         match s {
-            Some(SourceParam::Uc) => Source::Uc,
-            Some(SourceParam::Pbx) => Source::Pbx,
-            Some(SourceParam::Origination) => Source::Origination,
-            Some(SourceParam::Other | SourceParam::Empty) | None => Source::Other,
+            SourceParam::Uc => Source::Uc,
+            SourceParam::Pbx => Source::Pbx,
+            SourceParam::Origination => Source::Origination,
+            SourceParam::Other | SourceParam::Empty => Source::Other,
         }
     }
 }
