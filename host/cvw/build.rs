@@ -50,6 +50,7 @@ fn main() {
         "wit",
         "Cargo.toml",
         "Cargo.lock",
+        "model/Cargo.toml",
         "guest/component/Cargo.toml",
         "guest/logic/Cargo.toml",
         "examples/policies/office-hours/Cargo.toml",
@@ -71,6 +72,7 @@ fn main() {
         // Without artifacts there is no `.d` file: watch the sources so that fixing the
         // guest re-runs this script.
         for dir in [
+            "model/src",
             "guest/component/src",
             "guest/logic/src",
             "examples/policies/office-hours/src",

@@ -7,12 +7,12 @@
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::env::{Message, Services};
 use crate::model::{
-    BranchReply, ClickToCall, Contact, Decision, DialOut, Flow, ForkMode, Header, Leg, Level,
-    MeetingKind, NameAddr, ReplyAction, RequestContext, Settings, Source, Target, User,
+    BranchReply, ClickToCall, Contact, Decision, DialOut, Header, Level, MeetingKind, NameAddr,
+    RequestContext, Settings, Source, User,
 };
 use crate::numbers;
 use crate::policy::Hooks;
@@ -391,78 +391,9 @@ pub fn load_directory(path: &Path) -> Result<Directory, String> {
     Ok(Directory { users, config })
 }
 
-/// The decision in the host's serde form (`model::Decision`, tag `decision`).
-pub fn decision_json(decision: &Decision) -> Value {
-    match decision {
-        Decision::Continue => json!({ "decision": "continue" }),
-        Decision::Reply(r) => {
-            let mut m = Map::new();
-            m.insert("decision".into(), json!("reply"));
-            m.insert("code".into(), json!(r.code));
-            m.insert("reason".into(), json!(r.reason));
-            if !r.headers.is_empty() {
-                m.insert("headers".into(), headers_json(&r.headers));
-            }
-            Value::Object(m)
-        }
-        Decision::Fork(f) => json!({
-            "decision": "fork",
-            "mode": match f.mode { ForkMode::Parallel => "parallel", ForkMode::Serial => "serial" },
-            "targets": f.targets.iter().map(target_json).collect::<Vec<_>>(),
-        }),
-        Decision::Originate(p) => json!({
-            "decision": "originate",
-            "user": p.user,
-            "callback": leg_json(&p.callback),
-            "callee": leg_json(&p.callee),
-            "flow": match p.flow { Flow::FlowIv => "flow-iv", Flow::FlowI => "flow-i" },
-            "max_duration_s": p.max_duration_s,
-        }),
-        Decision::Refuse(r) => json!({
-            "decision": "refuse",
-            "code": r.code,
-            "reason": r.reason,
-            "explanation": r.explanation,
-            "rule": r.rule,
-        }),
-    }
-}
-
-fn headers_json(headers: &[Header]) -> Value {
-    headers
-        .iter()
-        .map(|h| json!({ "name": h.name, "value": h.value }))
-        .collect()
-}
-
-fn name_addr_json(n: &NameAddr) -> Value {
-    json!({ "display": n.display, "uri": n.uri })
-}
-
-fn leg_json(l: &Leg) -> Value {
-    json!({ "uri": l.uri, "shows": name_addr_json(&l.shows), "ring_timeout_ms": l.ring_timeout_ms })
-}
-
-fn target_json(t: &Target) -> Value {
-    let mut m = Map::new();
-    m.insert("label".into(), json!(t.label));
-    m.insert("uri".into(), json!(t.uri));
-    if let Some(h) = &t.next_hop {
-        m.insert("next_hop".into(), json!(h));
-    }
-    if let Some(f) = &t.from {
-        m.insert("from".into(), name_addr_json(f));
-    }
-    if let Some(a) = &t.asserted_identity {
-        m.insert("asserted_identity".into(), name_addr_json(a));
-    }
-    if !t.headers.is_empty() {
-        m.insert("headers".into(), headers_json(&t.headers));
-    }
-    if let Some(ms) = t.ring_timeout_ms {
-        m.insert("ring_timeout_ms".into(), json!(ms));
-    }
-    Value::Object(m)
+/// The decision in the host's serde form (`cvw-model`'s `serde` feature, tag `decision`).
+pub fn decision_json(decision: &Decision) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(decision)
 }
 
 /// `expected` ⊆ `actual` by the scenario rules; every difference as `path: ...`.
@@ -533,10 +464,8 @@ fn run_with<H: Hooks>(path: &Path) -> Result<(), String> {
     let actual = match hook.as_str() {
         "request" => decision_json(&policy.on_request(&msg, context(request), &svc)),
         "failure" => decision_json(&policy.on_failure(&msg, &reply, &svc)),
-        "reply" => json!({ "action": match policy.on_reply(&msg, &reply, &svc) {
-            ReplyAction::Continue => "continue",
-            ReplyAction::CancelBranch => "cancel-branch",
-        }}),
+        "reply" => serde_json::to_value(policy.on_reply(&msg, &reply, &svc))
+            .map(|action| json!({ "action": action })),
         "click-to-call" => {
             let t =
                 table(&doc, "click_to_call").ok_or_else(|| named("no [click_to_call]".into()))?;
@@ -560,7 +489,8 @@ fn run_with<H: Hooks>(path: &Path) -> Result<(), String> {
             decision_json(&policy.on_dial_out(&req, &svc))
         }
         other => return Err(named(format!("unknown hook {other:?}"))),
-    };
+    }
+    .map_err(|e| named(e.to_string()))?;
     let expected = doc
         .get("expect")
         .ok_or_else(|| named("no [expect]".into()))

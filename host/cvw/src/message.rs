@@ -13,9 +13,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use cvw_model::NameAddr;
 use cvw_sip::message::{self as sip, Headers, Method, ParseError, Request};
-
-use crate::policy::model::NameAddr;
 
 /// Why bytes are not a SIP request the policy can read.
 #[derive(Debug, thiserror::Error)]

@@ -128,7 +128,7 @@ impl HookCall {
         )?;
         let args = match hook {
             Hook::Route => HookArgs::Route(RequestContext {
-                source: params.source.into(),
+                source: SourceParam::source(params.source),
                 contacts: params.contacts.into_iter().map(Contact::from).collect(),
             }),
             Hook::Reply => HookArgs::Reply(params.reply.ok_or(HookError::MissingParam("reply"))?),
@@ -188,9 +188,10 @@ impl From<ContactParam> for Contact {
     }
 }
 
-impl From<Option<SourceParam>> for Source {
-    fn from(s: Option<SourceParam>) -> Self {
-        match s {
+impl SourceParam {
+    /// What the proxy said, or [`Source::Other`] when it said nothing (the JSON default).
+    pub(crate) fn source(said: Option<SourceParam>) -> Source {
+        match said {
             Some(SourceParam::Uc) => Source::Uc,
             Some(SourceParam::Pbx) => Source::Pbx,
             Some(SourceParam::Origination) => Source::Origination,

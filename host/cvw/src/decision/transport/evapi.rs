@@ -254,7 +254,7 @@ fn route_call(event: RouteEvent) -> Result<HookCall, HookError> {
         .map(|(i, c)| contact(i, c))
         .collect::<Result<_, _>>()?;
     let ctx = RequestContext {
-        source: event.source.into(),
+        source: SourceParam::source(event.source),
         contacts,
     };
     HookCall::route(msg, ctx)
