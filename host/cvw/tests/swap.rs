@@ -2,7 +2,7 @@
 //! decision, and a module (or directory) that fails any publish step is refused with the
 //! reason while the old version keeps serving.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
@@ -81,9 +81,13 @@ fn swap_under_load_loses_no_decision() {
     let default = builtin::default_policy().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(4));
+    // Decisions made so far, per worker: the swaps wait for progress, not for a fixed time,
+    // so a busy machine that deschedules a worker slows the test instead of failing it.
+    let made: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
     let workers: Vec<_> = (0..3)
-        .map(|_| {
-            let (host, stop, start) = (host.clone(), stop.clone(), start.clone());
+        .map(|worker| {
+            let (host, stop, start, made) =
+                (host.clone(), stop.clone(), start.clone(), made.clone());
             thread::spawn(move || {
                 let (req, ctx) = (invite(), uc());
                 let (mut calls, mut last_generation, mut failed) = (0u64, 0u64, 0u64);
@@ -98,6 +102,7 @@ fn swap_under_load_loses_no_decision() {
                     assert!(outcome.generation > 0, "an outcome without a version");
                     last_generation = outcome.generation;
                     calls += 1;
+                    made[worker].fetch_add(1, Ordering::Relaxed);
                 }
                 (calls, failed, last_generation)
             })
@@ -112,7 +117,8 @@ fn swap_under_load_loses_no_decision() {
         };
         let version = host.publish(wasm, origin, directory()).unwrap();
         assert_eq!(version.generation, swap + 2);
-        thread::sleep(std::time::Duration::from_millis(20));
+        // Two more decisions per worker: at least one of them started after the publish.
+        wait_for_decisions(&made, 2);
     }
     stop.store(true, Ordering::Relaxed);
     let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
@@ -126,6 +132,23 @@ fn swap_under_load_loses_no_decision() {
     );
     assert_eq!(host.metrics().total_failures(), 0);
     assert_eq!(host.metrics().swaps, 13);
+}
+
+/// Waits until every worker has made `more` decisions beyond what it had made now.
+fn wait_for_decisions(made: &[AtomicU64; 3], more: u64) {
+    let now: Vec<u64> = made.iter().map(|m| m.load(Ordering::Relaxed)).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while made
+        .iter()
+        .zip(&now)
+        .any(|(m, before)| m.load(Ordering::Relaxed) < before + more)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a worker made no decision for 30 s"
+        );
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 fn assert_still_serving(host: &PolicyHost, before: &cvw::policy::PolicyVersion) {
