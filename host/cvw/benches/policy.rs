@@ -89,10 +89,10 @@ impl Message for NativeMessage<'_> {
         self.0.call_id().to_owned()
     }
     fn from(&self) -> g::NameAddr {
-        name_addr(self.0.from())
+        self.0.from().clone()
     }
     fn to(&self) -> g::NameAddr {
-        name_addr(self.0.to())
+        self.0.to().clone()
     }
     fn header(&self, name: &str) -> Option<String> {
         self.0.header(name).map(str::to_owned)
@@ -105,33 +105,12 @@ impl Message for NativeMessage<'_> {
     }
 }
 
-fn name_addr(n: &model::NameAddr) -> g::NameAddr {
-    g::NameAddr {
-        display: n.display.clone(),
-        uri: n.uri.clone(),
-    }
-}
-
 struct NativeServices(Arc<StaticDirectory>);
 
 impl Services for NativeServices {
     fn lookup(&self, address: &str) -> Option<g::User> {
-        self.0.lookup(address).map(|u| g::User {
-            uc_address: u.uc_address,
-            display_name: u.display_name,
-            line_uri: u.line_uri,
-            callback_number: u.callback_number,
-            site: u.site,
-            settings: g::Settings {
-                name: u.settings.name,
-                enabled: u.settings.enabled,
-                admin_callback_number: u.settings.admin_callback_number,
-                use_admin_callback_number: u.settings.use_admin_callback_number,
-            },
-            delegation: u.delegation,
-            team_call: u.team_call,
-            response_group: u.response_group,
-        })
+        // The host and the policy share cvw-model: the host's record is the policy's.
+        self.0.lookup(address)
     }
     fn log(&self, _level: g::Level, _message: &str) {}
     fn count(&self, _name: &str, _delta: u64) {}
@@ -140,20 +119,9 @@ impl Services for NativeServices {
     }
 }
 
+/// What the wasm path copies into the guest, copied for the native baseline too.
 fn native_context(ctx: &RequestContext) -> g::RequestContext {
-    g::RequestContext {
-        source: g::Source::Uc,
-        contacts: ctx
-            .contacts
-            .iter()
-            .map(|c| g::Contact {
-                uri: c.uri.clone(),
-                next_hop: c.next_hop.clone(),
-                instance: c.instance.clone(),
-                user_agent: c.user_agent.clone(),
-            })
-            .collect(),
-    }
+    ctx.clone()
 }
 
 fn published_host() -> PolicyHost {
