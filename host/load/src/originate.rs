@@ -31,7 +31,7 @@ const CALLEE: &str = "+14255550142";
 const DRAIN: Duration = Duration::from_secs(40);
 /// Longer than Timer K (T4, 5 s), the last wait of a hung-up call's BYE transaction,
 /// so the previous phase's transactions are gone when a phase starts.
-pub(crate) const SETTLE: Duration = Duration::from_secs(6);
+const SETTLE: Duration = Duration::from_secs(6);
 
 /// A click to call from Alice's desk phone to the callee, both phones reached directly.
 fn plan(phones: &PhonesChild) -> model::OriginationPlan {
