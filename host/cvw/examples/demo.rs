@@ -44,9 +44,8 @@ fn workspace() -> PathBuf {
 fn start_kamailio(run: &Path) -> anyhow::Result<Proxy> {
     use std::os::unix::process::CommandExt;
     let example = workspace().join("examples/kamailio");
-    let text = std::fs::read_to_string(example.join("kamailio.cfg"))?;
-    let config = support::kamailio::substitute(
-        &text,
+    let cfg = support::kamailio::write_config(
+        run,
         &[
             ("CVW_RUNDIR".into(), run.display().to_string()),
             (
@@ -54,9 +53,8 @@ fn start_kamailio(run: &Path) -> anyhow::Result<Proxy> {
                 example.join("cvw-address.list").display().to_string(),
             ),
         ],
+        None,
     )?;
-    let cfg = run.join("kamailio.cfg");
-    std::fs::write(&cfg, config)?;
     let log = std::fs::File::create(run.join("kamailio.log"))?;
     let bin = support::kamailio::binary()?;
     let check = Command::new(&bin).arg("-c").arg("-f").arg(&cfg).output()?;

@@ -13,7 +13,7 @@ use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
 use cvw_sip::message::{Message, Method, Request};
 use cvw_sip::testing::wire::{Call, Phone, unique};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use support::kamailio::{Kamailio, Setup};
@@ -39,62 +39,34 @@ struct World {
     host_ua: Phone,
 }
 
-fn directory_text(pbx: SocketAddr, desk_ring_timeout_ms: u32, extra_config: &str) -> String {
-    format!(
-        r#"
-[policy.config]
-global_caller_id = "+14255550000"
-pbx_trunk = "sip:{pbx}"
-pbx_domain = "pbx.corp.example"
-desk_ring_timeout_ms = {desk_ring_timeout_ms}
-pbx_voicemail_timeout_ms = 20000
-emergency_numbers = ["911", "112"]
-{extra_config}
-
-[policies.global]
-enabled = true
-
-[policies.off]
-enabled = false
-
-[[users]]
-uc_address = "{ALICE}"
-display_name = "Alice Smith"
-line_uri = "tel:{ALICE_DESK}"
-
-[[users]]
-uc_address = "{CAROL}"
-display_name = "Carol Jones"
-line_uri = "tel:+14255550103"
-policy = "off"
-"#
-    )
+/// A directory fixture of `tests/fixtures/kamailio-e2e/` with the test's PBX trunk
+/// address in place of `@PBX@`.
+fn directory_text(fixture: &str, pbx: SocketAddr) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/kamailio-e2e")
+        .join(fixture);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("directory fixture {}: {e}", path.display()));
+    assert!(text.contains("@PBX@"), "{} names no @PBX@", path.display());
+    text.replace("@PBX@", &pbx.to_string())
 }
 
 impl World {
     async fn new() -> World {
-        Self::with_desk_timeout(15000).await
+        Self::with_directory("directory.toml").await
     }
 
-    async fn with_desk_timeout(desk_ring_timeout_ms: u32) -> World {
-        Self::with_config(desk_ring_timeout_ms, "").await
-    }
-
-    /// `extra_config`: more `[policy.config]` lines.
-    async fn with_config(desk_ring_timeout_ms: u32, extra_config: &str) -> World {
-        Self::with_transport(desk_ring_timeout_ms, extra_config, false).await
+    /// `fixture`: a directory file of `tests/fixtures/kamailio-e2e/`.
+    async fn with_directory(fixture: &str) -> World {
+        Self::with_transport(fixture, false).await
     }
 
     /// The config's other transport: Kamailio asks the host over JSON-RPC (janssonrpcc).
     async fn over_janssonrpcc() -> World {
-        Self::with_transport(15000, "", true).await
+        Self::with_transport("directory.toml", true).await
     }
 
-    async fn with_transport(
-        desk_ring_timeout_ms: u32,
-        extra_config: &str,
-        janssonrpcc: bool,
-    ) -> World {
+    async fn with_transport(fixture: &str, janssonrpcc: bool) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("cvw=debug")
             .with_test_writer()
@@ -107,11 +79,7 @@ impl World {
         let dir = std::env::temp_dir().join(unique("cvw-e2e-dir-"));
         std::fs::create_dir_all(&dir).unwrap();
         let directory = dir.join("directory.toml");
-        std::fs::write(
-            &directory,
-            directory_text(pbx_addr, desk_ring_timeout_ms, extra_config),
-        )
-        .unwrap();
+        std::fs::write(&directory, directory_text(fixture, pbx_addr)).unwrap();
         let host = PolicyHost::new(RuntimeSettings::default()).unwrap();
         let wasm = builtin::default_policy().expect("default policy built");
         host.publish(
@@ -410,7 +378,8 @@ async fn cvw34_host_originated_legs_are_not_forked() {
 /// voicemail could answer, while the soft clients keep ringing and can still answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cvw51_desk_leg_times_out_while_clients_ring_on() {
-    let mut w = World::with_desk_timeout(2000).await;
+    // The desk leg rings 2 s.
+    let mut w = World::with_directory("directory-desk-2s.toml").await;
     let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -564,11 +533,8 @@ async fn reply_hook_cancels_a_diverted_desk_leg() {
 /// caller on to the configured no-answer destination, through the PBX trunk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_hook_sends_an_unanswered_call_to_voicemail() {
-    let mut w = World::with_config(
-        2000,
-        "client_ring_timeout_ms = 2000\nno_answer_uri = \"sip:voicemail@pbx.corp.example\"",
-    )
-    .await;
+    // Every leg rings 2 s; then the caller goes to sip:voicemail@pbx.corp.example.
+    let mut w = World::with_directory("directory-voicemail.toml").await;
     let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;

@@ -1,7 +1,8 @@
 //! Runs a real Kamailio for a test: the config is `examples/kamailio/kamailio.cfg` with
 //! its `#!substdef` values replaced (ports, trunk, address list, run directory), on
-//! loopback ports that were free a moment ago. The whole process group is killed on drop,
-//! so no Kamailio outlives its test.
+//! loopback ports that were free a moment ago, written into a run directory of its own
+//! beside the transport files it includes. The whole process group is killed on drop, so
+//! no Kamailio outlives its test. It does not judge the config: the tests do.
 
 use anyhow::{Context, bail};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -27,7 +28,8 @@ pub struct Setup {
     pub transform: Option<fn(String) -> String>,
     /// Kamailio shared memory (MB): ~20 KB per two-branch INVITE transaction in flight.
     pub shm_mb: u32,
-    /// Decide over JSON-RPC (`-A WITH_JANSSONRPCC`) instead of evapi, the config's default.
+    /// Decide over JSON-RPC (`-A WITH_JANSSONRPCC`, which includes `cvw-janssonrpcc.cfg`)
+    /// instead of evapi (`cvw-evapi.cfg`), the config's default.
     pub janssonrpcc: bool,
 }
 
@@ -81,8 +83,44 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// `examples/kamailio/`: the base `kamailio.cfg`, the transport files it includes and the
+/// address list.
+pub fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kamailio")
+}
+
 pub fn example_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kamailio/kamailio.cfg")
+    example_dir().join("kamailio.cfg")
+}
+
+/// The files `kamailio.cfg` includes (`include_file`), one per transport to the host.
+pub const INCLUDED: [&str; 2] = ["cvw-evapi.cfg", "cvw-janssonrpcc.cfg"];
+
+/// Writes the example config with `values` substituted (and `transform` applied) as
+/// `run/kamailio.cfg`, with the files it includes copied beside it: Kamailio looks for a
+/// relative `include_file` in its working directory, then beside the including file. The
+/// `#!substdef` lines of the base apply to the included files too, so they are copied as
+/// they are. Returns the config's path.
+pub fn write_config(
+    run: &Path,
+    values: &[(String, String)],
+    transform: Option<fn(String) -> String>,
+) -> anyhow::Result<PathBuf> {
+    let example = example_config();
+    let text =
+        std::fs::read_to_string(&example).with_context(|| format!("read {}", example.display()))?;
+    let mut text = substitute(&text, values)?;
+    if let Some(edit) = transform {
+        text = edit(text);
+    }
+    let cfg = run.join("kamailio.cfg");
+    std::fs::write(&cfg, text).with_context(|| format!("write {}", cfg.display()))?;
+    for name in INCLUDED {
+        let from = example_dir().join(name);
+        std::fs::copy(&from, run.join(name))
+            .with_context(|| format!("copy {} to {}", from.display(), run.display()))?;
+    }
+    Ok(cfg)
 }
 
 /// `text` with each `#!substdef "!NAME!...!g"` line set to `value`.
@@ -146,15 +184,7 @@ impl Kamailio {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         values.extend(setup.extra.iter().cloned());
-        let example = example_config();
-        let text = std::fs::read_to_string(&example)
-            .with_context(|| format!("read {}", example.display()))?;
-        let cfg = dir.join("kamailio.cfg");
-        let mut text = substitute(&text, &values)?;
-        if let Some(edit) = setup.transform {
-            text = edit(text);
-        }
-        std::fs::write(&cfg, text)?;
+        let cfg = write_config(&dir, &values, setup.transform)?;
         let log = std::fs::File::create(dir.join("kamailio.log"))?;
         let defines: &[&str] = if setup.janssonrpcc {
             &["-A", "WITH_JANSSONRPCC"]

@@ -1,0 +1,368 @@
+//! `cvw-load sip`: a two-branch simultaneous ring through a real Kamailio (the example
+//! config, run by `cvw_testkit::kamailio`), the cvw decision against the same fork written
+//! in the config, calls/s with Kamailio's and the host's CPU per call. The SIP caller and
+//! the busy phones are here; the config is the example's, plus the static baseline.
+
+use crate::measure::{Lat, median_percent, process_cpu, thread_cpu};
+use crate::service::{self, ALICE};
+use anyhow::{Context, bail};
+use cvw_testkit::kamailio;
+use cvw_testkit::sip::Msg;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+
+/// The baselines: the same two-branch fork (desk via the trunk + Alice's registration),
+/// written in the config, for Request-URIs starting with `static-`; `timed-static-` also
+/// gives the desk branch its own ring timeout (CVW-51) the only way tm allows, the second
+/// pass through the proxy the shipped config uses.
+fn add_static_fork(cfg: String) -> String {
+    // Analysis only: what the per-branch ring timeout (CVW-51, a second pass through the
+    // proxy) costs, by turning it off.
+    let cfg = if std::env::var_os("CVW_LOAD_NO_RING_TIMEOUT").is_some() {
+        cfg.replace("if ($(var(r){s.select,3,.}) != \"\") {", "if (0) {")
+    } else {
+        cfg
+    };
+    let cfg = cfg.replacen(
+        "\tif (is_method(\"INVITE\")) {\n\t\troute(CVW);",
+        "\tif (is_method(\"INVITE\") && $rU =~ \"^(timed-)?static-\") {\n\t\troute(STATIC_FORK);\n\t\texit;\n\t}\n\tif (is_method(\"INVITE\")) {\n\t\troute(CVW);",
+        1,
+    );
+    cfg + r#"
+route[STATIC_FORK] {
+	$var(st_timed) = 0;
+	if ($rU =~ "^timed-") $var(st_timed) = 1;
+	$ru = "sip:alice@" + $rd;
+	if (!lookup("location")) { sl_send_reply("404", "Not Found"); exit; }
+	append_branch("sip:+14255550101@pbx.corp.example;user=phone");
+	t_on_branch("STATIC_BRANCH");
+	if (!t_relay()) sl_reply_error();
+	exit;
+}
+
+branch_route[STATIC_BRANCH] {
+	if ($rU == "+14255550101") {
+		$du = "CVW_PBX_TRUNK";
+		append_hf("X-CVW-Leg: desk\r\n");
+		if ($var(st_timed) == 1) {
+			append_hf("X-CVW-Ring-Timeout: 15000\r\n");
+			append_hf("X-CVW-Next-Hop: $du\r\n");
+			$du = "sip:CVW_SIP_IP:CVW_SIP_PORT";
+		}
+	}
+}
+"#
+}
+
+/// A UAS that answers every INVITE at once with 486 (like the reference measurement) and
+/// ignores everything else.
+async fn busy_uas(sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 65536];
+    while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+        let Some(m) = Msg::parse(&buf[..n]) else {
+            continue;
+        };
+        if std::env::var_os("CVW_LOAD_TRACE").is_some() {
+            eprintln!(
+                "uas {} <- {} ({}) from {from}",
+                sock.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                m.start,
+                m.call_id()
+            );
+        }
+        if m.is_request() && m.method() == "INVITE" {
+            let r = m.response(486, "Busy Here", Some("uas"));
+            let _ = sock.send_to(&r.to_bytes(), from).await;
+        }
+    }
+}
+
+pub struct Options {
+    pub seconds: u64,
+    pub pace: Pace,
+    pub children: u32,
+    pub janssonrpcc: bool,
+    pub rounds: u32,
+}
+
+pub fn run(
+    service_rt: &tokio::runtime::Runtime,
+    load_rt: &tokio::runtime::Runtime,
+    tmp: &std::path::Path,
+    o: &Options,
+) -> anyhow::Result<()> {
+    let Options {
+        seconds,
+        pace,
+        children,
+        janssonrpcc,
+        rounds,
+    } = *o;
+    let pbx = load_rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
+    let pbx_addr = pbx.local_addr()?;
+    let (host, mut service) = service_rt.block_on(service::start(tmp, pbx_addr))?;
+    let kam = kamailio::Kamailio::start(&kamailio::Setup {
+        host_jsonrpc: service.jsonrpc,
+        host_http: service.http,
+        pbx: pbx_addr,
+        host_ua: "127.0.0.1:9".parse()?,
+        decision_timeout_ms: 1000,
+        extra: vec![("CVW_CHILDREN".into(), children.to_string())],
+        transform: Some(add_static_fork),
+        // ~20 KB per two-branch INVITE transaction, kept for the 5 s wait timer after it
+        // ends; at 5 000 calls/s (and a second transaction per timed branch) that is
+        // about 1 GB. Less, and tm runs out of memory mid-run and calls are lost.
+        shm_mb: 3072,
+        janssonrpcc,
+    })?;
+    if !janssonrpcc {
+        service_rt.block_on(kam.connect_host(&mut service))?;
+    }
+    let transport = if janssonrpcc { "janssonrpcc" } else { "evapi" };
+    let load = match pace {
+        Pace::InFlight(n) => format!("{n} calls in flight"),
+        Pace::Rate(r) => format!("{r} calls/s started (open loop)"),
+    };
+    println!(
+        "kamailio {} with {children} workers; {load}; {seconds} s per variant",
+        kam.sip
+    );
+    let r = load_rt.block_on(async {
+        let pbx = Arc::new(pbx);
+        tokio::spawn(busy_uas(pbx));
+        let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        register(&client, kam.sip).await?;
+        tokio::spawn(busy_uas(client));
+        let variants = [
+            ("static fork in kamailio.cfg", "sip:static-alice@corp.example"),
+            (
+                "static fork + desk ring timeout (CVW-51) in kamailio.cfg",
+                "sip:timed-static-alice@corp.example",
+            ),
+            (&format!("cvw decision ({transport})"), ALICE),
+        ];
+        // A fresh Kamailio's shared memory is one big free block that every allocation
+        // splits; once calls have come and gone, most allocations find a free block of
+        // their size. Unwarmed, the first variant measured ran up to a third slower than
+        // the same variant in later rounds, so every variant runs once, unmeasured, first.
+        for (_, ruri) in variants {
+            calls(kam.sip, ruri, pace, Duration::from_secs(3)).await?;
+        }
+        // Rounds of all variants in turn: a machine that slows down for a while slows
+        // every variant of a round alike, and the medians of the rounds say the rest.
+        let mut ratios: Vec<(f64, f64)> = Vec::new();
+        for round in 1..=rounds {
+            if rounds > 1 {
+                println!("round {round} of {rounds}");
+            }
+            let mut rates = Vec::new();
+            for (name, ruri) in variants {
+                rates.push(variant(&kam, name, ruri, pace, seconds).await?);
+            }
+            if let [plain, timed, cvw] = rates[..] {
+                println!(
+                    "cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
+                    cvw / plain * 100.0,
+                    cvw / timed * 100.0
+                );
+                ratios.push((cvw / plain, cvw / timed));
+            }
+        }
+        let oom = kam.log().matches("could not allocate shared memory").count();
+        if oom > 0 {
+            println!("WARNING: Kamailio ran out of shared memory {oom} times: these figures are not valid");
+        }
+        if ratios.len() > 1 {
+            println!(
+                "median of {} rounds: cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
+                ratios.len(),
+                median_percent(ratios.iter().map(|r| r.0).collect()),
+                median_percent(ratios.iter().map(|r| r.1).collect())
+            );
+        }
+        anyhow::Ok(())
+    });
+    service::report_metrics(&host);
+    drop(kam);
+    service_rt.block_on(service.stop());
+    r
+}
+
+/// One variant of the SIP load: calls/s, printed with Kamailio's and the host's CPU per
+/// call and the latency.
+async fn variant(
+    kam: &kamailio::Kamailio,
+    name: &str,
+    ruri: &str,
+    pace: Pace,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    // Let the previous variant's transactions leave memory (tm's 5 s wait timer).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Warm up (connections, caches), then measure.
+    let _ = calls(kam.sip, ruri, pace, Duration::from_secs(1)).await?;
+    let pids = kam.pids();
+    let per0: Vec<f64> = pids.iter().map(|p| process_cpu(&[*p])).collect();
+    let k0 = process_cpu(&pids);
+    let (h0, _) = thread_cpu("cvw-svc");
+    let (rate, mut lat, failed, n) =
+        calls(kam.sip, ruri, pace, Duration::from_secs(seconds)).await?;
+    let k1 = process_cpu(&pids);
+    let (h1, _) = thread_cpu("cvw-svc");
+    if std::env::var_os("CVW_LOAD_TRACE").is_some() {
+        let per: Vec<String> = pids
+            .iter()
+            .zip(&per0)
+            .map(|(p, c0)| format!("{p}:{:.2}", process_cpu(&[*p]) - c0))
+            .collect();
+        eprintln!("  Kamailio CPU-s by process: {}", per.join(" "));
+    }
+    println!(
+        "{name}: {rate:.0} calls/s ({n} calls, {failed} without a final response); Kamailio CPU {:.0} us/call; host service threads {:.1} us/call",
+        (k1 - k0) / n as f64 * 1e6,
+        (h1 - h0) / n as f64 * 1e6
+    );
+    lat.report("  INVITE to final response");
+    Ok(rate)
+}
+
+async fn register(sock: &UdpSocket, proxy: SocketAddr) -> anyhow::Result<()> {
+    let local = sock.local_addr()?;
+    let mut m = Msg::request("REGISTER", "sip:corp.example");
+    m.push(
+        "Via",
+        format!("SIP/2.0/UDP {local};branch=z9hG4bK-reg;rport"),
+    )
+    .push("Max-Forwards", "70")
+    .push("From", format!("<{ALICE}>;tag=reg"))
+    .push("To", format!("<{ALICE}>"))
+    .push("Call-ID", "load-register")
+    .push("CSeq", "1 REGISTER")
+    .push("Contact", format!("<sip:alice@{local}>"))
+    .push("Expires", "3600");
+    sock.send_to(&m.to_bytes(), proxy).await?;
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .context("REGISTER: no answer")??;
+    let r = Msg::parse(&buf[..n]).context("REGISTER: bad answer")?;
+    if r.code() != 200 {
+        bail!("REGISTER: {}", r.start);
+    }
+    Ok(())
+}
+
+/// How calls are started: a fixed number in flight (closed loop, the capacity) or at a
+/// fixed rate whatever the answers (open loop, the latency at that rate).
+#[derive(Clone, Copy)]
+pub enum Pace {
+    InFlight(usize),
+    Rate(u32),
+}
+
+/// Calls to `ruri` for `dur`, started as `pace` says; each call is INVITE → final
+/// response → ACK. Returns (calls/s, latencies, calls without a final response,
+/// completed calls).
+async fn calls(
+    proxy: SocketAddr,
+    ruri: &str,
+    pace: Pace,
+    dur: Duration,
+) -> anyhow::Result<(f64, Lat, u64, u64)> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = sock.local_addr()?;
+    let mut inflight: HashMap<String, (Instant, Msg)> = HashMap::new();
+    let mut seq = 0u64;
+    let mut lat = Lat::default();
+    let mut failed = 0u64;
+    let mut done = 0u64;
+    let started = Instant::now();
+    let until = started + dur;
+    let mut buf = vec![0u8; 65536];
+    let new_call = |seq: u64| {
+        let mut m = Msg::request("INVITE", ruri);
+        m.push(
+            "Via",
+            format!(
+                "SIP/2.0/UDP {local};branch=z9hG4bK-l{}-{seq};rport",
+                local.port()
+            ),
+        )
+        .push("Max-Forwards", "70")
+        .push("From", format!("<sip:bob@corp.example>;tag=l{seq}"))
+        .push("To", format!("<{ruri}>"))
+        .push(
+            "Call-ID",
+            format!("load-{seq}-{}-{}", local.port(), std::process::id()),
+        )
+        .push("CSeq", "1 INVITE")
+        .push("Contact", format!("<sip:bob@{local}>"));
+        m
+    };
+    let mut sweep = Instant::now();
+    let mut next = Instant::now();
+    let due = |inflight: usize, next: Instant| match pace {
+        Pace::InFlight(n) => inflight < n,
+        Pace::Rate(_) => Instant::now() >= next,
+    };
+    while Instant::now() < until || !inflight.is_empty() {
+        while Instant::now() < until && due(inflight.len(), next) {
+            if let Pace::Rate(r) = pace {
+                next += Duration::from_secs(1) / r.max(1);
+            }
+            seq += 1;
+            let m = new_call(seq);
+            if std::env::var_os("CVW_LOAD_TRACE").is_some() {
+                eprintln!("uac {local} -> {} ({})", m.start, m.call_id());
+            }
+            sock.send_to(&m.to_bytes(), proxy).await?;
+            inflight.insert(m.call_id().to_owned(), (Instant::now(), m));
+        }
+        if sweep.elapsed() > Duration::from_secs(1) {
+            // A call without a final response in 8 s is lost: free its slot.
+            let before = inflight.len();
+            inflight.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(8));
+            failed += (before - inflight.len()) as u64;
+            sweep = Instant::now();
+        }
+        let wait = match pace {
+            Pace::Rate(_) if Instant::now() < until => next
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200)),
+            _ => Duration::from_millis(200),
+        };
+        let Ok(r) = tokio::time::timeout(wait, sock.recv_from(&mut buf)).await else {
+            if Instant::now() > until + Duration::from_secs(10) {
+                failed += inflight.len() as u64;
+                break;
+            }
+            continue;
+        };
+        let (n, _) = r?;
+        let Some(resp) = Msg::parse(&buf[..n]) else {
+            continue;
+        };
+        if resp.is_request() || resp.code() < 200 {
+            continue;
+        }
+        if let Some((t, inv)) = inflight.remove(resp.call_id()) {
+            lat.push(t.elapsed());
+            done += 1;
+            // ACK for a non-2xx final response: hop by hop, same branch as the INVITE.
+            let mut ack = Msg::request("ACK", ruri);
+            for h in ["Via", "From", "Call-ID", "Max-Forwards"] {
+                if let Some(v) = inv.header(h) {
+                    ack.push(h, v);
+                }
+            }
+            ack.push("To", resp.header("To").unwrap_or(""))
+                .push("CSeq", "1 ACK");
+            sock.send_to(&ack.to_bytes(), proxy).await?;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(dur.as_secs_f64());
+    Ok((done as f64 / elapsed, lat, failed, done))
+}
