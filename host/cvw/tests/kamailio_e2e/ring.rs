@@ -1,0 +1,284 @@
+//! Simultaneous ring as the people on the phones hear it (CVW-30..34, CVW-51), a user
+//! without Call via Work, and a hot swap while calls ring (CVW-52).
+
+use super::*;
+
+/// CVW-30: a UC call to Alice rings her desk phone (through the PBX trunk) and both
+/// registered soft clients at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw30_uc_call_rings_desk_and_every_soft_client() {
+    rings_desk_and_every_soft_client(World::new().await).await;
+}
+
+/// CVW-30 with the config's other transport (JSON-RPC, janssonrpcc): same calls, same
+/// branches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw30_over_janssonrpcc_too() {
+    rings_desk_and_every_soft_client(World::over_janssonrpcc().await).await;
+}
+
+async fn rings_desk_and_every_soft_client(mut w: World) {
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+
+    let desk = w.pbx.expect_invite(WAIT).await;
+    assert_eq!(
+        uri_user(&desk),
+        ALICE_DESK,
+        "desk leg goes to Alice's line number"
+    );
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+    assert_eq!(i1.headers.call_id(), call.call_id);
+    assert_eq!(i2.headers.call_id(), call.call_id);
+    // Per-branch headers of a parallel fork land on their own branch only; the proxy's
+    // own timer plumbing (CVW-51) does not leak to the PBX.
+    assert_eq!(desk.headers.get("X-CVW-Leg"), Some("desk"));
+    assert_eq!(i1.headers.get("X-CVW-Leg"), None);
+    assert_eq!(desk.headers.get("X-CVW-Ring-Timeout"), None);
+    assert_eq!(desk.headers.get("X-CVW-Next-Hop"), None);
+    assert!(
+        i2.headers.get("Via").unwrap_or("").contains("SIP/2.0/TCP"),
+        "TCP client reached over TCP"
+    );
+
+    // Clean up: the caller gives up; every branch is cancelled.
+    bob.cancel(&call);
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    c1.expect_cancel(&i1, WAIT).await;
+    c2.expect_cancel(&i2, WAIT).await;
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 487);
+}
+
+/// CVW-31 (and CVW-32, answered in a soft client): the first answer wins; the desk phone
+/// and the other client get CANCEL with Reason "Call completed elsewhere".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+    bob.expect_ringing(3, WAIT).await;
+
+    c2.answer(&i2);
+    let ok = bob.final_response(&mut call, WAIT).await;
+    assert_eq!(ok.code, 200);
+    assert!(
+        ok.headers.get("To").unwrap_or("").contains("tag=alice-tcp"),
+        "the TCP client's answer reached the caller"
+    );
+    let cd = w.pbx.expect_cancel(&desk, WAIT).await;
+    assert_completed_elsewhere(&cd, "desk");
+    let cc = c1.expect_cancel(&i1, WAIT).await;
+    assert_completed_elsewhere(&cc, "alice-udp");
+
+    // The session stays with the client that answered: the caller's BYE reaches it.
+    let bye = async { c2.expect_bye(WAIT).await };
+    let (_, b) = tokio::join!(bob.bye(&call), bye);
+    assert_eq!(b.headers.call_id(), call.call_id);
+}
+
+/// CVW-32: answered on the desk phone — the soft clients stop ringing (CANCEL, completed
+/// elsewhere), and the call is the voice call through the PBX trunk only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw32_answered_on_desk_stops_the_soft_clients() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+    // All three ring before the desk answers: a branch whose 180 reached Kamailio only
+    // after the 2xx was seen cancelled with `Reason: SIP;cause=200` and no text.
+    bob.expect_ringing(3, WAIT).await;
+
+    w.pbx.answer(&desk);
+    let ok = bob.final_response(&mut call, WAIT).await;
+    assert_eq!(ok.code, 200);
+    assert!(
+        ok.headers.get("To").unwrap_or("").contains("tag=pbx"),
+        "the desk phone's answer reached the caller"
+    );
+    assert_completed_elsewhere(&c1.expect_cancel(&i1, WAIT).await, "alice-udp");
+    assert_completed_elsewhere(&c2.expect_cancel(&i2, WAIT).await, "alice-tcp");
+
+    let desk_bye = async { w.pbx.expect_bye(WAIT).await };
+    let (_, b) = tokio::join!(bob.bye(&call), desk_bye);
+    assert_eq!(
+        b.headers.call_id(),
+        call.call_id,
+        "the hang-up reaches the desk leg"
+    );
+}
+
+/// CVW-33: a call that comes from the PBX trunk to Alice rings only her desk phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw33_pbx_originated_call_rings_only_the_desk() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut call = w
+        .pbx
+        .invite(ALICE, "sip:+14255550142@pbx.corp.example", &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    assert_eq!(uri_user(&desk), ALICE_DESK);
+    assert!(
+        c1.gets_request(Method::Invite, QUIET).await.is_none(),
+        "UDP client must not ring for a PBX call"
+    );
+    assert!(
+        c2.gets_request(Method::Invite, QUIET).await.is_none(),
+        "TCP client must not ring for a PBX call"
+    );
+    w.pbx.reject(&desk, 486, "Busy Here");
+    assert_eq!(w.pbx.final_response(&mut call, WAIT).await.code, 486);
+}
+
+/// CVW-34: the host's own callback legs (from its user agent, with its mark) are never
+/// forked to the soft clients; the same mark from anyone else means nothing and is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw34_host_originated_legs_are_not_forked() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let target = format!("sip:{ALICE_DESK}@pbx.corp.example;user=phone");
+    let mut call = w.host_ua.invite(
+        &target,
+        "sip:+14255550000@corp.example",
+        &[("X-CVW-Origination", "callback")],
+    );
+    let desk = w.pbx.expect_invite(WAIT).await;
+    assert_eq!(desk.headers.call_id(), call.call_id);
+    assert_eq!(
+        desk.headers.get("X-CVW-Origination"),
+        None,
+        "the host's mark does not leak to the PBX"
+    );
+    assert!(
+        c1.gets_request(Method::Invite, QUIET).await.is_none(),
+        "callback leg must not ring a soft client"
+    );
+    assert!(
+        c2.gets_request(Method::Invite, QUIET).await.is_none(),
+        "callback leg must not ring a soft client"
+    );
+    w.pbx.reject(&desk, 486, "Busy Here");
+    assert_eq!(w.host_ua.final_response(&mut call, WAIT).await.code, 486);
+
+    // A forged mark from a UC client is stripped and the call is treated as a UC call.
+    let mut mallory = w.udp("mallory").await;
+    let mut forged = mallory.invite(ALICE, BOB, &[("X-CVW-Origination", "callback")]);
+    let i1 = c1.expect_invite(WAIT).await;
+    assert_eq!(i1.headers.get("X-CVW-Origination"), None);
+    let i2 = c2.expect_invite(WAIT).await;
+    let desk = w.pbx.expect_invite(WAIT).await;
+    mallory.cancel(&forged);
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    c1.expect_cancel(&i1, WAIT).await;
+    c2.expect_cancel(&i2, WAIT).await;
+    assert_eq!(mallory.final_response(&mut forged, WAIT).await.code, 487);
+}
+
+/// CVW-51: the desk leg has its own ring timeout: it is cancelled before the PBX's
+/// voicemail could answer, while the soft clients keep ringing and can still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvw51_desk_leg_times_out_while_clients_ring_on() {
+    // The desk leg rings 2 s.
+    let mut w = World::with_directory("directory-desk-2s.toml").await;
+    let mut c1 = w.udp("alice-udp").await;
+    c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+
+    let started = std::time::Instant::now();
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500),
+        "desk cancelled too early ({after:?})"
+    );
+    // The client is still ringing: it was not cancelled, and its answer wins the call.
+    client_answer_wins(
+        &mut bob,
+        &mut call,
+        &c1,
+        &i1,
+        "after the desk leg timed out",
+    )
+    .await;
+}
+
+/// CVW-52: a policy published while a call rings does not lose that call, and the next
+/// call is decided by the new generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_hot_swap_while_calls_ring_loses_no_call() {
+    let mut w = World::new().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+    bob.expect_ringing(3, WAIT).await;
+    let before = w.host.current().unwrap().generation;
+
+    let wasm = builtin::default_policy().unwrap();
+    let v = w
+        .host
+        .publish(
+            wasm,
+            "swap-test",
+            Arc::new(Directory::load(&w.directory).unwrap()),
+        )
+        .unwrap();
+    assert!(v.generation > before);
+
+    c1.answer(&i1);
+    assert_eq!(
+        bob.final_response(&mut call, WAIT).await.code,
+        200,
+        "the ringing call survives the swap"
+    );
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    c2.expect_cancel(&i2, WAIT).await;
+
+    let mut call2 = bob.invite(ALICE, BOB, &[]);
+    let desk2 = w.pbx.expect_invite(WAIT).await;
+    let j1 = c1.expect_invite(WAIT).await;
+    let j2 = c2.expect_invite(WAIT).await;
+    bob.expect_ringing(3, WAIT).await;
+    w.pbx.answer(&desk2);
+    assert_eq!(
+        bob.final_response(&mut call2, WAIT).await.code,
+        200,
+        "the next call is forked by the new policy"
+    );
+    c1.expect_cancel(&j1, WAIT).await;
+    c2.expect_cancel(&j2, WAIT).await;
+}
+
+/// CVW-1: a user whose policy is not enabled gets plain routing: only the soft client
+/// rings, never a desk leg.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_not_enabled_gets_plain_routing() {
+    let mut w = World::new().await;
+    let mut carol = w.udp("carol-udp").await;
+    carol.register("carol", DOMAIN, "UC-Desktop/1.0").await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(CAROL, BOB, &[]);
+    let i = carol.expect_invite(WAIT).await;
+    carol.answer(&i);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
+    assert!(
+        w.pbx
+            .gets_request(Method::Invite, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "no desk leg for Carol"
+    );
+}
