@@ -89,6 +89,41 @@ impl Response {
     }
 }
 
+/// What a message's start line says, read without parsing the rest: a caller that drops
+/// most of what arrives unread (the load generator skipping 100 Trying and hop-by-hop
+/// ACKs) pays for rsip only on the messages it keeps. Nothing else is checked; parse
+/// those with [`Message::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    Request { method: &'a str },
+    Response { code: u16 },
+}
+
+impl<'a> StartLine<'a> {
+    /// The start line of `bytes`, or `None` when it is not one (RFC 3261 §7.1, §7.2).
+    pub fn peek(bytes: &'a [u8]) -> Option<StartLine<'a>> {
+        let end = bytes
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(bytes.len());
+        let line = std::str::from_utf8(&bytes[..end]).ok()?;
+        if let Some(status) = line.strip_prefix("SIP/2.0 ") {
+            let code = status.split(' ').next()?;
+            return match code.parse::<u16>() {
+                Ok(code) if code.to_string().len() == 3 && code >= 100 => {
+                    Some(StartLine::Response { code })
+                }
+                _ => None,
+            };
+        }
+        let mut parts = line.split(' ');
+        let (method, uri, version) = (parts.next()?, parts.next()?, parts.next()?);
+        let token = !method.is_empty() && method.bytes().all(|b| b.is_ascii_alphabetic());
+        (token && !uri.is_empty() && version == "SIP/2.0" && parts.next().is_none())
+            .then_some(StartLine::Request { method })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Request(Request),
@@ -221,6 +256,17 @@ impl Request {
 }
 
 impl Response {
+    /// Gives To this tag when it has none: the answer of a UAS that opens (or refuses) a
+    /// dialog (RFC 3261 §8.2.6.2).
+    pub fn tag_to(&mut self, tag: &str) {
+        if self.headers.to_tag().is_none()
+            && let Some(to) = self.headers.get("To")
+        {
+            let tagged = format!("{to};tag={tag}");
+            self.headers.set("To", tagged);
+        }
+    }
+
     /// `SIP/2.0 486 Busy Here`.
     pub fn start_line(&self) -> String {
         format!("SIP/2.0 {} {}", self.code, self.reason)
@@ -410,6 +456,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn start_line_is_read_without_parsing_the_rest() {
+        assert_eq!(
+            StartLine::peek(INVITE.as_bytes()),
+            Some(StartLine::Request { method: "INVITE" })
+        );
+        assert_eq!(
+            StartLine::peek(b"SIP/2.0 100 Trying\r\nVia: x\r\n\r\n"),
+            Some(StartLine::Response { code: 100 })
+        );
+        assert_eq!(
+            StartLine::peek(b"SIP/2.0 486 Busy Here"),
+            Some(StartLine::Response { code: 486 })
+        );
+        for input in [
+            &b""[..],
+            b"\r\n",
+            b"SIP/2.0 99 Low\r\n",
+            b"SIP/2.0 2000 Long\r\n",
+            b"SIP/2.0 +20 Sign\r\n",
+            b"INVITE sip:x\r\n",
+            b"INVITE sip:x SIP/2.0 more\r\n",
+            b"IN-VITE sip:x SIP/2.0\r\n",
+            b"\xff\xfe garbage",
+        ] {
+            assert_eq!(StartLine::peek(input), None, "{input:?}");
+        }
+        // Whatever the truncation, no panic.
+        for i in 0..INVITE.len() {
+            let _ = StartLine::peek(&INVITE.as_bytes()[..i]);
+        }
+    }
+
+    #[test]
+    fn a_refusal_tags_to_once() {
+        let Message::Request(req) = Message::parse(INVITE.as_bytes()).unwrap() else {
+            panic!("request expected");
+        };
+        let mut resp = req.response(486, "Busy Here");
+        resp.tag_to("uas");
+        assert_eq!(resp.headers.to_tag(), Some("uas"));
+        resp.tag_to("other");
+        assert_eq!(
+            resp.headers.get("To"),
+            Some("<sip:bob@corp.example>;tag=uas")
+        );
     }
 
     #[test]
