@@ -4,8 +4,9 @@
 //! service, origination, scenario files, the call log).
 //!
 //! Each side converts these types to and from its own generated bindings at its edge
-//! (`guest/logic/src/component.rs`, `host/cvw/src/policy/bindings.rs`); nothing else sees
-//! a generated type, so a later contract version maps onto this same model.
+//! (`guest/logic/src/component.rs`, `host/cvw/src/policy/bindings.rs`), both with the one
+//! [`contract_conversions!`] written here; nothing else sees a generated type, so a later
+//! contract version maps onto this same model.
 //!
 //! Feature `serde`: `Serialize`/`Deserialize` with the names scenario files and the
 //! decision service's JSON use (snake_case fields, kebab-case cases, a decision tagged by
@@ -19,6 +20,7 @@
 //! are in one workspace and match them exhaustively, so a new case is a compile error at
 //! every place that must handle it rather than a silent fallback arm.
 
+mod conversions;
 mod decision;
 mod directory;
 mod info;

@@ -1,5 +1,6 @@
 //! The wit-bindgen skin: the `cvw:policy@1.0.0` bindings, the conversions between them and
-//! the plain model, [`Message`]/[`Services`] over the imports, and [`export_policy!`],
+//! the plain model (field by field from [`cvw_model::contract_conversions!`], the request
+//! context by hand), [`Message`]/[`Services`] over the imports, and [`export_policy!`],
 //! which exports any [`Hooks`] implementation as the component's `hooks`. This crate
 //! exports nothing itself (every policy crate exports once, see `cvw-guest`). Not here:
 //! decisions.
@@ -28,6 +29,10 @@ pub mod wit {
 }
 
 use bindings::cvw::policy::{clock, directory, log, metrics};
+
+// `From` both ways between every generated record/enum/variant and its model twin (the
+// same macro as the host's bindings); `request-context` is mapped by hand in `on_request`.
+cvw_model::contract_conversions!(self::bindings::cvw::policy::types);
 
 /// A configured policy instance's state (set by `configure`).
 pub type Slot<H> = LocalKey<RefCell<Option<H>>>;
@@ -68,10 +73,10 @@ impl Message for WitMessage<'_> {
         self.request.call_id()
     }
     fn from(&self) -> model::NameAddr {
-        name_addr_in(self.request.from())
+        self.request.from().into()
     }
     fn to(&self) -> model::NameAddr {
-        name_addr_in(self.request.to())
+        self.request.to().into()
     }
     fn header(&self, name: &str) -> Option<String> {
         self.request.header(name)
@@ -114,18 +119,12 @@ impl Services for HostServices<'_> {
             && callee.address == address
             && let Some(user) = callee.user.take()
         {
-            return user.map(user_in);
+            return user.map(model::User::from);
         }
-        directory::lookup(address).map(user_in)
+        directory::lookup(address).map(model::User::from)
     }
     fn log(&self, level: model::Level, message: &str) {
-        let level = match level {
-            model::Level::Debug => wit::Level::Debug,
-            model::Level::Info => wit::Level::Info,
-            model::Level::Warn => wit::Level::Warn,
-            model::Level::Error => wit::Level::Error,
-        };
-        log::write(level, message);
+        log::write(level.into(), message);
     }
     fn count(&self, name: &str, delta: u64) {
         metrics::count(name, delta);
@@ -135,140 +134,13 @@ impl Services for HostServices<'_> {
     }
 }
 
-fn name_addr_in(n: wit::NameAddr) -> model::NameAddr {
-    model::NameAddr {
-        display: n.display,
-        uri: n.uri,
-    }
-}
-
-fn name_addr_out(n: model::NameAddr) -> wit::NameAddr {
-    wit::NameAddr {
-        display: n.display,
-        uri: n.uri,
-    }
-}
-
-fn headers_in(headers: Vec<wit::Header>) -> Vec<model::Header> {
-    headers
-        .into_iter()
-        .map(|h| model::Header {
-            name: h.name,
-            value: h.value,
-        })
-        .collect()
-}
-
-fn headers_out(headers: Vec<model::Header>) -> Vec<wit::Header> {
-    headers
-        .into_iter()
-        .map(|h| wit::Header {
-            name: h.name,
-            value: h.value,
-        })
-        .collect()
-}
-
-fn user_in(u: wit::User) -> model::User {
-    model::User {
-        uc_address: u.uc_address,
-        display_name: u.display_name,
-        line_uri: u.line_uri,
-        callback_number: u.callback_number,
-        site: u.site,
-        settings: model::Settings {
-            name: u.settings.name,
-            enabled: u.settings.enabled,
-            admin_callback_number: u.settings.admin_callback_number,
-            use_admin_callback_number: u.settings.use_admin_callback_number,
-        },
-        delegation: u.delegation,
-        team_call: u.team_call,
-        response_group: u.response_group,
-    }
-}
-
+/// The model's part of `request-context`: the rest (method, Request-URI, callee,
+/// `joins-dialog`) is read back through [`WitMessage`] and [`HostServices`], so this is
+/// not a field-by-field mapping for the macro.
 fn context_in(source: wit::Source, contacts: Vec<wit::Contact>) -> model::RequestContext {
     model::RequestContext {
-        source: match source {
-            wit::Source::Uc => model::Source::Uc,
-            wit::Source::Pbx => model::Source::Pbx,
-            wit::Source::Origination => model::Source::Origination,
-            wit::Source::Other => model::Source::Other,
-        },
-        contacts: contacts
-            .into_iter()
-            .map(|c| model::Contact {
-                uri: c.uri,
-                next_hop: c.next_hop,
-                instance: c.instance,
-                user_agent: c.user_agent,
-            })
-            .collect(),
-    }
-}
-
-fn branch_reply_in(r: wit::BranchReply) -> model::BranchReply {
-    model::BranchReply {
-        label: r.label,
-        uri: r.uri,
-        code: r.code,
-        reason: r.reason,
-        headers: headers_in(r.headers),
-    }
-}
-
-fn leg_out(l: model::Leg) -> wit::Leg {
-    wit::Leg {
-        uri: l.uri,
-        shows: name_addr_out(l.shows),
-        ring_timeout_ms: l.ring_timeout_ms,
-    }
-}
-
-fn target_out(t: model::Target) -> wit::Target {
-    wit::Target {
-        label: t.label,
-        uri: t.uri,
-        next_hop: t.next_hop,
-        from: t.from.map(name_addr_out),
-        asserted_identity: t.asserted_identity.map(name_addr_out),
-        headers: headers_out(t.headers),
-        ring_timeout_ms: t.ring_timeout_ms,
-    }
-}
-
-fn decision_out(d: model::Decision) -> wit::Decision {
-    match d {
-        model::Decision::Continue => wit::Decision::Continue,
-        model::Decision::Reply(r) => wit::Decision::Reply(wit::Reply {
-            code: r.code,
-            reason: r.reason,
-            headers: headers_out(r.headers),
-        }),
-        model::Decision::Fork(f) => wit::Decision::Fork(wit::Fork {
-            mode: match f.mode {
-                model::ForkMode::Parallel => wit::ForkMode::Parallel,
-                model::ForkMode::Serial => wit::ForkMode::Serial,
-            },
-            targets: f.targets.into_iter().map(target_out).collect(),
-        }),
-        model::Decision::Originate(p) => wit::Decision::Originate(wit::OriginationPlan {
-            user: p.user,
-            callback: leg_out(p.callback),
-            callee: leg_out(p.callee),
-            flow: match p.flow {
-                model::Flow::FlowIv => wit::Flow::FlowIv,
-                model::Flow::FlowI => wit::Flow::FlowI,
-            },
-            max_duration_s: p.max_duration_s,
-        }),
-        model::Decision::Refuse(r) => wit::Decision::Refuse(wit::Refusal {
-            code: r.code,
-            reason: r.reason,
-            explanation: r.explanation,
-            rule: r.rule,
-        }),
+        source: source.into(),
+        contacts: contacts.into_iter().map(model::Contact::from).collect(),
     }
 }
 
@@ -290,12 +162,7 @@ fn with_policy<H: Hooks + 'static, T>(
 
 #[doc(hidden)]
 pub fn describe<H: Hooks>() -> wit::PolicyInfo {
-    let info = H::describe();
-    wit::PolicyInfo {
-        name: info.name,
-        version: info.version,
-        description: info.description,
-    }
+    H::describe().into()
 }
 
 #[doc(hidden)]
@@ -316,7 +183,7 @@ pub fn check_user<H: Hooks + 'static>(
     slot: &'static Slot<H>,
     user: wit::User,
 ) -> Result<(), String> {
-    let user = user_in(user);
+    let user = model::User::from(user);
     with_policy(slot, Err("policy not configured".to_owned()), |p| {
         p.check_user(&user)
     })
@@ -351,7 +218,7 @@ pub fn on_request<H: Hooks + 'static>(
         }),
     };
     with_policy(slot, wit::Decision::Continue, |p| {
-        decision_out(p.on_request(&msg, ctx, &svc))
+        p.on_request(&msg, ctx, &svc).into()
     })
 }
 
@@ -361,12 +228,10 @@ pub fn on_reply<H: Hooks + 'static>(
     request: &wit::Request,
     reply: wit::BranchReply,
 ) -> wit::ReplyAction {
-    let reply = branch_reply_in(reply);
+    let reply = model::BranchReply::from(reply);
     with_policy(slot, wit::ReplyAction::Continue, |p| {
-        match p.on_reply(&WitMessage::new(request), &reply, &HostServices::default()) {
-            model::ReplyAction::Continue => wit::ReplyAction::Continue,
-            model::ReplyAction::CancelBranch => wit::ReplyAction::CancelBranch,
-        }
+        p.on_reply(&WitMessage::new(request), &reply, &HostServices::default())
+            .into()
     })
 }
 
@@ -376,13 +241,14 @@ pub fn on_failure<H: Hooks + 'static>(
     request: &wit::Request,
     failure: wit::BranchReply,
 ) -> wit::Decision {
-    let failure = branch_reply_in(failure);
+    let failure = model::BranchReply::from(failure);
     with_policy(slot, wit::Decision::Continue, |p| {
-        decision_out(p.on_failure(
+        p.on_failure(
             &WitMessage::new(request),
             &failure,
             &HostServices::default(),
-        ))
+        )
+        .into()
     })
 }
 
@@ -391,13 +257,9 @@ pub fn on_click_to_call<H: Hooks + 'static>(
     slot: &'static Slot<H>,
     request: wit::ClickToCall,
 ) -> wit::Decision {
-    let req = model::ClickToCall {
-        user: request.user,
-        destination: request.destination,
-        callback_override: request.callback_override,
-    };
+    let req = model::ClickToCall::from(request);
     with_policy(slot, wit::Decision::Continue, |p| {
-        decision_out(p.on_click_to_call(&req, &HostServices::default()))
+        p.on_click_to_call(&req, &HostServices::default()).into()
     })
 }
 
@@ -406,16 +268,9 @@ pub fn on_dial_out<H: Hooks + 'static>(
     slot: &'static Slot<H>,
     request: wit::DialOut,
 ) -> wit::Decision {
-    let req = model::DialOut {
-        user: request.user,
-        conference_uri: request.conference_uri,
-        kind: match request.kind {
-            wit::MeetingKind::Scheduled => model::MeetingKind::Scheduled,
-            wit::MeetingKind::MeetNow => model::MeetingKind::MeetNow,
-        },
-    };
+    let req = model::DialOut::from(request);
     with_policy(slot, wit::Decision::Continue, |p| {
-        decision_out(p.on_dial_out(&req, &HostServices::default()))
+        p.on_dial_out(&req, &HostServices::default()).into()
     })
 }
 

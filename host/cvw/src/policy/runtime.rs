@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use super::bindings::{self, Policy, PolicyPre};
+use super::bindings::{self, Policy, PolicyPre, wit};
 use super::contract::Hook;
 use super::engine::{self, EpochTicker};
 use super::model::{BranchReply, ClickToCall, Decision, DialOut, ReplyAction, RequestContext};
@@ -242,12 +242,12 @@ impl PolicyHost {
             Some(req),
             |store, exports| {
                 let handle = store.data_mut().lend(req);
-                let reply = bindings::branch_reply(reply);
+                let reply = wit::BranchReply::from(reply.clone());
                 exports
                     .policy
                     .cvw_policy_hooks()
                     .call_on_reply(store, handle, &reply)
-                    .map(bindings::reply_action)
+                    .map(ReplyAction::from)
             },
             |_| Ok(()),
             // A failed reply hook must not cancel a branch that may be the one to answer.
@@ -258,12 +258,12 @@ impl PolicyHost {
     pub fn on_failure(&self, req: &SipRequest, failure: &BranchReply) -> Outcome<Decision> {
         self.decide(Hook::Failure, Some(req), |store, exports| {
             let handle = store.data_mut().lend(req);
-            let failure = bindings::branch_reply(failure);
+            let failure = wit::BranchReply::from(failure.clone());
             exports
                 .policy
                 .cvw_policy_hooks()
                 .call_on_failure(store, handle, &failure)
-                .map(bindings::decision)
+                .map(Decision::from)
         })
     }
 
@@ -271,23 +271,23 @@ impl PolicyHost {
     /// the origination service treats as "no plan".
     pub fn on_click_to_call(&self, r: &ClickToCall) -> Outcome<Decision> {
         self.decide(Hook::ClickToCall, None, |store, exports| {
-            let r = bindings::click_to_call(r);
+            let r = wit::ClickToCall::from(r.clone());
             exports
                 .policy
                 .cvw_policy_hooks()
                 .call_on_click_to_call(store, &r)
-                .map(bindings::decision)
+                .map(Decision::from)
         })
     }
 
     pub fn on_dial_out(&self, r: &DialOut) -> Outcome<Decision> {
         self.decide(Hook::DialOut, None, |store, exports| {
-            let r = bindings::dial_out(r);
+            let r = wit::DialOut::from(r.clone());
             exports
                 .policy
                 .cvw_policy_hooks()
                 .call_on_dial_out(store, &r)
-                .map(bindings::decision)
+                .map(Decision::from)
         })
     }
 
@@ -539,7 +539,7 @@ impl PolicyHost {
             let address = user.uc_address.clone();
             self.arm(&mut store, "check-user");
             let checked = hooks
-                .call_check_user(&mut store, &bindings::user(user))
+                .call_check_user(&mut store, &user.into())
                 .map_err(reason);
             if let Err(reason) = checked.and_then(|refused| refused) {
                 return Err(LoadError::CheckUser {
@@ -551,7 +551,7 @@ impl PolicyHost {
         }
         Ok(Probed {
             pre,
-            info: bindings::policy_info(info),
+            info: info.into(),
             config,
         })
     }

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::DirectoryView;
-use super::bindings::{self, Policy, cvw::policy as imports, wit};
+use super::bindings::{Policy, cvw::policy as imports, wit};
 use super::engine::{Limiter, Overtime};
 use super::metrics::Counters;
 use crate::message::SipRequest;
@@ -136,11 +136,11 @@ impl wit::HostRequest for HostState {
     }
 
     fn from(&mut self, this: Resource<SipRequest>) -> wasmtime::Result<wit::NameAddr> {
-        Ok(bindings::name_addr(self.request(&this)?.from()))
+        Ok(self.request(&this)?.from().clone().into())
     }
 
     fn to(&mut self, this: Resource<SipRequest>) -> wasmtime::Result<wit::NameAddr> {
-        Ok(bindings::name_addr(self.request(&this)?.to()))
+        Ok(self.request(&this)?.to().clone().into())
     }
 
     fn header(
@@ -184,7 +184,7 @@ impl wit::HostRequest for HostState {
 
 impl imports::directory::Host for HostState {
     fn lookup(&mut self, address: String) -> Option<wit::User> {
-        self.env.directory.lookup(&address).map(bindings::user)
+        self.env.directory.lookup(&address).map(wit::User::from)
     }
 }
 
