@@ -80,15 +80,7 @@ impl DecisionService {
     /// An error only when the policy's answer cannot be put in those terms; the proxy then
     /// routes as without Call via Work.
     pub fn handle(&self, call: &HookCall, dialect: &dyn Dialect) -> Result<ProxyAnswer, HookError> {
-        let outcome = self.decide(call);
-        if let Some(why) = &outcome.failure {
-            tracing::warn!(
-                generation = outcome.generation,
-                "policy did not decide: {:?}: {}; failure mode applied",
-                why.kind,
-                why.detail
-            );
-        }
+        let outcome = self.verdict(call);
         dialect.encode(&outcome).map_err(|source| {
             tracing::warn!(
                 generation = outcome.generation,
@@ -99,6 +91,22 @@ impl DecisionService {
                 source,
             }
         })
+    }
+
+    /// The policy's answer to one hook call, the failure mode's when it failed (logged):
+    /// what [`DecisionService::handle`] encodes, and what an in-process proxy module
+    /// applies without encoding it.
+    pub fn verdict(&self, call: &HookCall) -> Outcome<Verdict> {
+        let outcome = self.decide(call);
+        if let Some(why) = &outcome.failure {
+            tracing::warn!(
+                generation = outcome.generation,
+                "policy did not decide: {:?}: {}; failure mode applied",
+                why.kind,
+                why.detail
+            );
+        }
+        outcome
     }
 
     /// Asks the policy, in a span naming the call.

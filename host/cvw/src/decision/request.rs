@@ -149,6 +149,23 @@ impl HookCall {
     }
 }
 
+impl HookCall {
+    /// A call from a module inside the proxy, which hands over the request as received.
+    pub fn of_bytes(msg: &[u8], args: HookArgs) -> Result<Self, HookError> {
+        Ok(HookCall {
+            msg: SipRequest::parse(msg).map_err(HookError::Message)?,
+            args,
+        })
+    }
+}
+
+/// The source class a proxy's config decided, by the names the JSON transports use
+/// (`uc`, `pbx`, `origination`); anything else is [`Source::Other`].
+pub fn source_named(name: &str) -> Source {
+    let said = serde_json::from_value(Value::String(name.to_owned())).ok();
+    SourceParam::source(said)
+}
+
 /// `source` as proxies send it: empty means "not classified".
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]

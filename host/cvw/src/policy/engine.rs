@@ -15,8 +15,9 @@ use wasmtime::{Config, Engine, OptLevel, ResourceLimiter, StoreLimits, StoreLimi
 pub(crate) const TICK: Duration = Duration::from_millis(1);
 
 /// Builds the engine shared by every policy version of one host.
-pub(crate) fn new_engine(max_wasm_stack: usize) -> wasmtime::Result<Engine> {
+pub(crate) fn new_engine(max_wasm_stack: usize, parallel: bool) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
+    config.parallel_compilation(parallel);
     // Epochs rather than fuel: a deadline is wall-clock anyway, and the guest code only
     // pays a load+compare at loop heads and function entries (fuel costs ~10% more).
     config.epoch_interruption(true);
@@ -31,16 +32,29 @@ pub(crate) fn new_engine(max_wasm_stack: usize) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
-/// Increments the engine's epoch every [`TICK`] until the returned guard is dropped.
+/// Increments the engine's epoch every [`TICK`] until the returned guard is dropped, and
+/// joins its thread then: a host dropped before a process forks (Kamailio's `mod_init`)
+/// leaves no thread behind.
 pub(crate) struct EpochTicker {
     // Dropping the sender wakes the thread at once (`Disconnected`), without waiting a tick.
-    _stop: SyncSender<()>,
+    stop: Option<SyncSender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // The thread only ticks; it cannot panic, and if it did there is nothing to add.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl EpochTicker {
     pub(crate) fn start(engine: Engine) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::sync_channel::<()>(0);
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("cvw-epoch".into())
             .spawn(move || {
                 // On a loaded machine this thread wakes late too; catching up on the ticks
@@ -55,7 +69,10 @@ impl EpochTicker {
                     }
                 }
             })?;
-        Ok(Self { _stop: stop })
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 }
 

@@ -48,6 +48,10 @@ pub struct RuntimeSettings {
     /// What the policy's `clock.now` returns (Unix seconds); `None` is the real time.
     /// Scenario files pin it with `now = ...`; see also [`PolicyHost::set_clock`].
     pub clock: Option<u64>,
+    /// Compile on a thread pool. Off in a process that forks after compiling (Kamailio's
+    /// `mod_init`): the pool's threads would not exist in the children, whose next compile
+    /// would wait for them forever.
+    pub parallel_compile: bool,
 }
 
 impl Default for RuntimeSettings {
@@ -58,6 +62,7 @@ impl Default for RuntimeSettings {
             max_wasm_stack: 512 << 10,
             failure_mode: FailureMode::Open,
             clock: None,
+            parallel_compile: true,
         }
     }
 }

@@ -121,7 +121,7 @@ impl PolicyHost {
     /// Creates the engine and starts its epoch ticker. Nothing is published yet: hooks get
     /// the failure mode (kind `no-policy`) until [`PolicyHost::publish`] succeeds.
     pub fn new(settings: RuntimeSettings) -> anyhow::Result<Self> {
-        let engine = engine::new_engine(settings.max_wasm_stack)
+        let engine = engine::new_engine(settings.max_wasm_stack, settings.parallel_compile)
             .map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         state::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("policy imports: {e:#}"))?;
@@ -192,6 +192,45 @@ impl PolicyHost {
             })
         })?;
         self.publish(&wasm, &path.display().to_string(), directory)
+    }
+
+    /// Compiles `wasm` to this engine's native code without publishing it: the artifact a
+    /// process that forks its workers (Kamailio) compiles once and every worker loads with
+    /// [`PolicyHost::publish_precompiled`]. Runs no guest code and starts no thread.
+    pub fn precompile(&self, wasm: &[u8], origin: &str) -> Result<Vec<u8>, LoadError> {
+        self.inner.engine.precompile_component(wasm).map_err(|e| {
+            self.refused(LoadError::Compile {
+                origin: origin.to_owned(),
+                reason: render(&e),
+            })
+        })
+    }
+
+    /// Publishes an artifact of [`PolicyHost::precompile`] (mapped from the file, not
+    /// compiled again), checked end to end like [`PolicyHost::publish`]. `digest` is the
+    /// SHA-256 of the component it was compiled from.
+    ///
+    /// # Safety
+    /// `artifact` must be a file written from [`PolicyHost::precompile`]'s output by a
+    /// host with the same [`RuntimeSettings`], and must not change while it is mapped:
+    /// wasmtime runs its machine code as it finds it.
+    pub unsafe fn publish_precompiled(
+        &self,
+        artifact: &Path,
+        digest: String,
+        origin: &str,
+        directory: Arc<dyn DirectoryView>,
+    ) -> Result<PolicyVersion, LoadError> {
+        let mut state = self.lock_publishing();
+        // SAFETY: the caller vouches that the file is our own precompiled artifact.
+        let component = unsafe { Component::deserialize_file(&self.inner.engine, artifact) }
+            .map_err(|e| {
+                self.refused(LoadError::Compile {
+                    origin: origin.to_owned(),
+                    reason: render(&e),
+                })
+            })?;
+        self.validate_and_swap(&mut state, component, digest, origin, directory)
     }
 
     /// Publishes the current component again with a new directory (a directory reload):

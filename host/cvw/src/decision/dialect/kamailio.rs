@@ -63,22 +63,22 @@ pub(super) struct Rtjson<'a> {
 /// One rtjson route. `label` is ours; rtjson ignores fields it does not know.
 #[derive(Serialize)]
 pub(super) struct Route<'a> {
-    label: &'a str,
-    uri: &'a str,
+    pub(super) label: &'a str,
+    pub(super) uri: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    dst_uri: Option<&'a str>,
+    pub(super) dst_uri: Option<&'a str>,
     #[serde(skip_serializing_if = "RouteHeaders::is_empty")]
-    headers: RouteHeaders<'a>,
+    pub(super) headers: RouteHeaders<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    fr_inv_timer: Option<u32>,
+    pub(super) fr_inv_timer: Option<u32>,
 }
 
 #[derive(Serialize)]
-struct RouteHeaders<'a> {
+pub(super) struct RouteHeaders<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<FromHeader<'a>>,
+    pub(super) from: Option<FromHeader<'a>>,
     #[serde(skip_serializing_if = "String::is_empty")]
-    extra: String,
+    pub(super) extra: String,
 }
 
 impl RouteHeaders<'_> {
@@ -88,9 +88,9 @@ impl RouteHeaders<'_> {
 }
 
 #[derive(Serialize)]
-struct FromHeader<'a> {
-    display: &'a str,
-    uri: &'a str,
+pub(super) struct FromHeader<'a> {
+    pub(super) display: &'a str,
+    pub(super) uri: &'a str,
 }
 
 impl Dialect for KamailioJson {

@@ -9,6 +9,7 @@
 
 pub mod evapi;
 pub mod kamailio;
+pub mod native;
 pub mod opensips;
 
 use super::Verdict;
@@ -19,6 +20,7 @@ use thiserror::Error;
 
 pub use evapi::KamailioEvapi;
 pub use kamailio::KamailioJson;
+pub use native::{NativeAnswer, NativeBranch};
 pub use opensips::OpenSipsJson;
 
 /// A proxy's way of reading an answer. One small trait: a transport picks the dialect (by
