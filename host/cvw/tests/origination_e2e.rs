@@ -119,6 +119,7 @@ impl World {
             transform: None,
             shm_mb: 64,
             janssonrpcc: false,
+            module: None,
         })
         .unwrap();
         kamailio.connect_host(&mut service).await.unwrap();

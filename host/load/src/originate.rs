@@ -285,6 +285,7 @@ fn start_proxy(
         transform: None,
         shm_mb: 1024,
         janssonrpcc: false,
+        module: None,
     })?;
     let mut service = service;
     host_rt.block_on(kamailio.connect_host(&mut service))?;

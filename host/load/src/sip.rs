@@ -129,6 +129,7 @@ pub fn run(
         // about 1 GB. Less, and tm runs out of memory mid-run and calls are lost.
         shm_mb: 3072,
         janssonrpcc,
+        module: None,
     })?;
     if !janssonrpcc {
         service_rt.block_on(kam.connect_host(&mut service))?;

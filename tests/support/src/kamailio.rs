@@ -31,6 +31,38 @@ pub struct Setup {
     /// Decide over JSON-RPC (`-A WITH_JANSSONRPCC`, which includes `cvw-janssonrpcc.cfg`)
     /// instead of evapi (`cvw-evapi.cfg`), the config's default.
     pub janssonrpcc: bool,
+    /// Decide inside Kamailio with the native module (`-A WITH_CVW_MODULE`, which
+    /// includes `cvw-module.cfg`); the host addresses above are then unused.
+    pub module: Option<ModuleFiles>,
+}
+
+/// What `cvw-module.cfg` loads: the module and the files it reads.
+#[derive(Debug, Clone)]
+pub struct ModuleFiles {
+    pub so: PathBuf,
+    pub policy: PathBuf,
+    pub directory: PathBuf,
+}
+
+/// `cvw.so` as `scripts/build-kamailio-module` builds it for the tests (debug, or
+/// `release`). Fails, never skips, when it is missing.
+pub fn module_path(profile: &str) -> anyhow::Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let so = target.join("kamailio-module").join(profile).join("cvw.so");
+    if !so.exists() {
+        bail!(
+            "{} is missing: build it with scripts/build-kamailio-module{} (scripts/setup and scripts/test do)",
+            so.display(),
+            if profile == "release" {
+                " --release"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(so)
 }
 
 pub struct Kamailio {
@@ -94,7 +126,7 @@ pub fn example_config() -> PathBuf {
 }
 
 /// The files `kamailio.cfg` includes (`include_file`), one per transport to the host.
-pub const INCLUDED: [&str; 2] = ["cvw-evapi.cfg", "cvw-janssonrpcc.cfg"];
+pub const INCLUDED: [&str; 3] = ["cvw-evapi.cfg", "cvw-janssonrpcc.cfg", "cvw-module.cfg"];
 
 /// Writes the example config with `values` substituted (and `transform` applied) as
 /// `run/kamailio.cfg`, with the files it includes copied beside it: Kamailio looks for a
@@ -183,10 +215,21 @@ impl Kamailio {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        if let Some(m) = &setup.module {
+            for (name, path) in [
+                ("CVW_MODULE_FILE", &m.so),
+                ("CVW_POLICY", &m.policy),
+                ("CVW_DIRECTORY", &m.directory),
+            ] {
+                values.push((name.to_owned(), path.display().to_string()));
+            }
+        }
         values.extend(setup.extra.iter().cloned());
         let cfg = write_config(&dir, &values, setup.transform)?;
         let log = std::fs::File::create(dir.join("kamailio.log"))?;
-        let defines: &[&str] = if setup.janssonrpcc {
+        let defines: &[&str] = if setup.module.is_some() {
+            &["-A", "WITH_CVW_MODULE"]
+        } else if setup.janssonrpcc {
             &["-A", "WITH_JANSSONRPCC"]
         } else {
             &[]
@@ -281,6 +324,28 @@ impl Kamailio {
                     self.log_tail()
                 )
             })
+    }
+
+    /// Runs an RPC command (`kamcmd` over the ctl socket of the run directory) and returns
+    /// what it printed; an RPC fault is printed as `error: CODE - text` (kamcmd still
+    /// exits 0). `Err` when kamcmd itself failed.
+    pub fn rpc(&self, args: &[&str]) -> anyhow::Result<String> {
+        let socket = format!("unix:{}", self.dir.join("kamailio_ctl").display());
+        let out = Command::new("kamcmd")
+            .args(["-s", &socket])
+            .args(args)
+            .output()
+            .context("run kamcmd")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            bail!("kamcmd {}: {text}", args.join(" "))
+        }
     }
 
     pub fn log(&self) -> String {

@@ -5,9 +5,7 @@ use super::*;
 /// The reply hook: the desk phone's PBX answers the desk leg with 181 (forwarded, e.g. to
 /// voicemail); the policy cancels that branch so the voicemail cannot steal the call,
 /// while the soft client rings on and can answer (CVW-51's goal by another route).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reply_hook_cancels_a_diverted_desk_leg() {
-    let mut w = World::new().await;
+async fn reply_hook_cancels_a_diverted_desk_leg(mut w: World) {
     let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -34,10 +32,8 @@ async fn reply_hook_cancels_a_diverted_desk_leg() {
 
 /// The failure hook: nobody answers within the ring timeouts (408); the policy sends the
 /// caller on to the configured no-answer destination, through the PBX trunk.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failure_hook_sends_an_unanswered_call_to_voicemail() {
+async fn failure_hook_sends_an_unanswered_call_to_voicemail(mut w: World) {
     // Every leg rings 2 s; then the caller goes to sip:voicemail@pbx.corp.example.
-    let mut w = World::with_directory("directory-voicemail.toml").await;
     let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -54,3 +50,14 @@ async fn failure_hook_sends_an_unanswered_call_to_voicemail() {
     w.pbx.answer(&vm);
     assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
 }
+
+each_way!(
+    reply_hook_cancels_a_diverted_desk_leg,
+    "directory.toml",
+    [evapi, module]
+);
+each_way!(
+    failure_hook_sends_an_unanswered_call_to_voicemail,
+    "directory-voicemail.toml",
+    [evapi, module]
+);

@@ -16,12 +16,31 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use support::kamailio::{Kamailio, Setup};
+use support::kamailio::{Kamailio, ModuleFiles, Setup};
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Decoder as _;
 
+/// One test per way Kamailio decides, each running `body` on a fresh [`World`] made from
+/// directory fixture `fixture`: `each_way!(body, "directory.toml", [evapi, module]);`
+/// gives `body::evapi` and `body::module`.
+macro_rules! each_way {
+    ($body:ident, $fixture:expr, [$($way:ident),+]) => {
+        mod $body {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $way() {
+                    super::$body(World::start(Way::named(stringify!($way)), $fixture).await)
+                        .await;
+                }
+            )+
+        }
+    };
+}
+
 mod fail_open;
 mod hooks;
+mod module;
 mod per_branch;
 mod ring;
 mod sipp;

@@ -14,9 +14,7 @@ fn sipp() -> PathBuf {
 /// A third-party SIP tool as the caller (SIPp, its own scenario file) sees what our phones
 /// see (CVW-30, CVW-31): Alice's desk and both soft clients ring, the client that answers
 /// gets the call and SIPp's BYE, the others are cancelled as completed elsewhere.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cvw30_31_with_sipp_as_the_caller() {
-    let mut w = World::new().await;
+async fn cvw30_31_with_sipp_as_the_caller(mut w: World) {
     let (mut c1, mut c2) = w.alice_clients().await;
     let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/sipp/call-and-hang-up.xml");
@@ -73,3 +71,9 @@ async fn cvw30_31_with_sipp_as_the_caller() {
     );
     assert!(out.status.success(), "the call failed for {sipp_said}");
 }
+
+each_way!(
+    cvw30_31_with_sipp_as_the_caller,
+    "directory.toml",
+    [evapi, module]
+);

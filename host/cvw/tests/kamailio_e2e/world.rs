@@ -14,11 +14,37 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub const QUIET: Duration = Duration::from_millis(1500);
 pub const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
 
+/// How Kamailio gets its decisions: the ways a test body runs (see `each_way!`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// evapi to the host's decision service (`cvw-evapi.cfg`, the config's default).
+    Evapi,
+    /// JSON-RPC to the host (`cvw-janssonrpcc.cfg`).
+    JsonRpc,
+    /// `cvw.so` in Kamailio's own workers (`cvw-module.cfg`).
+    Module,
+}
+
+impl Way {
+    pub fn named(name: &str) -> Way {
+        match name {
+            "evapi" => Way::Evapi,
+            "janssonrpcc" => Way::JsonRpc,
+            "module" => Way::Module,
+            other => panic!("no way named {other}"),
+        }
+    }
+}
+
 pub struct World {
+    pub way: Way,
     pub kam: Kamailio,
     pub service: Option<Running>,
+    /// The host's runtime (evapi, JSON-RPC); with the module, Kamailio runs its own.
     pub host: PolicyHost,
     pub directory: PathBuf,
+    /// The policy file the module loads.
+    pub policy: PathBuf,
     pub pbx: Phone,
     pub host_ua: Phone,
 }
@@ -37,20 +63,11 @@ pub fn directory_text(fixture: &str, pbx: SocketAddr) -> String {
 
 impl World {
     pub async fn new() -> World {
-        Self::with_directory("directory.toml").await
+        Self::start(Way::Evapi, "directory.toml").await
     }
 
     /// `fixture`: a directory file of `tests/fixtures/kamailio-e2e/`.
-    pub async fn with_directory(fixture: &str) -> World {
-        Self::with_transport(fixture, false).await
-    }
-
-    /// The config's other transport: Kamailio asks the host over JSON-RPC (janssonrpcc).
-    pub async fn over_janssonrpcc() -> World {
-        Self::with_transport("directory.toml", true).await
-    }
-
-    pub async fn with_transport(fixture: &str, janssonrpcc: bool) -> World {
+    pub async fn start(way: Way, fixture: &str) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("cvw=debug")
             .with_test_writer()
@@ -64,47 +81,100 @@ impl World {
         std::fs::create_dir_all(&dir).unwrap();
         let directory = dir.join("directory.toml");
         std::fs::write(&directory, directory_text(fixture, pbx_addr)).unwrap();
-        let host = PolicyHost::new(RuntimeSettings::default()).unwrap();
         let wasm = builtin::default_policy().expect("default policy built");
-        host.publish(
-            wasm,
-            builtin::DEFAULT_ORIGIN,
-            Arc::new(Directory::load(&directory).unwrap()),
-        )
-        .expect("default policy publishes with the test directory");
-
-        let mut service = DecisionService::new(Arc::new(host.clone()))
-            .start(
-                "127.0.0.1:0".parse().unwrap(),
-                "127.0.0.1:0".parse().unwrap(),
+        let policy = dir.join("policy.wasm");
+        std::fs::write(&policy, wasm).unwrap();
+        let host = PolicyHost::new(RuntimeSettings::default()).unwrap();
+        let mut service = None;
+        let module = if way == Way::Module {
+            Some(ModuleFiles {
+                so: support::kamailio::module_path("debug").unwrap(),
+                policy: policy.clone(),
+                directory: directory.clone(),
+            })
+        } else {
+            host.publish(
+                wasm,
+                builtin::DEFAULT_ORIGIN,
+                Arc::new(Directory::load(&directory).unwrap()),
             )
-            .await
-            .unwrap();
+            .expect("default policy publishes with the test directory");
+            let running = DecisionService::new(Arc::new(host.clone()))
+                .start(
+                    "127.0.0.1:0".parse().unwrap(),
+                    "127.0.0.1:0".parse().unwrap(),
+                )
+                .await
+                .unwrap();
+            service = Some(running);
+            None
+        };
+        let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let kam = Kamailio::start(&Setup {
-            host_jsonrpc: service.jsonrpc,
-            host_http: service.http,
+            host_jsonrpc: service.as_ref().map_or(unused, |s| s.jsonrpc),
+            host_http: service.as_ref().map_or(unused, |s| s.http),
             pbx: pbx_addr,
             host_ua: ua_addr,
             decision_timeout_ms: 1000,
             extra: vec![],
             transform: None,
             shm_mb: 128,
-            janssonrpcc,
+            janssonrpcc: way == Way::JsonRpc,
+            module,
         })
         .unwrap();
-        if !janssonrpcc {
-            kam.connect_host(&mut service).await.unwrap();
+        if let (Way::Evapi, Some(service)) = (way, service.as_mut()) {
+            kam.connect_host(service).await.unwrap();
         }
         let pbx = Phone::with_udp("pbx", kam.sip, pbx_sock);
         let host_ua = Phone::with_udp("host-ua", kam.sip, ua_sock);
         World {
+            way,
             kam,
-            service: Some(service),
+            service,
             host,
             directory,
+            policy,
             pbx,
             host_ua,
         }
+    }
+
+    /// Publishes the default policy again (a new generation) while whatever rings goes on:
+    /// on the host, or in Kamailio with `kamcmd cvw.swap`. Returns the generations before
+    /// and after.
+    pub async fn swap_policy(&mut self) -> (u64, u64) {
+        if self.way != Way::Module {
+            let before = self.host.current().unwrap().generation;
+            let wasm = builtin::default_policy().unwrap();
+            let v = self
+                .host
+                .publish(
+                    wasm,
+                    "swap-test",
+                    Arc::new(Directory::load(&self.directory).unwrap()),
+                )
+                .unwrap();
+            return (before, v.generation);
+        }
+        let before = self.module_generation();
+        let swapped = self
+            .kam
+            .rpc(&["cvw.swap", &self.policy.display().to_string()])
+            .unwrap();
+        assert!(swapped.contains("published"), "cvw.swap: {swapped}");
+        (before, self.module_generation())
+    }
+
+    /// The generation `kamcmd cvw.status` reports.
+    pub fn module_generation(&self) -> u64 {
+        let status = self.kam.rpc(&["cvw.status"]).unwrap();
+        status
+            .split_whitespace()
+            .skip_while(|w| *w != "generation")
+            .nth(1)
+            .and_then(|g| g.parse().ok())
+            .unwrap_or_else(|| panic!("no generation in cvw.status: {status}"))
     }
 
     pub async fn udp(&self, name: &str) -> Phone {
@@ -233,6 +303,7 @@ pub async fn silent_host_setup(janssonrpcc: bool) -> (Kamailio, tokio::net::UdpS
         transform: None,
         shm_mb: 128,
         janssonrpcc,
+        module: None,
     })
     .unwrap();
     (kam, pbx_sock)

@@ -1,0 +1,121 @@
+//! What only the in-Kamailio module has: a policy that traps or loops inside a Kamailio
+//! worker, swaps over Kamailio's RPC (a corrupt module refused), and a policy file
+//! changed on disk. The module's share of the call flows runs every body of `ring.rs`,
+//! `hooks.rs` and `sipp.rs` (`each_way!`).
+
+use super::*;
+
+async fn module_world() -> World {
+    World::start(Way::Module, "directory.toml").await
+}
+
+/// A call to `user` that the policy cannot decide is routed plain: the user's registered
+/// client rings and answers.
+async fn routed_plain(w: &World, user: &str) {
+    let mut client = w.udp(user).await;
+    client.register(user, DOMAIN, "UC-Desktop/1.0").await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(&format!("sip:{user}@{DOMAIN}"), BOB, &[]);
+    let invite = client.expect_invite(WAIT).await;
+    client.answer(&invite);
+    assert_eq!(
+        bob.final_response(&mut call, WAIT).await.code,
+        200,
+        "{user}: the call is routed without Call via Work"
+    );
+}
+
+/// A policy that traps, loops or exhausts its memory inside a Kamailio worker: each call
+/// gets the failure mode's decision (open: routed plain), and Kamailio keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_traps_or_loops_never_takes_a_worker_down() {
+    let w = module_world().await;
+    let workers = w.kam.pids().len();
+    let path = builtin::MISBEHAVING_PATH;
+    let swapped = w.kam.rpc(&["cvw.swap", path]).unwrap();
+    assert!(swapped.contains("published"), "{swapped}");
+    for user in ["trap", "loop", "bomb", "trap"] {
+        routed_plain(&w, user).await;
+    }
+    assert_eq!(w.kam.pids().len(), workers, "no Kamailio process died");
+    let log = w.kam.log();
+    assert!(
+        log.contains("Trap") || log.contains("trap"),
+        "the trap is logged"
+    );
+}
+
+/// A corrupt module sent with `kamcmd cvw.swap` is refused with the step that refused
+/// it; the generation stays and calls are still forked by the old policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_module_is_refused_over_rpc_and_the_old_one_keeps_serving() {
+    let mut w = module_world().await;
+    let before = w.module_generation();
+    let corrupt = w.directory.with_file_name("corrupt.wasm");
+    std::fs::write(&corrupt, b"\0asm\x0d\0\x01\0 not a component").unwrap();
+    let refused = w
+        .kam
+        .rpc(&["cvw.swap", &corrupt.display().to_string()])
+        .unwrap();
+    assert!(
+        refused.contains("error: 500") && refused.contains("refused at compile"),
+        "kamcmd shows the fault with the step: {refused}"
+    );
+    assert_eq!(w.module_generation(), before, "the generation stays");
+
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(ALICE, BOB, &[]);
+    let desk = w.pbx.expect_invite(WAIT).await;
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+    bob.cancel(&call);
+    w.pbx.expect_cancel(&desk, WAIT).await;
+    c1.expect_cancel(&i1, WAIT).await;
+    c2.expect_cancel(&i2, WAIT).await;
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 487);
+}
+
+/// The policy file changed on disk (an operator copied a new version over it): the module
+/// publishes it as a new generation by itself, and `cvw.status` shows the workers that
+/// took a call since running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_file_changed_on_disk_becomes_the_next_generation() {
+    let w = module_world().await;
+    let before = w.module_generation();
+    let office_hours = std::fs::read(builtin::OFFICE_HOURS_PATH).unwrap();
+    let tmp = w.policy.with_extension("new");
+    std::fs::write(&tmp, office_hours).unwrap();
+    std::fs::rename(&tmp, &w.policy).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w.module_generation() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new generation 10 s after the file changed:\n{}",
+            w.kam.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = w.module_generation();
+    routed_or_forked_by(&w, after).await;
+}
+
+/// A call decided after a swap is decided by generation `generation`: the worker that took
+/// it says so in `cvw.status`.
+async fn routed_or_forked_by(w: &World, generation: u64) {
+    let mut carol = w.udp("carol-udp").await;
+    carol.register("carol", DOMAIN, "UC-Desktop/1.0").await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(CAROL, BOB, &[]);
+    let i = carol.expect_invite(WAIT).await;
+    carol.answer(&i);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
+    let status = w.kam.rpc(&["cvw.status"]).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains(&format!("generation {generation} calls"))
+                && !l.contains("calls 0 ")),
+        "a worker that took a call runs generation {generation}:\n{status}"
+    );
+}
