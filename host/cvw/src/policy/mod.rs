@@ -81,6 +81,12 @@ impl FailureMode {
             FailureMode::Closed(reply) => Decision::Reply(reply.clone()),
         }
     }
+
+    /// The failure decision within the bounds of a policy's decisions: it replaces those
+    /// that are not, so it must reach every proxy itself.
+    pub fn check(&self) -> Result<(), String> {
+        contract::Hook::Request.check(&self.decision())
+    }
 }
 
 /// The answer of one hook call.
