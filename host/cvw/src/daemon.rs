@@ -208,6 +208,9 @@ impl ServeConfig {
             .with_context(|| format!("cannot read the serve configuration {}", path.display()))?;
         let mut config: ServeConfig = toml::from_str(&text)
             .with_context(|| format!("{}: invalid serve configuration", path.display()))?;
+        if let Err(why) = config.runtime_settings().failure_mode.check() {
+            anyhow::bail!("{}: policy.failure_reply: {why}", path.display());
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         config.directory = base.join(&config.directory);
         if config.policy.module != BUILT_IN {
@@ -530,6 +533,23 @@ mod tests {
             (480, "Temporarily Unavailable")
         );
         assert_eq!(config.policy_source(), PolicySource::File("p.wasm".into()));
+    }
+
+    /// The failure reply stands in for decisions out of bounds, so it must be in bounds.
+    #[test]
+    fn a_failure_reply_a_proxy_cannot_send_is_refused_at_load() {
+        let dir = std::env::temp_dir().join(format!("cvw-serve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cvw.toml");
+        let text = "directory = \"d.toml\"\n[policy]\nfailure_mode = \"closed\"\n\
+                    failure_reply = { code = 200, reason = \"OK\" }\n";
+        std::fs::write(&path, text).unwrap();
+        let err = ServeConfig::load(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            err.ends_with("policy.failure_reply: reply.code: 200 is not 300..=699"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -162,6 +162,42 @@ async fn a_retransmitted_invite_after_the_2xx_is_absorbed_not_answered_anew() {
     }
 }
 
+/// RFC 3261 §9.2: a CANCEL that crosses the 2xx still matches the INVITE's transaction,
+/// so it is answered 200 and has no effect: the answered call goes on (it used to get
+/// 481, which a PBX may take for a lost call).
+#[tokio::test]
+async fn a_cancel_after_the_2xx_gets_200_and_leaves_the_call_up() {
+    let Answered {
+        calls: _calls,
+        mut call,
+        socket,
+        phone,
+        invite,
+        _ua,
+        ..
+    } = answered("c-late-cancel").await;
+    assert_eq!(recv_response(&socket).await.code, 200);
+    let cancel = invite.replacen("INVITE sip:", "CANCEL sip:", 1).replacen(
+        "CSeq: 1 INVITE",
+        "CSeq: 1 CANCEL",
+        1,
+    );
+    socket.send_to(cancel.as_bytes(), phone).await.unwrap();
+    let to_cancel = async {
+        loop {
+            let r = recv_response(&socket).await;
+            if r.method() == Some(Method::Cancel) {
+                return r;
+            }
+        }
+    };
+    let answer = tokio::select! {
+        event = call.leg.next() => panic!("the late CANCEL reached the answered call: {event:?}"),
+        r = to_cancel => r,
+    };
+    assert_eq!((answer.code, answer.reason.as_str()), (200, "OK"));
+}
+
 /// The next request of `method` and its bytes (INVITE retransmissions are skipped).
 async fn recv_request(socket: &UdpSocket, method: Method) -> (Request, Vec<u8>) {
     let mut buf = vec![0u8; 65_535];

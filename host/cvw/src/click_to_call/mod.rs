@@ -331,3 +331,41 @@ async fn openapi() -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::{Flow, Leg, NameAddr};
+
+    fn plan_for(user: &str) -> Decision {
+        let leg = |uri: &str| Leg {
+            uri: uri.into(),
+            shows: NameAddr {
+                display: String::new(),
+                uri: "sip:+14255550000@corp.example".into(),
+            },
+            ring_timeout_ms: 15_000,
+        };
+        Decision::Originate(OriginationPlan {
+            user: user.into(),
+            callback: leg("sip:+14255550101@pbx.corp.example"),
+            callee: leg("sip:+14255550142@pbx.corp.example"),
+            flow: Flow::FlowIv,
+            max_duration_s: 3600,
+        })
+    }
+
+    /// CVW-15: the own-line rule holds even when the policy plans for somebody else.
+    #[test]
+    fn a_plan_for_another_user_is_never_placed() {
+        let alice = "sip:alice@corp.example";
+        assert!(plan_of(plan_for(alice), alice).is_ok());
+        let Err(refused) = plan_of(plan_for("sip:bob@corp.example"), alice) else {
+            panic!("a plan for Bob was accepted for Alice");
+        };
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::FORBIDDEN, "not-own-line")
+        );
+    }
+}

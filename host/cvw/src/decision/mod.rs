@@ -26,8 +26,8 @@ pub(crate) mod fake;
 
 use crate::message::SipRequest;
 use crate::policy::model::{BranchReply, Decision, ReplyAction, RequestContext};
-use crate::policy::{Outcome, PolicyHost};
-use dialect::{Dialect, ProxyAnswer};
+use crate::policy::{FailureKind, Outcome, PolicyFailure, PolicyHost};
+use dialect::{Dialect, MapError, ProxyAnswer};
 use std::sync::Arc;
 
 pub use request::{Hook, HookArgs, HookCall, HookError};
@@ -43,6 +43,10 @@ pub trait Decider: Send + Sync + 'static {
     fn on_request(&self, req: &SipRequest, ctx: &RequestContext) -> Outcome<Decision>;
     fn on_reply(&self, req: &SipRequest, reply: &BranchReply) -> Outcome<ReplyAction>;
     fn on_failure(&self, req: &SipRequest, failure: &BranchReply) -> Outcome<Decision>;
+    /// The operator's failure decision, for an answer no proxy can be given.
+    fn failure_decision(&self) -> Decision {
+        Decision::Continue
+    }
 }
 
 impl Decider for PolicyHost {
@@ -54,6 +58,9 @@ impl Decider for PolicyHost {
     }
     fn on_failure(&self, req: &SipRequest, failure: &BranchReply) -> Outcome<Decision> {
         PolicyHost::on_failure(self, req, failure)
+    }
+    fn failure_decision(&self) -> Decision {
+        self.settings().failure_mode.decision()
     }
 }
 
@@ -77,19 +84,20 @@ impl DecisionService {
     }
 
     /// Answers one hook call in `dialect`'s terms: the one path every transport takes.
-    /// An error only when the policy's answer cannot be put in those terms; the proxy then
-    /// routes as without Call via Work.
+    /// A policy's answer that cannot be put in those terms gets the failure decision, as
+    /// a failed policy call does; an error only if even that cannot be encoded.
     pub fn handle(&self, call: &HookCall, dialect: &dyn Dialect) -> Result<ProxyAnswer, HookError> {
         let outcome = self.verdict(call);
-        dialect.encode(&outcome).map_err(|source| {
+        dialect.encode(&outcome).or_else(|source| {
             tracing::warn!(
                 generation = outcome.generation,
-                "unusable decision: {source}"
+                "unusable decision: {source}; failure mode applied"
             );
-            HookError::Map {
+            let fallback = self.failed(&outcome, &source);
+            dialect.encode(&fallback).map_err(|_| HookError::Map {
                 generation: outcome.generation,
                 source,
-            }
+            })
         })
     }
 
@@ -107,6 +115,23 @@ impl DecisionService {
             );
         }
         outcome
+    }
+
+    /// The failure decision in place of `outcome`, which no proxy can be given. A reply
+    /// hook's failure lets the branch ring on, as in the runtime.
+    fn failed(&self, outcome: &Outcome<Verdict>, why: &MapError) -> Outcome<Verdict> {
+        let value = match outcome.value {
+            Verdict::Decision(_) => Verdict::Decision(self.decider.failure_decision()),
+            Verdict::ReplyAction(_) => Verdict::ReplyAction(ReplyAction::Continue),
+        };
+        Outcome {
+            value,
+            generation: outcome.generation,
+            failure: Some(PolicyFailure {
+                kind: FailureKind::InvalidDecision,
+                detail: why.to_string(),
+            }),
+        }
     }
 
     /// Asks the policy, in a span naming the call.
@@ -234,19 +259,18 @@ mod tests {
         );
     }
 
+    /// A decision the dialect cannot map (the fake's fork without targets) is answered
+    /// with the failure decision, never an error the proxy would see as a dead host.
     #[test]
-    fn an_unusable_decision_is_a_host_error_naming_the_generation() {
+    fn an_unusable_decision_gets_the_failure_decision() {
         let (_, svc) = service();
-        let e = answer(
+        let doc = answer(
             &svc,
             Hook::Failure,
             json!({ "msg": b64(INVITE), "reply": { "code": 408 } }),
         )
-        .unwrap_err();
-        assert!(!e.is_caller_error());
-        assert_eq!(
-            e.to_string(),
-            "decision of policy generation 7 cannot be sent to the proxy: decision has a fork with no targets"
-        );
+        .unwrap();
+        assert_eq!(doc["action"], "continue", "{doc}");
+        assert_eq!(doc["generation"], 7);
     }
 }

@@ -1,9 +1,11 @@
 //! The hooks of the contract as the runtime calls them, and which decisions each may
 //! answer: the check that turns an answer out of place (a `fork` from click to call, a
-//! reply code outside 300..=699) into [`super::FailureKind::InvalidDecision`].
+//! reply code outside 300..=699) or out of bounds (`bounds.rs`) into
+//! [`super::FailureKind::InvalidDecision`]. Every decision a policy returns passes here.
 //!
 //! Owns only that table and its ranges; calling the hooks is `runtime.rs`'.
 
+use super::bounds;
 use super::model::Decision;
 
 /// Which hook a call runs; decides which decisions are in place.
@@ -48,20 +50,15 @@ impl Hook {
         }
         match decision {
             Decision::Reply(r) if !(300..=699).contains(&r.code) => {
-                Err(format!("reply code {} is not 300..=699", r.code))
+                Err(format!("reply.code: {} is not 300..=699", r.code))
             }
             Decision::Refuse(r) if !(400..=699).contains(&r.code) => {
-                Err(format!("refusal code {} is not 400..=699", r.code))
+                Err(format!("refuse.code: {} is not 400..=699", r.code))
             }
-            Decision::Fork(f) if f.targets.is_empty() => Err("fork without targets".to_owned()),
-            Decision::Fork(f) => match f.targets.iter().position(|t| t.uri.is_empty()) {
-                Some(i) => Err(format!("fork target {i} has an empty uri")),
-                None => Ok(()),
-            },
-            Decision::Originate(p) if p.callback.uri.is_empty() || p.callee.uri.is_empty() => {
-                Err("origination leg with an empty uri".to_owned())
+            Decision::Fork(f) if f.targets.is_empty() => {
+                Err("fork.targets: none; a fork needs at least one".to_owned())
             }
-            _ => Ok(()),
+            _ => bounds::check(decision).map_err(|e| e.to_string()),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! the operator's [`FailureMode`], and the [`Outcome`] says so.
 
 mod bindings;
+pub mod bounds;
 pub mod builtin;
 mod contract;
 pub mod directory_view;
@@ -85,6 +86,12 @@ impl FailureMode {
             FailureMode::Closed(reply) => Decision::Reply(reply.clone()),
         }
     }
+
+    /// The failure decision within the bounds of a policy's decisions: it replaces those
+    /// that are not, so it must reach every proxy itself.
+    pub fn check(&self) -> Result<(), String> {
+        contract::Hook::Request.check(&self.decision())
+    }
 }
 
 /// The answer of one hook call.
@@ -118,7 +125,8 @@ pub enum FailureKind {
     /// Any other trap: `unreachable`, a panic, a call to an import it was not granted.
     Trap,
     /// The answer does not fit the hook (e.g. `fork` from click-to-call, a fork without
-    /// targets, a reply code outside 300..=699).
+    /// targets, a reply code outside 300..=699) or a field is out of bounds
+    /// ([`bounds`]: too long, too many, a line break in a header).
     InvalidDecision,
     /// A fresh instance for this thread could not be created and configured.
     Instantiate,
@@ -171,6 +179,13 @@ pub enum LoadError {
     Describe { origin: String, reason: String },
     #[error("{origin}: configure refused the configuration: {reason}")]
     Configure { origin: String, reason: String },
+    /// The policy trapped (or panicked) in `step` instead of answering.
+    #[error("{origin}: {step} trapped: {reason}")]
+    Trap {
+        origin: String,
+        step: &'static str,
+        reason: String,
+    },
     #[error("{origin}: check-user refused user {user}: {reason}")]
     CheckUser {
         origin: String,
@@ -193,6 +208,7 @@ impl LoadError {
             LoadError::Instantiate { .. } => "instantiate",
             LoadError::Describe { .. } => "describe",
             LoadError::Configure { .. } => "configure",
+            LoadError::Trap { step, .. } => step,
             LoadError::CheckUser { .. } => "check-user",
             LoadError::NothingPublished => "republish",
             LoadError::NotBuiltIn { .. } => "built-in",

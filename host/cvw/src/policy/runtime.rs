@@ -20,6 +20,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::{self, Policy, PolicyPre, wit};
+use super::bounds;
 use super::contract::Hook;
 use super::engine::{self, EpochTicker};
 use super::model::{BranchReply, ClickToCall, Decision, DialOut, ReplyAction, RequestContext};
@@ -570,8 +571,16 @@ impl PolicyHost {
             })?;
         let config = env.directory.policy_config();
         self.arm(&mut store, "configure");
-        let configured = hooks.call_configure(&mut store, &config).map_err(reason);
-        if let Err(reason) = configured.and_then(|refused| refused) {
+        let trapped = |step, e| LoadError::Trap {
+            origin: origin.clone(),
+            step,
+            reason: reason(e),
+        };
+        let configured = hooks
+            .call_configure(&mut store, &config)
+            .map_err(|e| trapped("configure", e))?;
+        if let Err(refusal) = configured {
+            let reason = bounds::printable(&refusal, bounds::MAX_LOG_LINE);
             return Err(LoadError::Configure { origin, reason });
         }
         for user in env.directory.users() {
@@ -579,18 +588,19 @@ impl PolicyHost {
             self.arm(&mut store, "check-user");
             let checked = hooks
                 .call_check_user(&mut store, &user.into())
-                .map_err(reason);
-            if let Err(reason) = checked.and_then(|refused| refused) {
+                .map_err(|e| trapped("check-user", e))?;
+            if let Err(refusal) = checked {
                 return Err(LoadError::CheckUser {
                     origin,
                     user: address,
-                    reason,
+                    reason: bounds::printable(&refusal, bounds::MAX_LOG_LINE),
                 });
             }
         }
         Ok(Probed {
             pre,
-            info: info.into(),
+            // Printed by `cvw policy check` and logged at every publish.
+            info: bounds::policy_info(info.into()),
             config,
         })
     }
@@ -616,11 +626,25 @@ fn render(error: &wasmtime::Error) -> String {
         .map(|cause| cause.to_string())
         .filter(|text| !text.contains("wasm backtrace"))
         .collect();
-    if parts.is_empty() {
+    let text = if parts.is_empty() {
         error.to_string()
     } else {
         parts.join(": ")
-    }
+    };
+    ungranted_import(&text).unwrap_or(text)
+}
+
+/// The imports a policy is not granted trap with wasmtime's link-time wording ("unknown
+/// import: `wasi:cli/environment…` has not been defined"), which reads like a broken
+/// module. A Rust std policy calls them when it panics (the panic hook reads
+/// `RUST_BACKTRACE`, then writes to stderr), so say that it trapped and why.
+fn ungranted_import(text: &str) -> Option<String> {
+    let rest = text.split_once("unknown import: `")?.1;
+    let (name, _) = rest.split_once("` has not been defined")?;
+    Some(format!(
+        "the policy called `{name}`, an import it is not granted (a Rust policy does so \
+         when it panics)"
+    ))
 }
 
 fn hex(bytes: &[u8]) -> String {

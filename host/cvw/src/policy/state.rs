@@ -191,6 +191,8 @@ impl imports::directory::Host for HostState {
 impl imports::log::Host for HostState {
     fn write(&mut self, level: wit::Level, message: String) {
         let (generation, call_id, hook) = (self.env.generation, self.call_id(), self.hook);
+        // A policy's line must not forge log lines or flood the log.
+        let message = super::bounds::printable(&message, super::bounds::MAX_LOG_LINE);
         match level {
             wit::Level::Debug => tracing::debug!(generation, call_id, hook, "policy: {message}"),
             wit::Level::Info => tracing::info!(generation, call_id, hook, "policy: {message}"),

@@ -69,6 +69,27 @@ async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere(mut w: 
     assert_eq!(b.headers.call_id(), call.call_id);
 }
 
+/// CVW-30 for a caller that addresses the proxy itself (`sip:alice@127.0.0.1:PORT`, as
+/// a SIP tool is often set up): Alice's desk phone and soft client ring as for
+/// `alice@corp.example`, and her answer reaches the caller, where the proxy used to relay
+/// the INVITE to itself until 483 Too Many Hops. Each way hands the policy the message as
+/// rewritten.
+async fn call_to_the_proxy_address_rings_the_user_like_one_to_the_domain(mut w: World) {
+    let mut c1 = w.udp("alice-udp").await;
+    c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
+    let mut bob = w.udp("bob").await;
+    let at_proxy = format!("sip:alice@{}", w.kam.sip);
+    let mut call = bob.invite(&at_proxy, BOB, &[]);
+
+    let desk = w.pbx.expect_invite(WAIT).await;
+    assert_eq!(uri_user(&desk), ALICE_DESK, "desk leg to Alice's line");
+    let i1 = c1.expect_invite(WAIT).await;
+    assert_eq!(i1.headers.call_id(), call.call_id);
+    c1.answer(&i1);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
+    w.pbx.expect_cancel(&desk, WAIT).await;
+}
+
 /// CVW-32: answered on the desk phone — the soft clients stop ringing (CANCEL, completed
 /// elsewhere), and the call is the voice call through the PBX trunk only.
 async fn cvw32_answered_on_desk_stops_the_soft_clients(mut w: World) {
@@ -285,6 +306,11 @@ each_way!(
 );
 each_way!(
     cvw30_uc_call_rings_desk_and_every_soft_client,
+    "directory.toml",
+    [evapi, janssonrpcc, module]
+);
+each_way!(
+    call_to_the_proxy_address_rings_the_user_like_one_to_the_domain,
     "directory.toml",
     [evapi, janssonrpcc, module]
 );

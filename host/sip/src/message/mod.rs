@@ -150,7 +150,7 @@ impl Message {
             rsip::SipMessage::Request(r) => Message::Request(Request::from_rsip(r)),
             rsip::SipMessage::Response(r) => Message::Response(Response {
                 code: r.status_code.code(),
-                reason: reason_of(&r.status_code),
+                reason: reason_phrase(bytes),
                 headers: Headers::from_rsip(r.headers),
                 body: r.body,
             }),
@@ -190,13 +190,18 @@ impl Message {
     }
 }
 
-fn reason_of(code: &rsip::StatusCode) -> String {
-    // rsip renders "486 Busy Here"; keep only the phrase.
-    let text = code.to_string();
-    match text.split_once(' ') {
-        Some((_, reason)) => reason.to_owned(),
-        None => String::new(),
-    }
+/// The Reason-Phrase of a status line as the peer sent it. Not from rsip: for a code it
+/// knows, rsip drops the phrase and renders its own variant name (`486 BusyHere`), which
+/// then reached the other leg's Reason header.
+fn reason_phrase(bytes: &[u8]) -> String {
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(bytes.len());
+    let line = String::from_utf8_lossy(&bytes[..end]);
+    let after_version = line.split_once(' ').map_or("", |(_, rest)| rest);
+    let phrase = after_version.split_once(' ').map_or("", |(_, p)| p);
+    phrase.to_owned()
 }
 
 /// rsip's parser behind `catch_unwind`: a parser bug is a refused message, not a crash.
@@ -489,6 +494,31 @@ mod tests {
         for i in 0..INVITE.len() {
             let _ = StartLine::peek(&INVITE.as_bytes()[..i]);
         }
+    }
+
+    #[test]
+    fn a_reason_phrase_is_kept_as_the_peer_sent_it() {
+        for (line, phrase) in [
+            ("SIP/2.0 486 Busy Here", "Busy Here"),
+            ("SIP/2.0 486 Occupied, try later", "Occupied, try later"),
+            ("SIP/2.0 603 Decline", "Decline"),
+            ("SIP/2.0 200 ", ""),
+        ] {
+            let mut bytes = req_for_response().response(486, "x").to_bytes();
+            let first = bytes.iter().position(|&b| b == b'\r').unwrap();
+            bytes.splice(..first, line.bytes());
+            let Message::Response(r) = Message::parse(&bytes).unwrap() else {
+                panic!("response expected");
+            };
+            assert_eq!(r.reason, phrase, "{line}");
+        }
+    }
+
+    fn req_for_response() -> Request {
+        let Message::Request(req) = Message::parse(INVITE.as_bytes()).unwrap() else {
+            panic!("request expected");
+        };
+        req
     }
 
     #[test]

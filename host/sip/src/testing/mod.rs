@@ -270,13 +270,25 @@ async fn script_call(
         }
     }
     if let Answer::Reject(code) = script.answer {
-        respond(leg, &invite, code, "Rejected", script, None);
+        respond(leg, &invite, code, reject_phrase(code), script, None);
         return PhoneEnd::Rejected(code);
     }
     let offer = (!invite.request.body.is_empty()).then_some(invite.request.body.as_slice());
     let sdp = Body::sdp(phone_sdp(offer, script.media_port));
     respond(leg, &invite, 200, "OK", script, Some(sdp));
     in_call(leg, script, seen).await
+}
+
+/// The RFC 3261 §21 phrase a real phone sends, so that tests see what becomes of it.
+fn reject_phrase(code: u16) -> &'static str {
+    match code {
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        488 => "Not Acceptable Here",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        _ => "Rejected",
+    }
 }
 
 async fn at(deadline: Option<Instant>) {

@@ -117,7 +117,8 @@ pub type ResponseSink = Box<dyn FnMut(Response) + Send>;
 pub enum Unmatched {
     /// A new request, with the server transaction that answers it.
     Request(ServerRequest),
-    /// A CANCEL, already answered (200 if it matched an INVITE transaction, else 481).
+    /// A CANCEL, already answered (200 if it matched an INVITE transaction, else 481). One
+    /// that came after the INVITE's 2xx is answered 200 and not surfaced: it has no effect.
     Cancel { request: Request, matched: bool },
     /// An ACK that matched no transaction: the ACK of a 2xx (§17.2.3).
     Ack(Request),
@@ -324,16 +325,19 @@ impl TransactionLayer {
                 let _ = tx.send(request);
                 return None;
             }
-            // An INVITE already answered 2xx cannot be cancelled (§9.2): 481 as before.
             let matched = self.shared.running_server(&invite_key).is_some();
+            // §9.2: a CANCEL that crosses the 2xx still matches the INVITE (kept for Timer
+            // L): 200, and nothing for the TU, since a CANCEL after a final response has
+            // no effect on the call. 481 would tell the peer its call is unknown.
+            let answered = !matched && self.shared.accepted_server(&invite_key);
             let transaction = self.new_server(request.clone(), source);
-            let (code, reason) = if matched {
+            let (code, reason) = if matched || answered {
                 (200, "OK")
             } else {
                 (481, "Call/Transaction Does Not Exist")
             };
             transaction.respond(request.response(code, reason));
-            return Some(Unmatched::Cancel { request, matched });
+            return (!answered).then_some(Unmatched::Cancel { request, matched });
         }
         let invite_key = (branch, server_method(&request.method));
         if self.shared.accepted_server(&invite_key) {

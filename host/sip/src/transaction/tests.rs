@@ -314,6 +314,37 @@ async fn cancel_is_answered_by_the_layer() {
     assert_eq!(rec.times_of("SIP/2.0 481").len(), 1);
 }
 
+/// §9.2: a CANCEL after the 2xx matches the accepted INVITE: 200, and the TU sees
+/// nothing; once Timer L forgot the INVITE, a CANCEL is unknown (481).
+#[tokio::test(start_paused = true)]
+async fn cancel_after_the_2xx_gets_200_and_does_not_reach_the_tu() {
+    let (layer, rec) = layer();
+    let invite = request(Method::Invite);
+    let Some(Unmatched::Request(server)) =
+        layer.handle(inbound(Message::Request(invite.clone()), Protocol::Udp))
+    else {
+        panic!("new INVITE goes to the TU");
+    };
+    server.transaction.respond(invite.response(200, "OK"));
+    tokio::task::yield_now().await;
+    let cancel = || inbound(Message::Request(request(Method::Cancel)), Protocol::Udp);
+    assert!(layer.handle(cancel()).is_none(), "no effect on the call");
+    tokio::task::yield_now().await;
+    assert_eq!(
+        rec.times_of("SIP/2.0 200").len(),
+        2,
+        "the INVITE's and the CANCEL's"
+    );
+    assert_eq!(rec.times_of("SIP/2.0 481").len(), 0);
+    tokio::time::sleep(Timers::default().timer_l() + Duration::from_secs(1)).await;
+    assert!(matches!(
+        layer.handle(cancel()),
+        Some(Unmatched::Cancel { matched: false, .. })
+    ));
+    tokio::task::yield_now().await;
+    assert_eq!(rec.times_of("SIP/2.0 481").len(), 1);
+}
+
 /// A transport that can never deliver (a TCP peer that refuses connections).
 struct Unreachable;
 

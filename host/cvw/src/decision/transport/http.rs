@@ -83,6 +83,8 @@ async fn hook(
             doc.into_string(),
         )
             .into_response(),
+        // Only when even the failure decision cannot be encoded, which `cvw serve` refuses
+        // at start.
         Err(e @ HookError::Map { .. }) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
@@ -135,6 +137,12 @@ mod tests {
         let (status, doc) = post(addr, "/kamailio/route", &body).await;
         assert_eq!(status, 200);
         assert_eq!(doc["rtjson"]["routing"], "parallel");
+
+        // The fake's failure hook forks to nobody, which no proxy can carry out: the
+        // failure decision is answered, not an HTTP error.
+        let failed = json!({ "msg": b64(INVITE), "reply": { "code": 408 } }).to_string();
+        let (status, doc) = post(addr, "/kamailio/failure", &failed).await;
+        assert_eq!((status, &doc["action"]), (200, &json!("continue")), "{doc}");
 
         let (status, doc) = post(addr, "/kamailio/route", "{\"msg\":1}").await;
         assert_eq!(status, 400);
