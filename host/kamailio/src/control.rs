@@ -38,6 +38,11 @@ pub fn status() -> Vec<String> {
         ),
         None => format!("generation {generation}"),
     });
+    let (p50, calls) = generations::quantile(shared, 0.5);
+    let (p99, _) = generations::quantile(shared, 0.99);
+    lines.push(format!(
+        "policy calls {calls} time p50 <= {p50} us p99 <= {p99} us"
+    ));
     for (process_no, slot) in shared.slots() {
         lines.push(format!(
             "process {process_no} pid {} generation {} calls {} failures {}",

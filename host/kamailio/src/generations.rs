@@ -34,7 +34,7 @@ pub struct SharedBlock {
     slots: [Slot; MAX_SLOTS],
 }
 
-/// What one process reports in `cvw.status`. A cache line each: workers write theirs on
+/// What one process reports in `cvw.status`. Cache-line aligned: workers write theirs on
 /// every call.
 #[repr(C, align(64))]
 pub struct Slot {
@@ -42,6 +42,44 @@ pub struct Slot {
     pub generation: AtomicU64,
     pub calls: AtomicU64,
     pub failures: AtomicU64,
+    /// How long the policy took per call (see [`bucket`]).
+    pub time: [AtomicU64; BUCKETS],
+}
+
+/// Buckets of a policy call's duration: 1 µs wide below 64 µs, 16 µs wide up to ~1 ms,
+/// then one for everything longer.
+pub const BUCKETS: usize = 128;
+
+/// The bucket of a call that took `us` microseconds.
+pub fn bucket(us: u64) -> usize {
+    let b = if us < 64 { us } else { 64 + (us - 64) / 16 };
+    usize::try_from(b).unwrap_or(BUCKETS - 1).min(BUCKETS - 1)
+}
+
+/// The upper bound (µs) of bucket `b`.
+pub fn bucket_limit(b: usize) -> u64 {
+    let b = b as u64;
+    if b < 64 { b + 1 } else { 64 + (b - 63) * 16 }
+}
+
+/// The `q` quantile (0..=1) of all processes' policy call times, in µs, and the count.
+pub fn quantile(shared: &SharedBlock, q: f64) -> (u64, u64) {
+    let mut sums = [0u64; BUCKETS];
+    for (_, slot) in shared.slots() {
+        for (sum, b) in sums.iter_mut().zip(&slot.time) {
+            *sum += b.load(Ordering::Relaxed);
+        }
+    }
+    let total: u64 = sums.iter().sum();
+    let want = (total as f64 * q).ceil() as u64;
+    let mut seen = 0;
+    for (b, n) in sums.iter().enumerate() {
+        seen += n;
+        if seen >= want.max(1) {
+            return (bucket_limit(b), total);
+        }
+    }
+    (0, total)
 }
 
 static SHARED: AtomicPtr<SharedBlock> = AtomicPtr::new(std::ptr::null_mut());
@@ -280,4 +318,20 @@ pub fn mtime(path: &Path) -> u128 {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_fine_where_policy_calls_are_and_bounded_beyond() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(17), 17);
+        assert_eq!(bucket_limit(bucket(17)), 18);
+        assert_eq!(bucket(64), 64);
+        assert!(bucket_limit(bucket(100)) >= 100);
+        assert!(bucket_limit(bucket(100)) - 100 < 16);
+        assert_eq!(bucket(5_000_000), BUCKETS - 1);
+    }
 }

@@ -8,6 +8,7 @@ use cvw::decision::{HookArgs, HookCall, HookError, Verdict};
 use cvw::policy::Outcome;
 use cvw::policy::model::{BranchReply, Contact, Header, RequestContext};
 use cvw_sip::message::Message;
+use std::time::Instant;
 
 /// Why a hook call could not be made; the proxy then routes as without Call via Work.
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +63,9 @@ pub fn reply(request: &[u8], reply: &[u8], label: &str) -> Result<bool, CallErro
     let facts = branch_reply(Some(reply), 0, label)?;
     let call = HookCall::of_bytes(request, HookArgs::Reply(facts))?;
     worker::with(|w| {
+        let started = Instant::now();
         let outcome = w.service.verdict(&call);
-        w.count(outcome.failure.is_some());
+        w.count(outcome.failure.is_some(), started.elapsed());
         matches!(outcome.value, Verdict::ReplyAction(a) if native::cancels_branch(a))
     })
     .map_err(CallError::from)
@@ -87,8 +89,9 @@ pub fn serial_next(rest: &[u8]) -> Result<Option<NativeAnswer>, CallError> {
 /// The policy's decision in the module's terms; the failure mode's when the policy failed
 /// or answered what cannot be applied.
 fn decision(w: &mut Worker, call: &HookCall) -> Result<NativeAnswer, CallError> {
+    let started = Instant::now();
     let outcome = w.service.verdict(call);
-    w.count(outcome.failure.is_some());
+    w.count(outcome.failure.is_some(), started.elapsed());
     let Outcome {
         value, generation, ..
     } = outcome;

@@ -104,13 +104,16 @@ impl Worker {
         self.shared.slot(self.process_no)
     }
 
-    /// Counts one hook call (and whether it got the failure mode) in the status slot.
-    pub fn count(&self, failed: bool) {
+    /// Counts one hook call, whether it got the failure mode and how long the policy took,
+    /// in the status slot.
+    pub fn count(&self, failed: bool, took: std::time::Duration) {
         let slot = self.slot();
         slot.calls.fetch_add(1, Ordering::Relaxed);
         if failed {
             slot.failures.fetch_add(1, Ordering::Relaxed);
         }
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        slot.time[generations::bucket(us)].fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -75,6 +75,10 @@ enum Mode {
         /// Rounds of all variants in turn; the medians of the rounds are reported.
         #[arg(long, default_value_t = 1)]
         rounds: u32,
+        /// Then the same with `cvw.so` deciding in Kamailio's workers (a second Kamailio;
+        /// needs `scripts/build-kamailio-module --release`).
+        #[arg(long)]
+        module: bool,
     },
     /// Two-leg call setups through the host's SIP user agent to phones in a child process.
     Originate {
@@ -149,6 +153,7 @@ fn main() -> anyhow::Result<()> {
             janssonrpcc,
             rate,
             rounds,
+            module,
         } => sip::run(
             &service_rt,
             &load_rt,
@@ -158,6 +163,7 @@ fn main() -> anyhow::Result<()> {
                 pace: rate.map_or(sip::Pace::InFlight(concurrency), sip::Pace::Rate),
                 children,
                 janssonrpcc,
+                module,
                 rounds,
             },
         ),

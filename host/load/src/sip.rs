@@ -97,7 +97,18 @@ pub struct Options {
     pub pace: Pace,
     pub children: u32,
     pub janssonrpcc: bool,
+    /// Also measure `cvw.so` deciding inside Kamailio (a second Kamailio, after the first).
+    pub module: bool,
     pub rounds: u32,
+}
+
+/// Where the cvw variant's decision is made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Decider {
+    /// The host's decision service in this process, over evapi or JSON-RPC.
+    Host { janssonrpcc: bool },
+    /// `cvw.so` (release build) in Kamailio's workers.
+    Module,
 }
 
 pub fn run(
@@ -106,102 +117,154 @@ pub fn run(
     tmp: &std::path::Path,
     o: &Options,
 ) -> anyhow::Result<()> {
-    let Options {
-        seconds,
-        pace,
-        children,
-        janssonrpcc,
-        rounds,
-    } = *o;
     let pbx = load_rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
     let pbx_addr = pbx.local_addr()?;
     let (host, mut service) = service_rt.block_on(service::start(tmp, pbx_addr))?;
-    let kam = kamailio::Kamailio::start(&kamailio::Setup {
-        host_jsonrpc: service.jsonrpc,
-        host_http: service.http,
-        pbx: pbx_addr,
-        host_ua: "127.0.0.1:9".parse()?,
-        decision_timeout_ms: 1000,
-        extra: vec![("CVW_CHILDREN".into(), children.to_string())],
-        transform: Some(add_static_fork),
-        // ~20 KB per two-branch INVITE transaction, kept for the 5 s wait timer after it
-        // ends; at 5 000 calls/s (and a second transaction per timed branch) that is
-        // about 1 GB. Less, and tm runs out of memory mid-run and calls are lost.
-        shm_mb: 3072,
-        janssonrpcc,
-        module: None,
-    })?;
-    if !janssonrpcc {
-        service_rt.block_on(kam.connect_host(&mut service))?;
+    let pbx = Arc::new(pbx);
+    load_rt.spawn(busy_uas(pbx.clone()));
+    let mut deciders = vec![Decider::Host {
+        janssonrpcc: o.janssonrpcc,
+    }];
+    if o.module {
+        deciders.push(Decider::Module);
     }
-    let transport = if janssonrpcc { "janssonrpcc" } else { "evapi" };
+    let mut rss = Vec::new();
+    for decider in deciders {
+        let module = match decider {
+            Decider::Module => Some(module_files(tmp)?),
+            Decider::Host { .. } => None,
+        };
+        let kam = kamailio::Kamailio::start(&kamailio::Setup {
+            host_jsonrpc: service.jsonrpc,
+            host_http: service.http,
+            pbx: pbx_addr,
+            host_ua: "127.0.0.1:9".parse()?,
+            decision_timeout_ms: 1000,
+            extra: vec![("CVW_CHILDREN".into(), o.children.to_string())],
+            transform: Some(add_static_fork),
+            // ~20 KB per two-branch INVITE transaction, kept for the 5 s wait timer after
+            // it ends; at 5 000 calls/s (and a second transaction per timed branch) that
+            // is about 1 GB. Less, and tm runs out of memory mid-run and calls are lost.
+            shm_mb: 3072,
+            janssonrpcc: o.janssonrpcc,
+            module,
+        })?;
+        if decider == (Decider::Host { janssonrpcc: false }) {
+            service_rt.block_on(kam.connect_host(&mut service))?;
+        }
+        let name = match decider {
+            Decider::Host { janssonrpcc: true } => "cvw decision (janssonrpcc)",
+            Decider::Host { janssonrpcc: false } => "cvw decision (evapi)",
+            Decider::Module => "cvw decision (cvw.so in Kamailio)",
+        };
+        load_rt.block_on(measure(&kam, name, o))?;
+        if decider == Decider::Module {
+            let status = kam.rpc(&["cvw.status"])?;
+            if let Some(line) = status.lines().find(|l| l.starts_with("policy calls")) {
+                println!("  in the workers: {line}");
+            }
+        }
+        rss.push((name, worker_rss(&kam)));
+    }
+    for (name, (mb, n)) in &rss {
+        println!("{name}: Kamailio RSS {mb:.1} MB per process on average ({n} processes)");
+    }
+    service::report_metrics(&host);
+    service_rt.block_on(service.stop());
+    Ok(())
+}
+
+/// The release `cvw.so` and the files it reads: the default policy, and the directory
+/// `service::start` wrote.
+fn module_files(tmp: &std::path::Path) -> anyhow::Result<kamailio::ModuleFiles> {
+    let policy = tmp.join("policy.wasm");
+    std::fs::write(
+        &policy,
+        cvw::policy::builtin::default_policy().context("default policy not built")?,
+    )?;
+    Ok(kamailio::ModuleFiles {
+        so: kamailio::module_path("release")?,
+        policy,
+        directory: tmp.join("directory.toml"),
+    })
+}
+
+/// Average resident memory of Kamailio's processes (MB) and how many there are.
+fn worker_rss(kam: &kamailio::Kamailio) -> (f64, usize) {
+    let pids = kam.pids();
+    let total: u64 = pids
+        .iter()
+        .filter_map(|p| procfs::process::Process::new(i32::try_from(*p).ok()?).ok())
+        .filter_map(|p| p.status().ok()?.vmrss)
+        .sum();
+    (total as f64 / 1024.0 / pids.len().max(1) as f64, pids.len())
+}
+
+/// Rounds of the static forks and the cvw variant `name` through `kam`.
+async fn measure(kam: &kamailio::Kamailio, name: &str, o: &Options) -> anyhow::Result<()> {
+    let (seconds, pace, rounds) = (o.seconds, o.pace, o.rounds);
     let load = match pace {
         Pace::InFlight(n) => format!("{n} calls in flight"),
         Pace::Rate(r) => format!("{r} calls/s started (open loop)"),
     };
     println!(
-        "kamailio {} with {children} workers; {load}; {seconds} s per variant",
-        kam.sip
+        "kamailio {} with {} workers; {load}; {seconds} s per variant",
+        kam.sip, o.children
     );
-    let r = load_rt.block_on(async {
-        let pbx = Arc::new(pbx);
-        tokio::spawn(busy_uas(pbx));
-        let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-        register(&client, kam.sip).await?;
-        tokio::spawn(busy_uas(client));
-        let variants = [
-            ("static fork in kamailio.cfg", "sip:static-alice@corp.example"),
-            (
-                "static fork + desk ring timeout (CVW-51) in kamailio.cfg",
-                "sip:timed-static-alice@corp.example",
-            ),
-            (&format!("cvw decision ({transport})"), ALICE),
-        ];
-        // A fresh Kamailio's shared memory is one big free block that every allocation
-        // splits; once calls have come and gone, most allocations find a free block of
-        // their size. Unwarmed, the first variant measured ran up to a third slower than
-        // the same variant in later rounds, so every variant runs once, unmeasured, first.
-        for (_, ruri) in variants {
-            calls(kam.sip, ruri, pace, Duration::from_secs(3)).await?;
+    let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    register(&client, kam.sip).await?;
+    let answering = tokio::spawn(busy_uas(client));
+    let variants = [
+        ("static fork in kamailio.cfg", "sip:static-alice@corp.example"),
+        (
+            "static fork + desk ring timeout (CVW-51) in kamailio.cfg",
+            "sip:timed-static-alice@corp.example",
+        ),
+        (name, ALICE),
+    ];
+    // A fresh Kamailio's shared memory is one big free block that every allocation
+    // splits; once calls have come and gone, most allocations find a free block of their
+    // size. Unwarmed, the first variant measured ran up to a third slower than the same
+    // variant in later rounds, so every variant runs once, unmeasured, first.
+    for (_, ruri) in variants {
+        calls(kam.sip, ruri, pace, Duration::from_secs(3)).await?;
+    }
+    // Rounds of all variants in turn: a machine that slows down for a while slows every
+    // variant of a round alike, and the medians of the rounds say the rest.
+    let mut ratios: Vec<(f64, f64)> = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("round {round} of {rounds}");
         }
-        // Rounds of all variants in turn: a machine that slows down for a while slows
-        // every variant of a round alike, and the medians of the rounds say the rest.
-        let mut ratios: Vec<(f64, f64)> = Vec::new();
-        for round in 1..=rounds {
-            if rounds > 1 {
-                println!("round {round} of {rounds}");
-            }
-            let mut rates = Vec::new();
-            for (name, ruri) in variants {
-                rates.push(variant(&kam, name, ruri, pace, seconds).await?);
-            }
-            if let [plain, timed, cvw] = rates[..] {
-                println!(
-                    "cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
-                    cvw / plain * 100.0,
-                    cvw / timed * 100.0
-                );
-                ratios.push((cvw / plain, cvw / timed));
-            }
+        let mut rates = Vec::new();
+        for (name, ruri) in variants {
+            rates.push(variant(kam, name, ruri, pace, seconds).await?);
         }
-        let oom = kam.log().matches("could not allocate shared memory").count();
-        if oom > 0 {
-            println!("WARNING: Kamailio ran out of shared memory {oom} times: these figures are not valid");
-        }
-        if ratios.len() > 1 {
+        if let [plain, timed, cvw] = rates[..] {
             println!(
-                "median of {} rounds: cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
-                ratios.len(),
-                median_percent(ratios.iter().map(|r| r.0).collect()),
-                median_percent(ratios.iter().map(|r| r.1).collect())
+                "cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
+                cvw / plain * 100.0,
+                cvw / timed * 100.0
             );
+            ratios.push((cvw / plain, cvw / timed));
         }
-        anyhow::Ok(())
-    });
-    service::report_metrics(&host);
-    drop(kam);
-    service_rt.block_on(service.stop());
-    r
+    }
+    answering.abort();
+    let oom = kam.log().matches("could not allocate shared memory").count();
+    if oom > 0 {
+        println!(
+            "WARNING: Kamailio ran out of shared memory {oom} times: these figures are not valid"
+        );
+    }
+    if ratios.len() > 1 {
+        println!(
+            "{name}, median of {} rounds: cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
+            ratios.len(),
+            median_percent(ratios.iter().map(|r| r.0).collect()),
+            median_percent(ratios.iter().map(|r| r.1).collect())
+        );
+    }
+    Ok(())
 }
 
 /// One variant of the SIP load: calls/s, printed with Kamailio's and the host's CPU per
