@@ -32,6 +32,9 @@ pub struct LegRecord {
     pub uri: String,
     /// The leg's final SIP status, `None` when it never got one (e.g. never sent).
     pub sip_code: Option<u16>,
+    /// Why the proxy cancelled this leg, when it did (a simultaneous ring's losing legs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
 }
 
 /// How a call ended, for people reading the log.
@@ -159,6 +162,116 @@ impl CallLogSink for MemorySink {
     }
 }
 
+/// What the proxy knows of a forked call (CVW-30) from the moment it is forked: enough to
+/// write its record when it ends, wherever that is seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkedCall {
+    /// The Call-ID.
+    pub id: String,
+    /// The called user (the Request-URI the policy decided on).
+    pub user: String,
+    pub started_ms: Millis,
+    pub policy_generation: u64,
+    pub policy_digest: String,
+    /// The label of each branch, in the proxy's branch order.
+    pub labels: Vec<String>,
+}
+
+/// How one branch of a fork ended, as the proxy saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchEnd {
+    pub uri: String,
+    /// Its final status; `None` when it never got one.
+    pub code: Option<u16>,
+}
+
+/// Cancel reason of the losing branches when another answered (what the proxy sends, CVW-31).
+pub const COMPLETED_ELSEWHERE: &str = "Call completed elsewhere";
+
+impl ForkedCall {
+    /// The call's record once its final response `final_code` went to the caller at `now`.
+    /// A call that connected still has to end: [`ended`] sets its end.
+    pub fn record(&self, final_code: u16, branches: &[BranchEnd], now: Millis) -> CallRecord {
+        let answered = branches
+            .iter()
+            .position(|b| b.code.is_some_and(|c| (200..300).contains(&c)));
+        let label = |i: usize| self.labels.get(i).cloned().unwrap_or_default();
+        let legs = branches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| LegRecord {
+                label: label(i),
+                uri: b.uri.clone(),
+                sip_code: b.code,
+                cancel_reason: cancel_reason(answered, i, final_code, b.code),
+            })
+            .collect();
+        let outcome = match answered {
+            Some(i) => Outcome {
+                result: format!("answered-{}", or_other(&label(i))),
+                reason: format!("Answered on the {} phone.", or_other(&label(i))),
+                sip_code: Some(final_code),
+            },
+            None => unanswered(final_code),
+        };
+        CallRecord {
+            id: self.id.clone(),
+            kind: CallKind::SimultaneousRing,
+            user: self.user.clone(),
+            legs,
+            started_ms: self.started_ms,
+            connected_ms: answered.map(|_| now),
+            ended_ms: now,
+            outcome,
+            policy_generation: self.policy_generation,
+            policy_digest: self.policy_digest.clone(),
+        }
+    }
+}
+
+/// A connected call's record once it ended at `now`; `how` says how (for people).
+pub fn ended(mut record: CallRecord, now: Millis, how: &str) -> CallRecord {
+    record.ended_ms = now;
+    record.outcome.reason = format!("{} {how}", record.outcome.reason);
+    record
+}
+
+fn or_other(label: &str) -> &str {
+    if label.is_empty() { "other" } else { label }
+}
+
+fn cancel_reason(
+    answered: Option<usize>,
+    i: usize,
+    final_code: u16,
+    code: Option<u16>,
+) -> Option<String> {
+    let cancelled = code.is_none_or(|c| c == 487);
+    match answered {
+        Some(a) if a != i && cancelled => Some(COMPLETED_ELSEWHERE.to_owned()),
+        None if final_code == 487 && cancelled => Some("caller cancelled".to_owned()),
+        _ => None,
+    }
+}
+
+fn unanswered(code: u16) -> Outcome {
+    let (result, reason) = match code {
+        487 => (
+            "caller-cancelled",
+            "The caller hung up before anyone answered.",
+        ),
+        408 | 480 => ("not-answered", "Nobody answered."),
+        486 | 600 => ("busy", "Busy."),
+        603 => ("declined", "Declined."),
+        _ => ("failed", "The call failed."),
+    };
+    Outcome {
+        result: result.to_owned(),
+        reason: reason.to_owned(),
+        sip_code: Some(code),
+    }
+}
+
 /// Now, in milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn now_ms() -> Millis {
     SystemTime::now()
@@ -180,6 +293,7 @@ mod tests {
                 label: "callback".into(),
                 uri: "sip:+14255550101@pbx.corp.example;user=phone".into(),
                 sip_code: Some(486),
+                cancel_reason: None,
             }],
             started_ms: 1,
             connected_ms: None,
@@ -216,5 +330,67 @@ mod tests {
             .write(&record("c"))
             .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+    }
+
+    fn fork() -> ForkedCall {
+        ForkedCall {
+            id: "c1".into(),
+            user: "sip:alice@corp.example".into(),
+            started_ms: 10,
+            policy_generation: 2,
+            policy_digest: "ab".into(),
+            labels: vec!["desk".into(), "client".into(), "client".into()],
+        }
+    }
+
+    fn ends(codes: [Option<u16>; 3]) -> Vec<BranchEnd> {
+        codes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| BranchEnd {
+                uri: format!("sip:b{i}@x"),
+                code: *c,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_call_answered_on_the_desk_names_the_desk_and_why_the_clients_stopped() {
+        let r = fork().record(200, &ends([Some(200), Some(487), None]), 50);
+        assert_eq!(r.kind, CallKind::SimultaneousRing);
+        assert_eq!(r.outcome.result, "answered-desk");
+        assert_eq!(r.connected_ms, Some(50));
+        assert_eq!(r.legs[0].cancel_reason, None);
+        assert_eq!(
+            r.legs[1].cancel_reason.as_deref(),
+            Some(COMPLETED_ELSEWHERE)
+        );
+        assert_eq!(
+            r.legs[2].cancel_reason.as_deref(),
+            Some(COMPLETED_ELSEWHERE)
+        );
+        assert_eq!(
+            (r.policy_generation, r.legs[1].label.as_str()),
+            (2, "client")
+        );
+        let r = ended(r, 90, "The caller hung up.");
+        assert_eq!(r.ended_ms, 90);
+        assert!(r.outcome.reason.ends_with("The caller hung up."));
+    }
+
+    #[test]
+    fn a_call_nobody_answered_ends_with_its_final_response() {
+        let r = fork().record(487, &ends([Some(487), Some(487), Some(487)]), 70);
+        assert_eq!(r.outcome.result, "caller-cancelled");
+        assert_eq!(r.connected_ms, None);
+        assert_eq!(r.ended_ms, 70);
+        assert!(
+            r.legs
+                .iter()
+                .all(|l| l.cancel_reason.as_deref() == Some("caller cancelled"))
+        );
+        let busy = fork().record(486, &ends([Some(486), Some(408), Some(408)]), 70);
+        assert_eq!(busy.outcome.result, "busy");
+        assert!(busy.legs.iter().all(|l| l.cancel_reason.is_none()));
     }
 }

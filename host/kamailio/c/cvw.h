@@ -34,6 +34,7 @@ typedef struct cvw_params {
 	cvw_str_t directory;
 	cvw_str_t failure_mode;
 	cvw_str_t work_dir;
+	cvw_str_t call_log;     /* empty: no call log */
 	int64_t deadline_ms;
 	int64_t memory_mb;
 } cvw_params_t;
@@ -69,7 +70,14 @@ typedef struct cvw_answer {
 	int nbranches;
 	const cvw_branch_t *branches;
 	cvw_str_t serial_rest;  /* keep with the transaction for cvw_rs_serial_next */
+	cvw_str_t call_note;    /* CVW_FORK with a call log: keep for cvw_rs_call_final */
 } cvw_answer_t;
+
+/* One branch of a forked call as tm ended it. */
+typedef struct cvw_leg {
+	cvw_str_t uri;
+	int code;               /* 0: no final status */
+} cvw_leg_t;
 
 size_t cvw_rs_shared_size(void);
 int cvw_rs_mod_init(const cvw_params_t *params, void *shared, cvw_log_f log);
@@ -86,5 +94,9 @@ int cvw_rs_reply(cvw_str_t request, cvw_str_t reply, cvw_str_t label);
 int cvw_rs_swap(cvw_str_t path, cvw_emit_f emit, void *ctx);
 int cvw_rs_status(cvw_emit_f emit, void *ctx);
 int cvw_rs_watch(void);
+/* 0 logged; 1 connected: *partial is the record in progress for cvw_rs_call_ended. */
+int cvw_rs_call_final(cvw_str_t note, int final_code, const cvw_leg_t *legs, int nlegs,
+		cvw_str_t *partial);
+int cvw_rs_call_ended(cvw_str_t partial, cvw_str_t how);
 
 #endif

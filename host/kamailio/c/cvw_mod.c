@@ -35,6 +35,7 @@
 #include "../../modules/tm/tm_load.h"
 #include "../../modules/uac/api.h"
 #include "../../modules/usrloc/usrloc.h"
+#include "../../modules/dialog/dlg_load.h"
 
 #include "cvw.h"
 
@@ -45,6 +46,7 @@ static str _p_policy = STR_NULL;
 static str _p_directory = STR_NULL;
 static str _p_failure_mode = STR_NULL;
 static str _p_work_dir = STR_NULL;
+static str _p_call_log = STR_NULL;
 static str _p_usrloc_domain = str_init("location");
 static int _p_deadline_ms = 0;
 static int _p_memory_mb = 0;
@@ -55,6 +57,7 @@ static param_export_t params[] = {
 	{"directory", PARAM_STR, &_p_directory},
 	{"failure_mode", PARAM_STR, &_p_failure_mode},
 	{"work_dir", PARAM_STR, &_p_work_dir},
+	{"call_log", PARAM_STR, &_p_call_log},
 	{"usrloc_domain", PARAM_STR, &_p_usrloc_domain},
 	{"deadline_ms", PARAM_INT, &_p_deadline_ms},
 	{"memory_mb", PARAM_INT, &_p_memory_mb},
@@ -67,6 +70,8 @@ static struct tm_binds _tmb;
 static uac_api_t _uacb;        /* optional: a branch's own From */
 static usrloc_api_t _ulb;      /* optional: the called user's contacts */
 static udomain_t *_ul_domain = NULL;
+static struct dlg_binds _dlgb; /* optional: when a connected call ends (call log) */
+static int _dlg_loaded = 0;
 
 /* ---------- the fork this process is relaying ----------
  * Set by cvw_route/cvw_failure and read by cvw_branch during the t_relay that follows in
@@ -132,6 +137,13 @@ static int mod_init(void)
 			_ul_domain = NULL;
 		}
 	}
+	if(_p_call_log.len > 0) {
+		if(find_export("load_dlg", 0, 0) != NULL && load_dlg_api(&_dlgb) == 0) {
+			_dlg_loaded = 1;
+		} else {
+			LM_WARN("dialog not loaded: the call log cannot say when connected calls end\n");
+		}
+	}
 	if(_p_work_dir.s == NULL || _p_work_dir.len == 0) {
 		snprintf(work_dir, sizeof(work_dir), "%s/cvw",
 				runtime_dir ? runtime_dir : "/tmp");
@@ -152,6 +164,7 @@ static int mod_init(void)
 	p.directory = cstr(&_p_directory);
 	p.failure_mode = cstr(&_p_failure_mode);
 	p.work_dir = cstr(&_p_work_dir);
+	p.call_log = cstr(&_p_call_log);
 	p.deadline_ms = _p_deadline_ms;
 	p.memory_mb = _p_memory_mb;
 	if(cvw_rs_mod_init(&p, block, cvw_log) < 0) {
@@ -277,6 +290,111 @@ static void cvw_keep_serial_rest(cvw_str_t rest)
 		LM_ERR("cannot keep the serial fork's later targets\n");
 }
 
+/* ---------- the call log (CVW-50) ----------
+ * The facts of a forked call (a note from the Rust side) ride with the transaction as a tm
+ * callback's parameter; when the final response goes to the caller the record is written,
+ * or, for a connected call, handed to the dialog to be written when the call ends. */
+/* dialog/dlg_hash.h: a BYE that came from the called side. */
+#define CVW_DLG_DIR_UPSTREAM 2
+
+typedef struct cvw_call {
+	int done;
+	int len;
+	char text[];
+} cvw_call_t;
+
+static cvw_call_t *cvw_call_new(cvw_str_t text)
+{
+	cvw_call_t *c = shm_malloc(sizeof(cvw_call_t) + text.len);
+	if(c == NULL) {
+		SHM_MEM_ERROR;
+		return NULL;
+	}
+	c->done = 0;
+	c->len = text.len;
+	memcpy(c->text, text.s, text.len);
+	return c;
+}
+
+static void cvw_call_free(void *p)
+{
+	if(p)
+		shm_free(p);
+}
+
+static void cvw_call_end(struct dlg_cell *dlg, int type, struct dlg_cb_params *params)
+{
+	cvw_call_t *c = params && params->param ? (cvw_call_t *)*params->param : NULL;
+	cvw_str_t partial, how;
+	const char *text = type == DLGCB_EXPIRED ? "The call timed out (no BYE)."
+			: params && params->direction == CVW_DLG_DIR_UPSTREAM ? "The called side hung up."
+			: "The caller hung up.";
+
+	if(c == NULL || c->done)
+		return;
+	c->done = 1;
+	partial.s = c->text;
+	partial.len = c->len;
+	how.s = text;
+	how.len = strlen(text);
+	cvw_rs_call_ended(partial, how);
+}
+
+#define CVW_MAX_LEGS 32
+static void cvw_call_out(struct cell *t, int type, struct tmcb_params *ps)
+{
+	cvw_call_t *c = ps->param ? (cvw_call_t *)*ps->param : NULL;
+	cvw_leg_t legs[CVW_MAX_LEGS];
+	cvw_str_t note, partial = {NULL, 0};
+	struct dlg_cell *dlg;
+	cvw_call_t *rec;
+	int i, n;
+
+	if(c == NULL || c->done || ps->code < 200)
+		return;
+	c->done = 1;
+	n = t->nr_of_outgoings < CVW_MAX_LEGS ? (int)t->nr_of_outgoings : CVW_MAX_LEGS;
+	for(i = 0; i < n; i++) {
+		legs[i].uri = cstr(&t->uac[i].uri);
+		legs[i].code = t->uac[i].last_received;
+	}
+	note.s = c->text;
+	note.len = c->len;
+	if(cvw_rs_call_final(note, ps->code, legs, n, &partial) != 1)
+		return;
+	dlg = (_dlg_loaded && ps->req) ? _dlgb.get_dlg(ps->req) : NULL;
+	rec = dlg ? cvw_call_new(partial) : NULL;
+	if(rec && _dlgb.register_dlgcb(dlg, DLGCB_TERMINATED | DLGCB_EXPIRED | DLGCB_FAILED,
+					   cvw_call_end, rec, cvw_call_free) == 0) {
+		_dlgb.release_dlg(dlg);
+		return;
+	}
+	if(rec)
+		shm_free(rec);
+	if(dlg)
+		_dlgb.release_dlg(dlg);
+	{
+		const char *text = "(Its end is not tracked: dlg_manage() was not called.)";
+		cvw_str_t how = {text, (int)strlen(text)};
+		cvw_rs_call_ended(partial, how);
+	}
+}
+
+static void cvw_call_track(sip_msg_t *msg, cvw_str_t note)
+{
+	cvw_call_t *c;
+
+	if(note.len <= 0 || !is_route_type(REQUEST_ROUTE))
+		return;
+	c = cvw_call_new(note);
+	if(c == NULL)
+		return;
+	if(_tmb.register_tmcb(msg, 0, TMCB_RESPONSE_OUT, cvw_call_out, c, cvw_call_free) < 0) {
+		LM_ERR("cannot follow the call for the call log\n");
+		shm_free(c);
+	}
+}
+
 /* Sets the fork's branches: target 0 the Request-URI (tm's branch 0 of this relay), the
  * others appended in order, so target i becomes branch boff + i. */
 static int cvw_fork(sip_msg_t *msg, cvw_answer_t *a)
@@ -309,6 +427,7 @@ static int cvw_fork(sip_msg_t *msg, cvw_answer_t *a)
 	}
 	if(a->serial)
 		cvw_keep_serial_rest(a->serial_rest);
+	cvw_call_track(msg, a->call_note);
 	_fork.branches = a->branches;
 	_fork.n = a->nbranches;
 	_fork.boff = -1;

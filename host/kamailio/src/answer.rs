@@ -78,6 +78,9 @@ pub struct CAnswer {
     /// A serial fork's targets after the first, for the transaction to keep (an AVP) and
     /// [`crate::ffi::cvw_rs_serial_next`] to read back in the failure route.
     pub serial_rest: KStr,
+    /// A forked call's facts for its call-log record (JSON), empty without a call log:
+    /// kept with the transaction and handed back to [`crate::ffi::cvw_rs_call_final`].
+    pub call_note: KStr,
 }
 
 impl CAnswer {
@@ -90,6 +93,7 @@ impl CAnswer {
         nbranches: 0,
         branches: std::ptr::null(),
         serial_rest: KStr::EMPTY,
+        call_note: KStr::EMPTY,
     };
 }
 
@@ -99,6 +103,7 @@ pub struct Held {
     answer: Option<NativeAnswer>,
     reason: String,
     rest: String,
+    note: String,
     branches: Vec<CBranch>,
 }
 
@@ -106,9 +111,25 @@ thread_local! {
     static HELD: RefCell<Held> = RefCell::new(Held::default());
 }
 
-/// Keeps `answer` until the next call and returns its C view.
-pub fn hold(answer: NativeAnswer) -> CAnswer {
-    HELD.with_borrow_mut(|held| held.set(answer))
+/// Keeps `answer` (and a fork's call-log `note`) until the next call and returns its C
+/// view.
+pub fn hold(answer: NativeAnswer, note: Option<String>) -> CAnswer {
+    HELD.with_borrow_mut(|held| {
+        let mut c = held.set(answer);
+        held.note = note.unwrap_or_default();
+        if c.action == FORK {
+            c.call_note = KStr::of(&held.note);
+        }
+        c
+    })
+}
+
+/// Keeps `text` until the next call that returns text (a call-log record in progress).
+pub fn hold_text(text: String) -> KStr {
+    HELD.with_borrow_mut(|held| {
+        held.note = text;
+        KStr::of(&held.note)
+    })
 }
 
 impl Held {
@@ -183,6 +204,10 @@ fn c_branch(b: &NativeBranch) -> CBranch {
 mod tests {
     use super::*;
 
+    fn hold_plain(answer: NativeAnswer) -> CAnswer {
+        hold(answer, None)
+    }
+
     fn text(s: KStr) -> String {
         // SAFETY: views of strings held until the next `hold`.
         String::from_utf8(unsafe { s.bytes() }.to_vec()).unwrap()
@@ -198,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_reply_reason_is_a_c_string_too() {
-        let c = hold(NativeAnswer::Reply {
+        let c = hold_plain(NativeAnswer::Reply {
             code: 486,
             reason: "Busy Here".into(),
             headers: String::new(),
@@ -213,7 +238,7 @@ mod tests {
 
     #[test]
     fn a_serial_fork_hands_over_its_first_target_and_keeps_the_rest() {
-        let c = hold(NativeAnswer::Fork {
+        let c = hold_plain(NativeAnswer::Fork {
             serial: true,
             branches: vec![branch("voicemail", "sip:vm@pbx"), branch("x", "sip:x@pbx")],
         });
@@ -230,7 +255,7 @@ mod tests {
         let mut desk = branch("desk", "sip:+1@pbx");
         desk.ring_ms = Some(15000);
         desk.dst_uri = Some("sip:127.0.0.1:5090".into());
-        let c = hold(NativeAnswer::Fork {
+        let c = hold_plain(NativeAnswer::Fork {
             serial: false,
             branches: vec![desk, branch("client", "sip:alice@127.0.0.1:5071")],
         });

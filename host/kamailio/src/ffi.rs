@@ -5,11 +5,13 @@
 //! Return codes follow Kamailio's route functions: positive true, negative false.
 
 use crate::answer::{self, CAnswer, KStr};
+use crate::calls;
 use crate::generations::{self, Store};
 use crate::hooks::{self, RawContact};
 use crate::log::{self, LogFn, LogLevel};
 use crate::settings::RawParams;
 use crate::worker;
+use cvw::calllog::BranchEnd;
 use cvw::decision::dialect::NativeAnswer;
 use cvw::policy::PolicyHost;
 use std::ffi::{c_int, c_void};
@@ -22,6 +24,7 @@ pub struct CParams {
     pub directory: KStr,
     pub failure_mode: KStr,
     pub work_dir: KStr,
+    pub call_log: KStr,
     pub deadline_ms: i64,
     pub memory_mb: i64,
 }
@@ -97,6 +100,7 @@ pub unsafe extern "C" fn cvw_rs_mod_init(
                 directory: text(p.directory).to_owned(),
                 failure_mode: text(p.failure_mode).to_owned(),
                 work_dir: text(p.work_dir).to_owned(),
+                call_log: text(p.call_log).to_owned(),
                 deadline_ms: p.deadline_ms,
                 memory_mb: p.memory_mb,
             }
@@ -210,7 +214,7 @@ pub unsafe extern "C" fn cvw_rs_failure(
         // SAFETY: the caller's promises.
         let (request, reply, label) = unsafe { (request.bytes(), reply.bytes(), text(label)) };
         let code = u16::try_from(code).unwrap_or(500);
-        let result = hooks::failure(request, Some(reply), code, label);
+        let result = hooks::failure(request, Some(reply), code, label).map(|a| (a, None));
         // SAFETY: `out` is writable.
         unsafe { deliver(result, out, "cvw_failure") }
     })
@@ -227,7 +231,7 @@ pub unsafe extern "C" fn cvw_rs_serial_next(rest: KStr, out: *mut CAnswer) -> c_
         match hooks::serial_next(unsafe { rest.bytes() }) {
             Ok(None) => 0,
             // SAFETY: `out` is writable.
-            Ok(Some(next)) => unsafe { deliver(Ok(next), out, "cvw_failure") },
+            Ok(Some(next)) => unsafe { deliver(Ok((next, None)), out, "cvw_failure") },
             Err(e) => {
                 log::line(LogLevel::Err, &format!("cvw: {e}"));
                 ERROR
@@ -295,6 +299,82 @@ pub extern "C" fn cvw_rs_status(emit: EmitFn, ctx: *mut c_void) -> c_int {
     })
 }
 
+/// One branch of a forked call as tm ended it (`cvw_leg_t`).
+#[repr(C)]
+pub struct CLeg {
+    pub uri: KStr,
+    /// Its final status; 0 when it got none.
+    pub code: c_int,
+}
+
+/// The final response `final_code` of the call `note` (from `cvw_answer.call_note`) went
+/// to the caller. 0: logged; 1: connected, its record in progress written to `partial`
+/// (valid until this process's next call) for [`cvw_rs_call_ended`]; -1: not logged.
+///
+/// # Safety
+/// `note` is valid; `legs` points to `nlegs` valid legs (or is null with 0); `partial` is
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cvw_rs_call_final(
+    note: KStr,
+    final_code: c_int,
+    legs: *const CLeg,
+    nlegs: c_int,
+    partial: *mut KStr,
+) -> c_int {
+    guard("call log", ERROR, || {
+        let legs = match usize::try_from(nlegs) {
+            // SAFETY: `nlegs` valid legs at `legs`.
+            Ok(n) if n > 0 && !legs.is_null() => unsafe { std::slice::from_raw_parts(legs, n) },
+            _ => &[],
+        };
+        let branches: Vec<BranchEnd> = legs
+            .iter()
+            // SAFETY: each leg's uri is valid for the call.
+            .map(|l| BranchEnd {
+                uri: unsafe { text(l.uri) }.to_owned(),
+                // A provisional status is not how a branch ended: it was still ringing.
+                code: u16::try_from(l.code).ok().filter(|c| *c >= 200),
+            })
+            .collect();
+        let code = u16::try_from(final_code).unwrap_or(500);
+        // SAFETY: the caller's promise.
+        match calls::finished(unsafe { note.bytes() }, code, &branches) {
+            Ok(None) => 0,
+            Ok(Some(record)) => {
+                // SAFETY: `partial` is writable.
+                if let Some(out) = unsafe { partial.as_mut() } {
+                    *out = answer::hold_text(record);
+                }
+                1
+            }
+            Err(e) => {
+                log::line(LogLevel::Err, &format!("cvw: call record not written: {e}"));
+                ERROR
+            }
+        }
+    })
+}
+
+/// A connected call ended; `how` says how, for people. Logs its record.
+///
+/// # Safety
+/// `partial` (from [`cvw_rs_call_final`], kept by the caller) and `how` are valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cvw_rs_call_ended(partial: KStr, how: KStr) -> c_int {
+    guard("call log", ERROR, || {
+        // SAFETY: the caller's promise.
+        let (partial, how) = unsafe { (partial.bytes(), text(how)) };
+        match calls::ended(partial, how) {
+            Ok(()) => OK,
+            Err(e) => {
+                log::line(LogLevel::Err, &format!("cvw: call record not written: {e}"));
+                ERROR
+            }
+        }
+    })
+}
+
 /// Called every second by the module's watcher process: publishes a new generation when
 /// the policy or directory file changed. 1 when it published, 0 when nothing changed,
 /// -1 when the changed files were refused (logged; not retried until they change again).
@@ -308,7 +388,7 @@ pub extern "C" fn cvw_rs_watch() -> c_int {
 /// # Safety
 /// `out` is writable or null.
 unsafe fn deliver(
-    result: Result<NativeAnswer, hooks::CallError>,
+    result: Result<(NativeAnswer, Option<String>), hooks::CallError>,
     out: *mut CAnswer,
     what: &str,
 ) -> c_int {
@@ -317,8 +397,8 @@ unsafe fn deliver(
         return ERROR;
     };
     match result {
-        Ok(answer) => {
-            *out = answer::hold(answer);
+        Ok((answer, note)) => {
+            *out = answer::hold(answer, note);
             out.action
         }
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The three hooks as the module calls them: Kamailio's bytes and facts in, the policy's
 //! answer (through the host's one decision path) out, in the module's terms.
 
+use crate::calls;
 use crate::worker::{self, Worker, WorkerError};
 use cvw::decision::dialect::{NativeAnswer, NativeBranch, native};
 use cvw::decision::request::source_named;
@@ -32,17 +33,30 @@ pub struct RawContact<'a> {
 }
 
 /// `on-request` for an initial INVITE.
+/// With a call log, a fork comes with the call's note (see [`calls::note`]).
 pub fn route(
     msg: &[u8],
     source: &str,
     contacts: &[RawContact<'_>],
-) -> Result<NativeAnswer, CallError> {
+) -> Result<(NativeAnswer, Option<String>), CallError> {
     let ctx = RequestContext {
         source: source_named(source),
         contacts: contacts.iter().map(contact).collect(),
     };
     let call = HookCall::of_bytes(msg, HookArgs::Route(ctx))?;
-    worker::with(|w| decision(w, &call))?
+    worker::with(|w| {
+        let answer = decision(w, &call)?;
+        let note = match &answer {
+            NativeAnswer::Fork { branches, .. } => calls::note(
+                call.msg.call_id(),
+                call.msg.request_uri(),
+                branches.iter().map(|b| b.label.clone()).collect(),
+                w,
+            ),
+            _ => None,
+        };
+        Ok((answer, note))
+    })?
 }
 
 /// `on-failure`: the branch `label` ended with `reply` (a SIP response), or with `code`

@@ -18,6 +18,7 @@
 //! switches to the new generation at its next request.
 
 pub mod answer;
+pub mod calls;
 pub mod control;
 pub mod ffi;
 pub mod generations;

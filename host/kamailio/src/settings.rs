@@ -15,6 +15,7 @@ pub struct RawParams {
     pub deadline_ms: i64,
     pub memory_mb: i64,
     pub work_dir: String,
+    pub call_log: String,
 }
 
 /// The checked parameters.
@@ -27,6 +28,8 @@ pub struct Settings {
     /// Where compiled generations are kept for the workers to map.
     pub work_dir: PathBuf,
     pub runtime: RuntimeSettings,
+    /// JSON-lines file of forked calls (CVW-50), the same format as `cvw serve`'s.
+    pub call_log: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,7 @@ impl RawParams {
             directory: required("directory", &self.directory)?,
             work_dir: required("work_dir", &self.work_dir)?,
             runtime,
+            call_log: (!self.call_log.is_empty()).then(|| PathBuf::from(&self.call_log)),
         })
     }
 }

@@ -186,6 +186,8 @@ fn module_files(tmp: &std::path::Path) -> anyhow::Result<kamailio::ModuleFiles> 
         so: kamailio::module_path("release")?,
         policy,
         directory: tmp.join("directory.toml"),
+        // As shipped: every forked call logged, its end tracked by the dialog module.
+        call_log: Some(tmp.join("calls.jsonl")),
     })
 }
 
@@ -215,7 +217,10 @@ async fn measure(kam: &kamailio::Kamailio, name: &str, o: &Options) -> anyhow::R
     register(&client, kam.sip).await?;
     let answering = tokio::spawn(busy_uas(client));
     let variants = [
-        ("static fork in kamailio.cfg", "sip:static-alice@corp.example"),
+        (
+            "static fork in kamailio.cfg",
+            "sip:static-alice@corp.example",
+        ),
         (
             "static fork + desk ring timeout (CVW-51) in kamailio.cfg",
             "sip:timed-static-alice@corp.example",
@@ -250,7 +255,10 @@ async fn measure(kam: &kamailio::Kamailio, name: &str, o: &Options) -> anyhow::R
         }
     }
     answering.abort();
-    let oom = kam.log().matches("could not allocate shared memory").count();
+    let oom = kam
+        .log()
+        .matches("could not allocate shared memory")
+        .count();
     if oom > 0 {
         println!(
             "WARNING: Kamailio ran out of shared memory {oom} times: these figures are not valid"

@@ -42,6 +42,8 @@ pub struct ModuleFiles {
     pub so: PathBuf,
     pub policy: PathBuf,
     pub directory: PathBuf,
+    /// The call log it writes; `None`: off.
+    pub call_log: Option<PathBuf>,
 }
 
 /// `cvw.so` as `scripts/build-kamailio-module` builds it for the tests (debug, or
@@ -223,6 +225,8 @@ impl Kamailio {
             ] {
                 values.push((name.to_owned(), path.display().to_string()));
             }
+            let log = m.call_log.as_ref().map(|p| p.display().to_string());
+            values.push(("CVW_CALL_LOG".to_owned(), log.unwrap_or_default()));
         }
         values.extend(setup.extra.iter().cloned());
         let cfg = write_config(&dir, &values, setup.transform)?;

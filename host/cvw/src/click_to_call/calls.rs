@@ -269,11 +269,13 @@ impl Follow {
                     label: "callback".into(),
                     uri: callback_uri.to_string(),
                     sip_code: code_of(Side::Callback, callback_answered),
+                    cancel_reason: None,
                 },
                 LegRecord {
                     label: "callee".into(),
                     uri: callee_uri.to_string(),
                     sip_code: code_of(Side::Callee, connected_ms.is_some()),
+                    cancel_reason: None,
                 },
             ],
             started_ms: self.started_ms,

@@ -91,6 +91,7 @@ impl World {
                 so: support::kamailio::module_path("debug").unwrap(),
                 policy: policy.clone(),
                 directory: directory.clone(),
+                call_log: Some(dir.join("calls.jsonl")),
             })
         } else {
             host.publish(
