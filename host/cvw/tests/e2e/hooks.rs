@@ -5,9 +5,8 @@ use super::*;
 /// The reply hook: the desk phone's PBX answers the desk leg with 181 (forwarded, e.g. to
 /// voicemail); the policy cancels that branch so the voicemail cannot steal the call,
 /// while the soft client rings on and can answer (CVW-51's goal by another route).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reply_hook_cancels_a_diverted_desk_leg() {
-    let mut w = World::new().await;
+async fn reply_hook_cancels_a_diverted_desk_leg(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -34,10 +33,9 @@ async fn reply_hook_cancels_a_diverted_desk_leg() {
 
 /// The failure hook: nobody answers within the ring timeouts (408); the policy sends the
 /// caller on to the configured no-answer destination, through the PBX trunk.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failure_hook_sends_an_unanswered_call_to_voicemail() {
+async fn failure_hook_sends_an_unanswered_call_to_voicemail(proxy: Proxy) {
     // Every leg rings 2 s; then the caller goes to sip:voicemail@pbx.corp.example.
-    let mut w = World::with_directory("directory-voicemail.toml").await;
+    let mut w = World::with_directory(proxy, "directory-voicemail.toml").await;
     let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -54,3 +52,6 @@ async fn failure_hook_sends_an_unanswered_call_to_voicemail() {
     w.pbx.answer(&vm);
     assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
 }
+
+per_proxy!(reply_hook_cancels_a_diverted_desk_leg);
+per_proxy!(failure_hook_sends_an_unanswered_call_to_voicemail);

@@ -1,13 +1,17 @@
-//! End-to-end: real Kamailio 5.6 with `examples/kamailio/kamailio.cfg`, the host's
-//! decision service in-process (PolicyHost with the default policy), and SIP test phones
-//! on loopback (UDP and TCP). Every check is on the wire: who receives which request.
+//! End-to-end: a real proxy with its example config — Kamailio 5.6
+//! (`examples/kamailio/kamailio.cfg`, over evapi and over JSON-RPC) and OpenSIPS 3.6
+//! (`examples/opensips/opensips.cfg`, over HTTP) — the host's decision service in-process
+//! (PolicyHost with the default policy), and SIP test phones on loopback (UDP and TCP).
+//! Every check is on the wire: who receives which request. Each test body takes the
+//! proxy kind and runs once per proxy (`per_proxy!`), with the same assertions.
 //!
-//! Fails, never skips, when `kamailio` is missing (`.ci/run` installs it).
+//! Fails, never skips, when `kamailio` is missing or OpenSIPS is not built (`scripts/setup`
+//! installs the one and builds the other).
 
 use cvw_testkit as support;
 
 use cvw::decision::transport::netstring::NetstringCodec;
-use cvw::decision::{DecisionService, Running};
+use cvw::decision::{Decider, DecisionService, Running};
 use cvw::directory::Directory;
 use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
 use cvw_sip::message::{Message, Method, Request};
@@ -17,9 +21,35 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use support::kamailio::{Kamailio, Setup};
+use support::opensips::OpenSips;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Decoder as _;
 
+/// One `#[tokio::test]` per proxy kind for the test body `async fn $body(proxy: Proxy)`:
+/// tests `$body::kamailio_evapi`, `$body::kamailio_jsonrpc`, `$body::opensips`. A new kind
+/// of proxy is a variant of [`world::Proxy`] and one line here.
+macro_rules! per_proxy {
+    ($body:ident) => {
+        mod $body {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kamailio_evapi() {
+                $body(Proxy::KamailioEvapi).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kamailio_jsonrpc() {
+                $body(Proxy::KamailioJsonRpc).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn opensips() {
+                $body(Proxy::OpenSips).await
+            }
+        }
+    };
+}
+
+mod click_to_call;
+mod config_check;
 mod fail_open;
 mod hooks;
 mod per_branch;

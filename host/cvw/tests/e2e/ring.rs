@@ -5,19 +5,8 @@ use super::*;
 
 /// CVW-30: a UC call to Alice rings her desk phone (through the PBX trunk) and both
 /// registered soft clients at the same time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cvw30_uc_call_rings_desk_and_every_soft_client() {
-    rings_desk_and_every_soft_client(World::new().await).await;
-}
-
-/// CVW-30 with the config's other transport (JSON-RPC, janssonrpcc): same calls, same
-/// branches.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cvw30_over_janssonrpcc_too() {
-    rings_desk_and_every_soft_client(World::over_janssonrpcc().await).await;
-}
-
-async fn rings_desk_and_every_soft_client(mut w: World) {
+async fn cvw30_uc_call_rings_desk_and_every_soft_client(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
     let mut call = bob.invite(ALICE, BOB, &[]);
@@ -53,9 +42,8 @@ async fn rings_desk_and_every_soft_client(mut w: World) {
 
 /// CVW-31 (and CVW-32, answered in a soft client): the first answer wins; the desk phone
 /// and the other client get CANCEL with Reason "Call completed elsewhere".
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere() {
-    let mut w = World::new().await;
+async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
     let mut call = bob.invite(ALICE, BOB, &[]);
@@ -84,9 +72,8 @@ async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere() {
 
 /// CVW-32: answered on the desk phone — the soft clients stop ringing (CANCEL, completed
 /// elsewhere), and the call is the voice call through the PBX trunk only.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cvw32_answered_on_desk_stops_the_soft_clients() {
-    let mut w = World::new().await;
+async fn cvw32_answered_on_desk_stops_the_soft_clients(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
     let mut call = bob.invite(ALICE, BOB, &[]);
@@ -117,9 +104,8 @@ async fn cvw32_answered_on_desk_stops_the_soft_clients() {
 }
 
 /// CVW-33: a call that comes from the PBX trunk to Alice rings only her desk phone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cvw33_pbx_originated_call_rings_only_the_desk() {
-    let mut w = World::new().await;
+async fn cvw33_pbx_originated_call_rings_only_the_desk(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut call = w
         .pbx
@@ -140,9 +126,8 @@ async fn cvw33_pbx_originated_call_rings_only_the_desk() {
 
 /// CVW-34: the host's own callback legs (from its user agent, with its mark) are never
 /// forked to the soft clients; the same mark from anyone else means nothing and is removed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cvw34_host_originated_legs_are_not_forked() {
-    let mut w = World::new().await;
+async fn cvw34_host_originated_legs_are_not_forked(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let target = format!("sip:{ALICE_DESK}@pbx.corp.example;user=phone");
     let mut call = w.host_ua.invite(
@@ -184,10 +169,9 @@ async fn cvw34_host_originated_legs_are_not_forked() {
 
 /// CVW-51: the desk leg has its own ring timeout: it is cancelled before the PBX's
 /// voicemail could answer, while the soft clients keep ringing and can still answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cvw51_desk_leg_times_out_while_clients_ring_on() {
+async fn cvw51_desk_leg_times_out_while_clients_ring_on(proxy: Proxy) {
     // The desk leg rings 2 s.
-    let mut w = World::with_directory("directory-desk-2s.toml").await;
+    let mut w = World::with_directory(proxy, "directory-desk-2s.toml").await;
     let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -215,9 +199,8 @@ async fn cvw51_desk_leg_times_out_while_clients_ring_on() {
 
 /// CVW-52: a policy published while a call rings does not lose that call, and the next
 /// call is decided by the new generation.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policy_hot_swap_while_calls_ring_loses_no_call() {
-    let mut w = World::new().await;
+async fn policy_hot_swap_while_calls_ring_loses_no_call(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
     let mut call = bob.invite(ALICE, BOB, &[]);
@@ -225,15 +208,15 @@ async fn policy_hot_swap_while_calls_ring_loses_no_call() {
     let i1 = c1.expect_invite(WAIT).await;
     let i2 = c2.expect_invite(WAIT).await;
     bob.expect_ringing(3, WAIT).await;
-    let before = w.host.current().unwrap().generation;
+    let before = w.policy().current().unwrap().generation;
 
     let wasm = builtin::default_policy().unwrap();
     let v = w
-        .host
+        .policy()
         .publish(
             wasm,
             "swap-test",
-            Arc::new(Directory::load(&w.directory).unwrap()),
+            Arc::new(Directory::load(w.directory()).unwrap()),
         )
         .unwrap();
     assert!(v.generation > before);
@@ -264,9 +247,8 @@ async fn policy_hot_swap_while_calls_ring_loses_no_call() {
 
 /// CVW-1: a user whose policy is not enabled gets plain routing: only the soft client
 /// rings, never a desk leg.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_not_enabled_gets_plain_routing() {
-    let mut w = World::new().await;
+async fn user_not_enabled_gets_plain_routing(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let mut carol = w.udp("carol-udp").await;
     carol.register("carol", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -282,3 +264,30 @@ async fn user_not_enabled_gets_plain_routing() {
         "no desk leg for Carol"
     );
 }
+
+/// A UC client that dials Alice at the proxy's own address (`sip:alice@<proxy>`) reaches
+/// her registered clients: the proxy's addresses are its own domain, not a next hop (a
+/// loop through the proxy would end in 483 Too Many Hops).
+async fn call_to_the_proxy_address_reaches_the_user(proxy: Proxy) {
+    let w = World::new(proxy).await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(&format!("sip:alice@{}", w.sip), BOB, &[]);
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+    // Both ring before one answers, so that the other's CANCEL can follow its 180.
+    bob.expect_ringing(2, WAIT).await;
+    c2.answer(&i2);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
+    c1.expect_cancel(&i1, WAIT).await;
+}
+
+per_proxy!(cvw30_uc_call_rings_desk_and_every_soft_client);
+per_proxy!(call_to_the_proxy_address_reaches_the_user);
+per_proxy!(cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere);
+per_proxy!(cvw32_answered_on_desk_stops_the_soft_clients);
+per_proxy!(cvw33_pbx_originated_call_rings_only_the_desk);
+per_proxy!(cvw34_host_originated_legs_are_not_forked);
+per_proxy!(cvw51_desk_leg_times_out_while_clients_ring_on);
+per_proxy!(policy_hot_swap_while_calls_ring_loses_no_call);
+per_proxy!(user_not_enabled_gets_plain_routing);
