@@ -182,6 +182,12 @@ impl OpenSips {
             .arg("-f")
             .arg(&cfg)
             .args(["-m", &setup.shm_mb.to_string(), "-M", "16"])
+            // For analysis (an allocator, -a HP_MALLOC), as CVW_KAMAILIO_ARGS for Kamailio.
+            .args(
+                std::env::var("CVW_OPENSIPS_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .arg("-w")
             .arg(&dir)
             .arg("-P")
