@@ -282,7 +282,45 @@ async fn call_to_the_proxy_address_reaches_the_user(proxy: Proxy) {
     c1.expect_cancel(&i1, WAIT).await;
 }
 
+/// CVW-42: taking over Alice's call from the UC side (Replaces) is refused with the
+/// policy's code and its explanation in a Warning, and nothing rings.
+async fn cvw42_replaces_from_the_uc_side_is_refused_with_a_reason(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
+    let (mut c1, _c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(
+        ALICE,
+        BOB,
+        &[("Replaces", "call-1@127.0.0.1;to-tag=a;from-tag=b")],
+    );
+    let refused = bob.final_response(&mut call, WAIT).await;
+    assert!(
+        (400..700).contains(&refused.code),
+        "refused, not {}",
+        refused.start_line()
+    );
+    let warning = refused.headers.get("Warning").unwrap_or("");
+    assert!(
+        warning.starts_with("399 cvw \"") && warning.len() > "399 cvw \"\"".len(),
+        "the caller is told why: {warning:?}"
+    );
+    assert!(
+        c1.gets_request(Method::Invite, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a refused call rings no client"
+    );
+    assert!(
+        w.pbx
+            .gets_request(Method::Invite, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a refused call rings no desk"
+    );
+}
+
 per_proxy!(cvw30_uc_call_rings_desk_and_every_soft_client);
+per_proxy!(cvw42_replaces_from_the_uc_side_is_refused_with_a_reason);
 per_proxy!(call_to_the_proxy_address_reaches_the_user);
 per_proxy!(cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere);
 per_proxy!(cvw32_answered_on_desk_stops_the_soft_clients);
