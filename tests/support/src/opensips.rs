@@ -88,7 +88,7 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     }
     bail!(
         "OpenSIPS {VERSION} is not built at {}: run scripts/setup (it runs scripts/build-opensips, \
-         ~3 min of CPU), or point CVW_OPENSIPS_PREFIX at an install of it",
+         about 2 minutes on 2 cores), or point CVW_OPENSIPS_PREFIX at an install of it",
         prefix().display()
     )
 }
