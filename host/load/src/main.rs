@@ -7,8 +7,9 @@
 //!   decision service (its own 2-thread runtime, the generator on another thread), latency
 //!   percentiles, and host CPU per decision; `--rate` for latency at a fixed offered load.
 //! - `cvw-load sip` ([`sip`]): calls/s of a two-branch simultaneous ring through a real
-//!   Kamailio, once with the cvw decision and once with the same fork written statically
-//!   in the config, in one run; Kamailio and host CPU per call.
+//!   Kamailio or (`--proxy opensips`) OpenSIPS, once with the cvw decision and once with
+//!   the same fork written statically in the config, in one run; proxy and host CPU per
+//!   call.
 //! - `cvw-load originate` ([`originate`]): two-leg click-to-call setups (RFC 3725 Flow IV)
 //!   through the host's own SIP user agent (`SipOriginator` over `cvw-sip`), to a scripted
 //!   desk phone and callee phone that run in a child process of the tool (`cvw-load
@@ -27,7 +28,9 @@ mod sip;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Load figures for the cvw decision service and Kamailio with Call via Work")]
+#[command(
+    about = "Load figures for the cvw decision service and Kamailio/OpenSIPS with Call via Work"
+)]
 struct Args {
     #[command(subcommand)]
     mode: Mode,
@@ -54,15 +57,19 @@ enum Mode {
         #[arg(long)]
         evapi: bool,
     },
-    /// Two-branch simultaneous ring through Kamailio: cvw decision vs static fork.
+    /// Two-branch simultaneous ring through a proxy: cvw decision vs static fork.
     Sip {
+        /// The proxy: Kamailio (examples/kamailio/) or OpenSIPS (examples/opensips/, built
+        /// by scripts/build-opensips).
+        #[arg(long, value_enum, default_value_t = sip::ProxyKind::Kamailio)]
+        proxy: sip::ProxyKind,
         /// Seconds per variant.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// Calls in flight.
         #[arg(long, default_value_t = 100)]
         concurrency: usize,
-        /// Kamailio SIP worker processes.
+        /// SIP worker processes (Kamailio `children`, OpenSIPS `udp_workers`).
         #[arg(long, default_value_t = 4)]
         children: u32,
         /// Decide over JSON-RPC (janssonrpcc) instead of evapi, the config's default.
@@ -147,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             r
         }
         Mode::Sip {
+            proxy,
             seconds,
             concurrency,
             children,
@@ -165,6 +173,7 @@ fn main() -> anyhow::Result<()> {
                 janssonrpcc,
                 module,
                 rounds,
+                proxy,
             },
         ),
         Mode::Originate {

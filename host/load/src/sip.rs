@@ -1,7 +1,8 @@
-//! `cvw-load sip`: a two-branch simultaneous ring through a real Kamailio (the example
-//! config, run by `cvw_testkit::kamailio`), the cvw decision against the same fork written
-//! in the config, calls/s with Kamailio's and the host's CPU per call. The SIP caller and
-//! the busy phones are here; the config is the example's, plus the static baseline.
+//! `cvw-load sip`: a two-branch simultaneous ring through a real Kamailio or OpenSIPS (the
+//! example config, run by `cvw_testkit::kamailio` / `cvw_testkit::opensips`), the cvw
+//! decision against the same fork written in the config, calls/s with the proxy's and the
+//! host's CPU per call. The SIP caller and the busy phones are here; the config is the
+//! example's, plus the static baseline.
 //!
 //! Messages are `cvw_sip::message`'s. The generator shares two cores with Kamailio, so it
 //! reads only start lines ([`StartLine::peek`]) of what it drops (100 Trying, ACKs) and
@@ -11,7 +12,7 @@ use crate::measure::{Lat, median_percent, process_cpu, thread_cpu};
 use crate::service::{self, ALICE};
 use anyhow::{Context, bail};
 use cvw_sip::message::{Headers, Message, Method, Request, StartLine};
-use cvw_testkit::kamailio;
+use cvw_testkit::{kamailio, opensips};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +62,92 @@ branch_route[STATIC_BRANCH] {
 "#
 }
 
+/// The same baselines in `opensips.cfg`: `static-` forks to the desk (via the trunk) and
+/// Alice's registration; `timed-static-` also gives the desk branch its own ring timeout
+/// (CVW-51) the way the shipped config does, from a per-branch reply route. Applied before
+/// the runner replaces the addresses, so the trunk is written as the example writes it.
+fn add_static_fork_opensips(cfg: String) -> String {
+    let cfg = cfg.replacen(
+        "\t\trecord_route();\n\t\troute(cvw);",
+        "\t\trecord_route();\n\t\tif ($rU =~ \"^(timed-)?static-\") {\n\t\t\troute(static_fork);\n\t\t\texit;\n\t\t}\n\t\troute(cvw);",
+        1,
+    );
+    cfg + r#"
+route[static_fork] {
+	$var(st_timed) = 0;
+	if ($rU =~ "^timed-") $var(st_timed) = 1;
+	$ru = "sip:alice@" + $rd;
+	if (!lookup("location")) { send_reply(404, "Not Found"); exit; }
+	append_msg_branch("sip:+14255550101@pbx.corp.example;user=phone");
+	t_on_branch("static_branch");
+	if (!t_relay()) send_reply(500, "Relay failed");
+	exit;
+}
+
+branch_route[static_branch] {
+	if ($rU == "+14255550101") {
+		$du = "sip:127.0.0.1:5090";
+		append_hf("X-CVW-Leg: desk\r\n");
+		if ($var(st_timed) == 1) $bavp(st_ring) = 15;
+	}
+	if ($var(st_timed) == 1) t_on_reply("static_reply");
+}
+
+onreply_route[static_reply] {
+	if ($rs >= 200) return;
+	if ($bavp(st_ring) != NULL) {
+		$T_fr_inv_timeout = $bavp(st_ring);
+	} else {
+		$T_fr_inv_timeout = NULL;
+	}
+}
+"#
+}
+
+/// The proxy under load, either kind.
+enum Proxied {
+    Kamailio(kamailio::Kamailio),
+    OpenSips(opensips::OpenSips),
+}
+
+impl Proxied {
+    fn sip(&self) -> SocketAddr {
+        match self {
+            Proxied::Kamailio(k) => k.sip,
+            Proxied::OpenSips(o) => o.sip,
+        }
+    }
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Proxied::Kamailio(k) => k.pids(),
+            Proxied::OpenSips(o) => o.pids(),
+        }
+    }
+    fn name(&self) -> &'static str {
+        match self {
+            Proxied::Kamailio(_) => "Kamailio",
+            Proxied::OpenSips(_) => "OpenSIPS",
+        }
+    }
+    /// How often the proxy said it ran out of shared memory (the figures are void then).
+    fn out_of_memory(&self) -> usize {
+        match self {
+            Proxied::Kamailio(k) => k.log().matches("could not allocate shared memory").count(),
+            Proxied::OpenSips(o) => {
+                let log = o.log();
+                log.matches("no more shm").count() + log.matches("not enough free shm").count()
+            }
+        }
+    }
+}
+
+/// Which proxy `cvw-load sip` drives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum ProxyKind {
+    Kamailio,
+    Opensips,
+}
+
 /// A UAS that answers every INVITE at once with 486 (like the reference measurement) and
 /// ignores everything else.
 async fn busy_uas(sock: Arc<UdpSocket>) {
@@ -97,18 +184,10 @@ pub struct Options {
     pub pace: Pace,
     pub children: u32,
     pub janssonrpcc: bool,
-    /// Also measure `cvw.so` deciding inside Kamailio (a second Kamailio, after the first).
-    pub module: bool,
     pub rounds: u32,
-}
-
-/// Where the cvw variant's decision is made.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Decider {
-    /// The host's decision service in this process, over evapi or JSON-RPC.
-    Host { janssonrpcc: bool },
-    /// `cvw.so` (release build) in Kamailio's workers.
-    Module,
+    pub proxy: ProxyKind,
+    /// Then the same with `cvw.so` deciding in Kamailio's workers (a second Kamailio).
+    pub module: bool,
 }
 
 pub fn run(
@@ -117,125 +196,131 @@ pub fn run(
     tmp: &std::path::Path,
     o: &Options,
 ) -> anyhow::Result<()> {
+    let Options {
+        seconds: _,
+        pace: _,
+        children,
+        janssonrpcc,
+        rounds: _,
+        proxy,
+        module,
+    } = *o;
+    if janssonrpcc && proxy == ProxyKind::Opensips {
+        bail!("--janssonrpcc is Kamailio's transport; OpenSIPS asks the host over HTTP");
+    }
+    if module && proxy == ProxyKind::Opensips {
+        bail!("--module is cvw.so, a Kamailio module");
+    }
     let pbx = load_rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
     let pbx_addr = pbx.local_addr()?;
     let (host, mut service) = service_rt.block_on(service::start(tmp, pbx_addr))?;
+    // ~20 KB per two-branch INVITE transaction, kept for the 5 s wait timer after it
+    // ends; at 5 000 calls/s (and a second transaction per timed branch) that is about
+    // 1 GB. Less, and tm runs out of memory mid-run and calls are lost.
+    let shm_mb = 3072;
+    let (kam, transport, cfg) = match proxy {
+        ProxyKind::Kamailio => {
+            let kam = kamailio::Kamailio::start(&kamailio::Setup {
+                host_jsonrpc: service.jsonrpc,
+                host_http: service.http,
+                pbx: pbx_addr,
+                host_ua: "127.0.0.1:9".parse()?,
+                decision_timeout_ms: 1000,
+                extra: vec![("CVW_CHILDREN".into(), children.to_string())],
+                transform: Some(add_static_fork),
+                shm_mb,
+                janssonrpcc,
+                module: None,
+            })?;
+            if !janssonrpcc {
+                service_rt.block_on(kam.connect_host(&mut service))?;
+            }
+            let transport = if janssonrpcc { "janssonrpcc" } else { "evapi" };
+            (Proxied::Kamailio(kam), transport, "kamailio.cfg")
+        }
+        ProxyKind::Opensips => {
+            let os = opensips::OpenSips::start(&opensips::Setup {
+                udp_workers: children,
+                shm_mb,
+                transform: Some(add_static_fork_opensips),
+                ..opensips::Setup::new(service.http, pbx_addr, "127.0.0.1:9".parse()?)
+            })?;
+            (
+                Proxied::OpenSips(os),
+                "HTTP, rest_client async",
+                "opensips.cfg",
+            )
+        }
+    };
     let pbx = Arc::new(pbx);
-    load_rt.spawn(busy_uas(pbx.clone()));
-    let mut deciders = vec![Decider::Host {
-        janssonrpcc: o.janssonrpcc,
-    }];
-    if o.module {
-        deciders.push(Decider::Module);
-    }
-    let mut rss = Vec::new();
-    for decider in deciders {
-        let module = match decider {
-            Decider::Module => Some(module_files(tmp)?),
-            Decider::Host { .. } => None,
-        };
+    load_rt.spawn(busy_uas(pbx));
+    let decided = format!("cvw decision ({transport})");
+    load_rt.block_on(measure(&kam, cfg, &decided, o))?;
+    let mut rss = vec![(decided, worker_rss(&kam.pids()))];
+    drop(kam);
+    if module {
         let kam = kamailio::Kamailio::start(&kamailio::Setup {
             host_jsonrpc: service.jsonrpc,
             host_http: service.http,
             pbx: pbx_addr,
             host_ua: "127.0.0.1:9".parse()?,
             decision_timeout_ms: 1000,
-            extra: vec![("CVW_CHILDREN".into(), o.children.to_string())],
+            extra: vec![("CVW_CHILDREN".into(), children.to_string())],
             transform: Some(add_static_fork),
-            // ~20 KB per two-branch INVITE transaction, kept for the 5 s wait timer after
-            // it ends; at 5 000 calls/s (and a second transaction per timed branch) that
-            // is about 1 GB. Less, and tm runs out of memory mid-run and calls are lost.
-            shm_mb: 3072,
-            janssonrpcc: o.janssonrpcc,
-            module,
+            shm_mb,
+            janssonrpcc: false,
+            module: Some(module_files(tmp)?),
         })?;
-        if decider == (Decider::Host { janssonrpcc: false }) {
-            service_rt.block_on(kam.connect_host(&mut service))?;
-        }
-        let name = match decider {
-            Decider::Host { janssonrpcc: true } => "cvw decision (janssonrpcc)",
-            Decider::Host { janssonrpcc: false } => "cvw decision (evapi)",
-            Decider::Module => "cvw decision (cvw.so in Kamailio)",
-        };
-        load_rt.block_on(measure(&kam, name, o))?;
-        if decider == Decider::Module {
-            let status = kam.rpc(&["cvw.status"])?;
+        let decided = "cvw decision (cvw.so in Kamailio)".to_owned();
+        let kam = Proxied::Kamailio(kam);
+        load_rt.block_on(measure(&kam, cfg, &decided, o))?;
+        if let Proxied::Kamailio(k) = &kam {
+            let status = k.rpc(&["cvw.status"])?;
             if let Some(line) = status.lines().find(|l| l.starts_with("policy calls")) {
                 println!("  in the workers: {line}");
             }
         }
-        rss.push((name, worker_rss(&kam)));
+        rss.push((decided, worker_rss(&kam.pids())));
     }
     for (name, (mb, n)) in &rss {
-        println!("{name}: Kamailio RSS {mb:.1} MB per process on average ({n} processes)");
+        println!("{name}: RSS {mb:.1} MB per proxy process on average ({n} processes)");
     }
     service::report_metrics(&host);
     service_rt.block_on(service.stop());
     Ok(())
 }
 
-/// The release `cvw.so` and the files it reads: the default policy, and the directory
-/// `service::start` wrote.
-fn module_files(tmp: &std::path::Path) -> anyhow::Result<kamailio::ModuleFiles> {
-    let policy = tmp.join("policy.wasm");
-    std::fs::write(
-        &policy,
-        cvw::policy::builtin::default_policy().context("default policy not built")?,
-    )?;
-    Ok(kamailio::ModuleFiles {
-        so: kamailio::module_path("release")?,
-        policy,
-        directory: tmp.join("directory.toml"),
-        // As shipped: every forked call logged, its end tracked by the dialog module.
-        call_log: Some(tmp.join("calls.jsonl")),
-    })
-}
-
-/// Average resident memory of Kamailio's processes (MB) and how many there are.
-fn worker_rss(kam: &kamailio::Kamailio) -> (f64, usize) {
-    let pids = kam.pids();
-    let total: u64 = pids
-        .iter()
-        .filter_map(|p| procfs::process::Process::new(i32::try_from(*p).ok()?).ok())
-        .filter_map(|p| p.status().ok()?.vmrss)
-        .sum();
-    (total as f64 / 1024.0 / pids.len().max(1) as f64, pids.len())
-}
-
-/// Rounds of the static forks and the cvw variant `name` through `kam`.
-async fn measure(kam: &kamailio::Kamailio, name: &str, o: &Options) -> anyhow::Result<()> {
-    let (seconds, pace, rounds) = (o.seconds, o.pace, o.rounds);
+/// Rounds of the static forks in `cfg` and the cvw variant `decided` through `kam`.
+async fn measure(kam: &Proxied, cfg: &str, decided: &str, o: &Options) -> anyhow::Result<()> {
+    let (seconds, pace, rounds, children) = (o.seconds, o.pace, o.rounds, o.children);
     let load = match pace {
         Pace::InFlight(n) => format!("{n} calls in flight"),
         Pace::Rate(r) => format!("{r} calls/s started (open loop)"),
     };
     println!(
-        "kamailio {} with {} workers; {load}; {seconds} s per variant",
-        kam.sip, o.children
+        "{} {} with {children} workers; {load}; {seconds} s per variant",
+        kam.name(),
+        kam.sip()
     );
     let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-    register(&client, kam.sip).await?;
+    register(&client, kam.sip()).await?;
     let answering = tokio::spawn(busy_uas(client));
+    let static_fork = format!("static fork in {cfg}");
+    let timed_static = format!("static fork + desk ring timeout (CVW-51) in {cfg}");
     let variants = [
-        (
-            "static fork in kamailio.cfg",
-            "sip:static-alice@corp.example",
-        ),
-        (
-            "static fork + desk ring timeout (CVW-51) in kamailio.cfg",
-            "sip:timed-static-alice@corp.example",
-        ),
-        (name, ALICE),
+        (static_fork.as_str(), "sip:static-alice@corp.example"),
+        (timed_static.as_str(), "sip:timed-static-alice@corp.example"),
+        (decided, ALICE),
     ];
     // A fresh Kamailio's shared memory is one big free block that every allocation
-    // splits; once calls have come and gone, most allocations find a free block of their
-    // size. Unwarmed, the first variant measured ran up to a third slower than the same
-    // variant in later rounds, so every variant runs once, unmeasured, first.
+    // splits; once calls have come and gone, most allocations find a free block of
+    // their size. Unwarmed, the first variant measured ran up to a third slower than
+    // the same variant in later rounds, so every variant runs once, unmeasured, first.
     for (_, ruri) in variants {
-        calls(kam.sip, ruri, pace, Duration::from_secs(3)).await?;
+        calls(kam.sip(), ruri, pace, Duration::from_secs(3)).await?;
     }
-    // Rounds of all variants in turn: a machine that slows down for a while slows every
-    // variant of a round alike, and the medians of the rounds say the rest.
+    // Rounds of all variants in turn: a machine that slows down for a while slows
+    // every variant of a round alike, and the medians of the rounds say the rest.
     let mut ratios: Vec<(f64, f64)> = Vec::new();
     for round in 1..=rounds {
         if rounds > 1 {
@@ -254,31 +339,55 @@ async fn measure(kam: &kamailio::Kamailio, name: &str, o: &Options) -> anyhow::R
             ratios.push((cvw / plain, cvw / timed));
         }
     }
-    answering.abort();
-    let oom = kam
-        .log()
-        .matches("could not allocate shared memory")
-        .count();
+    let oom = kam.out_of_memory();
     if oom > 0 {
         println!(
-            "WARNING: Kamailio ran out of shared memory {oom} times: these figures are not valid"
+            "WARNING: {} ran out of shared memory {oom} times: these figures are not valid",
+            kam.name()
         );
     }
     if ratios.len() > 1 {
         println!(
-            "{name}, median of {} rounds: cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
+            "median of {} rounds: cvw / static = {:.0} %; cvw / static with the same desk ring timeout = {:.0} %",
             ratios.len(),
             median_percent(ratios.iter().map(|r| r.0).collect()),
             median_percent(ratios.iter().map(|r| r.1).collect())
         );
     }
+    answering.abort();
     Ok(())
+}
+
+/// The release `cvw.so` and the files it reads: the default policy, and the directory
+/// `service::start` wrote; as shipped, with its call log.
+fn module_files(tmp: &std::path::Path) -> anyhow::Result<kamailio::ModuleFiles> {
+    let policy = tmp.join("policy.wasm");
+    std::fs::write(
+        &policy,
+        cvw::policy::builtin::default_policy().context("default policy not built")?,
+    )?;
+    Ok(kamailio::ModuleFiles {
+        so: kamailio::module_path("release")?,
+        policy,
+        directory: tmp.join("directory.toml"),
+        call_log: Some(tmp.join("calls.jsonl")),
+    })
+}
+
+/// Average resident memory of the processes `pids` (MB) and how many there are.
+fn worker_rss(pids: &[u32]) -> (f64, usize) {
+    let total: u64 = pids
+        .iter()
+        .filter_map(|p| procfs::process::Process::new(i32::try_from(*p).ok()?).ok())
+        .filter_map(|p| p.status().ok()?.vmrss)
+        .sum();
+    (total as f64 / 1024.0 / pids.len().max(1) as f64, pids.len())
 }
 
 /// One variant of the SIP load: calls/s, printed with Kamailio's and the host's CPU per
 /// call and the latency.
 async fn variant(
-    kam: &kamailio::Kamailio,
+    kam: &Proxied,
     name: &str,
     ruri: &str,
     pace: Pace,
@@ -287,13 +396,13 @@ async fn variant(
     // Let the previous variant's transactions leave memory (tm's 5 s wait timer).
     tokio::time::sleep(Duration::from_secs(6)).await;
     // Warm up (connections, caches), then measure.
-    let _ = calls(kam.sip, ruri, pace, Duration::from_secs(1)).await?;
+    let _ = calls(kam.sip(), ruri, pace, Duration::from_secs(1)).await?;
     let pids = kam.pids();
     let per0: Vec<f64> = pids.iter().map(|p| process_cpu(&[*p])).collect();
     let k0 = process_cpu(&pids);
     let (h0, _) = thread_cpu("cvw-svc");
     let (rate, mut lat, failed, n) =
-        calls(kam.sip, ruri, pace, Duration::from_secs(seconds)).await?;
+        calls(kam.sip(), ruri, pace, Duration::from_secs(seconds)).await?;
     let k1 = process_cpu(&pids);
     let (h1, _) = thread_cpu("cvw-svc");
     if std::env::var_os("CVW_LOAD_TRACE").is_some() {
@@ -302,12 +411,13 @@ async fn variant(
             .zip(&per0)
             .map(|(p, c0)| format!("{p}:{:.2}", process_cpu(&[*p]) - c0))
             .collect();
-        eprintln!("  Kamailio CPU-s by process: {}", per.join(" "));
+        eprintln!("  {} CPU-s by process: {}", kam.name(), per.join(" "));
     }
     println!(
-        "{name}: {rate:.0} calls/s ({n} calls, {failed} without a final response); Kamailio CPU {:.0} us/call; host service threads {:.1} us/call",
-        (k1 - k0) / n as f64 * 1e6,
-        (h1 - h0) / n as f64 * 1e6
+        "{name}: {rate:.0} calls/s ({n} calls, {failed} without a final response); {} CPU {:.0} us/call; host service threads {:.1} us/call",
+        kam.name(),
+        (k1 - k0) / n.max(1) as f64 * 1e6,
+        (h1 - h0) / n.max(1) as f64 * 1e6
     );
     lat.report("  INVITE to final response");
     Ok(rate)

@@ -4,12 +4,15 @@
 //! beside the transport files it includes. The whole process group is killed on drop, so
 //! no Kamailio outlives its test. It does not judge the config: the tests do.
 
+use crate::process::ProxyProcess;
 use anyhow::{Context, bail};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub use crate::process::free_port;
 
 /// What the generated config points at.
 pub struct Setup {
@@ -68,34 +71,11 @@ pub fn module_path(profile: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub struct Kamailio {
-    child: Child,
+    process: ProxyProcess,
     pub sip: SocketAddr,
     /// Where its evapi listens for the host (`CVW_EVAPI_ADDR`).
     pub evapi: SocketAddr,
     pub dir: PathBuf,
-}
-
-/// Ports already handed out in this process: tests run in parallel, and a port that was
-/// free a moment ago may be handed to two of them.
-static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-
-/// A loopback port free for both UDP and TCP (Kamailio listens on both).
-pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let Ok(tcp) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = tcp.local_addr() else { continue };
-        if UdpSocket::bind(addr).is_err() {
-            continue;
-        }
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&addr.port()) {
-            given.push(addr.port());
-            return addr.port();
-        }
-    }
-    panic!("no free loopback port");
 }
 
 /// Fails (never skips) when Kamailio is not installed: these tests are the proof that the
@@ -230,7 +210,8 @@ impl Kamailio {
         }
         values.extend(setup.extra.iter().cloned());
         let cfg = write_config(&dir, &values, setup.transform)?;
-        let log = std::fs::File::create(dir.join("kamailio.log"))?;
+        let log_path = dir.join("kamailio.log");
+        let log = std::fs::File::create(&log_path)?;
         let defines: &[&str] = if setup.module.is_some() {
             &["-A", "WITH_CVW_MODULE"]
         } else if setup.janssonrpcc {
@@ -238,8 +219,8 @@ impl Kamailio {
         } else {
             &[]
         };
-        let child = Command::new(bin)
-            .args(defines)
+        let mut cmd = Command::new(bin);
+        cmd.args(defines)
             .arg("-f")
             .arg(&cfg)
             .args(["-DD", "-E", "-m", &setup.shm_mb.to_string(), "-M", "16"])
@@ -253,67 +234,26 @@ impl Kamailio {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("spawn kamailio")?;
-        let mut k = Kamailio {
-            child,
-            sip: SocketAddr::from(([127, 0, 0, 1], port)),
+            .process_group(0);
+        let mut process =
+            ProxyProcess::spawn("kamailio", cmd, dir.clone(), log_path, "CVW_KEEP_KAMAILIO")?;
+        let sip = SocketAddr::from(([127, 0, 0, 1], port));
+        process.wait_listening(sip, Duration::from_secs(10))?;
+        Ok(Kamailio {
+            process,
+            sip,
             evapi,
             dir,
-        };
-        k.wait_ready()?;
-        Ok(k)
-    }
-
-    fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("kamailio exited at start ({status}):\n{}", self.log_tail());
-            }
-            if std::net::TcpStream::connect_timeout(&self.sip, Duration::from_millis(100)).is_ok() {
-                // The SIP workers are forked right after the listeners: give them a moment,
-                // and make sure it is our Kamailio that answered (a port taken by someone
-                // else makes ours exit).
-                std::thread::sleep(Duration::from_millis(300));
-                if let Some(status) = self.child.try_wait()? {
-                    bail!("kamailio exited at start ({status}):\n{}", self.log_tail());
-                }
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!(
-            "kamailio did not listen on {} within 10 s:\n{}",
-            self.sip,
-            self.log_tail()
-        )
+        })
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
+        self.process.log_tail()
     }
 
     /// Process ids of Kamailio and its workers (for CPU accounting).
     pub fn pids(&self) -> Vec<u32> {
-        let group = self.child.id();
-        let mut pids = vec![group];
-        if let Ok(out) = Command::new("pgrep")
-            .args(["-g", &group.to_string()])
-            .output()
-        {
-            pids.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .filter_map(|l| l.trim().parse::<u32>().ok()),
-            );
-        }
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        self.process.pids()
     }
 
     /// Connects the host's decision service to this Kamailio's evapi and waits until
@@ -353,37 +293,6 @@ impl Kamailio {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        // Kamailio forks its workers into the group we created: signal the whole group.
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "kamailio log kept in {}; its end:\n{}",
-                self.dir.display(),
-                self.log_tail()
-            );
-        }
-        // Kept when a test fails, or on request, to read kamailio.log.
-        if !std::thread::panicking() && std::env::var_os("CVW_KEEP_KAMAILIO").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        self.process.log()
     }
 }

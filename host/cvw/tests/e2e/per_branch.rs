@@ -1,25 +1,51 @@
 //! What no shipped policy asks for but the config must apply: per-branch From, next hop
-//! and headers of a parallel fork, from a scripted evapi host.
+//! and headers of a parallel fork, from a scripted decider behind the host's own decision
+//! service (so each proxy gets it in its own transport and dialect).
 
 use super::*;
+use cvw::message::SipRequest;
+use cvw::policy::Outcome;
+use cvw::policy::model::{
+    BranchReply, Decision, Fork, ForkMode, Header, NameAddr, ReplyAction, RequestContext, Target,
+};
+use std::sync::Mutex;
+
+/// Answers every initial request with the decision the test set (continue before that).
+#[derive(Default)]
+struct Scripted(Mutex<Option<Decision>>);
+
+fn decided<T>(value: T) -> Outcome<T> {
+    Outcome {
+        value,
+        generation: 1,
+        failure: None,
+    }
+}
+
+impl Decider for Scripted {
+    fn on_request(&self, _: &SipRequest, _: &RequestContext) -> Outcome<Decision> {
+        let d = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        decided(d.unwrap_or(Decision::Continue))
+    }
+    fn on_reply(&self, _: &SipRequest, _: &BranchReply) -> Outcome<ReplyAction> {
+        decided(ReplyAction::Continue)
+    }
+    fn on_failure(&self, _: &SipRequest, _: &BranchReply) -> Outcome<Decision> {
+        decided(Decision::Continue)
+    }
+}
 
 /// The config's side of a parallel fork's per-branch data, for what the default policy
-/// never asks for: a scripted evapi host answers with cvw's own encoding of a fork whose
-/// second route has its own From and a next hop (an appended branch), and whose third has
-/// a header of its own. Each lands on its branch only.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parallel_fork_applies_from_next_hop_and_headers_per_branch() {
-    use cvw::decision::dialect::KamailioEvapi;
-    use cvw::decision::transport::netstring;
-    use cvw::policy::model::{Decision, Fork, ForkMode, Header, NameAddr, Target};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let (kam, pbx_sock) = silent_host_setup(false).await;
-    let pbx_addr = pbx_sock.local_addr().unwrap();
-    let mut pbx = Phone::with_udp("pbx", kam.sip, pbx_sock);
-    let mut c1 = Phone::udp("alice-udp", kam.sip).await;
+/// never asks for: the decision is a fork whose second route has its own From and a next
+/// hop (an appended branch), and whose third has a header of its own. Each lands on its
+/// branch only.
+async fn parallel_fork_applies_from_next_hop_and_headers_per_branch(proxy: Proxy) {
+    let script = Arc::new(Scripted::default());
+    let mut w = World::start(proxy, Host::Scripted(script.clone())).await;
+    let pbx_addr = w.pbx.local;
+    let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
-    let mut c2 = Phone::tcp("alice-tcp", kam.sip).await;
+    let mut c2 = w.tcp("alice-tcp").await;
     c2.register("alice", DOMAIN, "UC-Mobile/1.0").await;
     let header = |name: &str, value: &str| Header {
         name: name.into(),
@@ -34,7 +60,7 @@ async fn parallel_fork_applies_from_next_hop_and_headers_per_branch() {
         headers: vec![],
         ring_timeout_ms: None,
     };
-    let fork = Decision::Fork(Fork {
+    *script.0.lock().unwrap() = Some(Decision::Fork(Fork {
         mode: ForkMode::Parallel,
         targets: vec![
             Target {
@@ -59,32 +85,11 @@ async fn parallel_fork_applies_from_next_hop_and_headers_per_branch() {
                 ..target("client", format!("sip:alice@{};transport=tcp", c2.local))
             },
         ],
-    });
+    }));
 
-    let (mut host, mut frames) = evapi_host_of_the_test(&kam, "scripted").await;
-    let answering = tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            while let Some(frame) = NetstringCodec.decode(&mut frames).unwrap() {
-                let event: serde_json::Value = serde_json::from_slice(&frame).unwrap();
-                let id = |k: &str| event[k].as_u64().unwrap() as u32;
-                let answer = KamailioEvapi::new(id("tindex"), id("tlabel"))
-                    .decision(&fork)
-                    .unwrap();
-                let frame = netstring::encode(answer.as_str().as_bytes());
-                host.write_all(&frame).await.unwrap();
-            }
-            let n = host.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
-                return; // Kamailio stopped
-            }
-            frames.extend_from_slice(&buf[..n]);
-        }
-    });
-
-    let mut bob = Phone::udp("bob", kam.sip).await;
+    let mut bob = w.udp("bob").await;
     let mut call = bob.invite(ALICE, BOB, &[]);
-    let desk = pbx.expect_invite(WAIT).await;
+    let desk = w.pbx.expect_invite(WAIT).await;
     let i1 = c1.expect_invite(WAIT).await;
     let i2 = c2.expect_invite(WAIT).await;
     assert_eq!(uri_user(&desk), ALICE_DESK);
@@ -94,9 +99,13 @@ async fn parallel_fork_applies_from_next_hop_and_headers_per_branch() {
         i1.uri, "sip:alice@alice-udp.invalid",
         "sent to its next hop"
     );
+    // As a phone shows it: the display name (quoted or not: both are the same name) and
+    // the address, with the caller's tag.
     let from = i1.headers.get("From").unwrap_or("");
+    let (display, rest) = from.split_once('<').unwrap_or(("", from));
     assert!(
-        from.starts_with("Call via Work <sip:+14255550000@corp.example>;tag="),
+        display.trim().trim_matches('"') == "Call via Work"
+            && rest.starts_with("sip:+14255550000@corp.example>;tag="),
         "the second branch's own From: {from}"
     );
     assert_eq!(i1.headers.get("X-CVW-Leg"), None);
@@ -106,9 +115,13 @@ async fn parallel_fork_applies_from_next_hop_and_headers_per_branch() {
     assert_eq!(desk.headers.get("X-Only"), None);
 
     bob.cancel(&call);
-    pbx.expect_cancel(&desk, WAIT).await;
+    w.pbx.expect_cancel(&desk, WAIT).await;
     c1.expect_cancel(&i1, WAIT).await;
     c2.expect_cancel(&i2, WAIT).await;
     assert_eq!(bob.final_response(&mut call, WAIT).await.code, 487);
-    answering.abort();
 }
+
+per_proxy!(
+    parallel_fork_applies_from_next_hop_and_headers_per_branch,
+    [kamailio_evapi, kamailio_jsonrpc, opensips]
+);

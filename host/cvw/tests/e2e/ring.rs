@@ -4,9 +4,9 @@
 use super::*;
 
 /// CVW-30: a UC call to Alice rings her desk phone (through the PBX trunk) and both
-/// registered soft clients at the same time; over each transport (JSON-RPC too), same
-/// calls, same branches.
-async fn cvw30_uc_call_rings_desk_and_every_soft_client(mut w: World) {
+/// registered soft clients at the same time.
+async fn cvw30_uc_call_rings_desk_and_every_soft_client(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
     let mut call = bob.invite(ALICE, BOB, &[]);
@@ -42,7 +42,8 @@ async fn cvw30_uc_call_rings_desk_and_every_soft_client(mut w: World) {
 
 /// CVW-31 (and CVW-32, answered in a soft client): the first answer wins; the desk phone
 /// and the other client get CANCEL with Reason "Call completed elsewhere".
-async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere(mut w: World) {
+async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
     let mut call = bob.invite(ALICE, BOB, &[]);
@@ -69,30 +70,10 @@ async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere(mut w: 
     assert_eq!(b.headers.call_id(), call.call_id);
 }
 
-/// CVW-30 for a caller that addresses the proxy itself (`sip:alice@127.0.0.1:PORT`, as
-/// a SIP tool is often set up): Alice's desk phone and soft client ring as for
-/// `alice@corp.example`, and her answer reaches the caller, where the proxy used to relay
-/// the INVITE to itself until 483 Too Many Hops. Each way hands the policy the message as
-/// rewritten.
-async fn call_to_the_proxy_address_rings_the_user_like_one_to_the_domain(mut w: World) {
-    let mut c1 = w.udp("alice-udp").await;
-    c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
-    let mut bob = w.udp("bob").await;
-    let at_proxy = format!("sip:alice@{}", w.kam.sip);
-    let mut call = bob.invite(&at_proxy, BOB, &[]);
-
-    let desk = w.pbx.expect_invite(WAIT).await;
-    assert_eq!(uri_user(&desk), ALICE_DESK, "desk leg to Alice's line");
-    let i1 = c1.expect_invite(WAIT).await;
-    assert_eq!(i1.headers.call_id(), call.call_id);
-    c1.answer(&i1);
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
-    w.pbx.expect_cancel(&desk, WAIT).await;
-}
-
 /// CVW-32: answered on the desk phone — the soft clients stop ringing (CANCEL, completed
 /// elsewhere), and the call is the voice call through the PBX trunk only.
-async fn cvw32_answered_on_desk_stops_the_soft_clients(mut w: World) {
+async fn cvw32_answered_on_desk_stops_the_soft_clients(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
     let mut call = bob.invite(ALICE, BOB, &[]);
@@ -123,7 +104,8 @@ async fn cvw32_answered_on_desk_stops_the_soft_clients(mut w: World) {
 }
 
 /// CVW-33: a call that comes from the PBX trunk to Alice rings only her desk phone.
-async fn cvw33_pbx_originated_call_rings_only_the_desk(mut w: World) {
+async fn cvw33_pbx_originated_call_rings_only_the_desk(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut call = w
         .pbx
@@ -144,7 +126,8 @@ async fn cvw33_pbx_originated_call_rings_only_the_desk(mut w: World) {
 
 /// CVW-34: the host's own callback legs (from its user agent, with its mark) are never
 /// forked to the soft clients; the same mark from anyone else means nothing and is removed.
-async fn cvw34_host_originated_legs_are_not_forked(mut w: World) {
+async fn cvw34_host_originated_legs_are_not_forked(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let target = format!("sip:{ALICE_DESK}@pbx.corp.example;user=phone");
     let mut call = w.host_ua.invite(
@@ -186,8 +169,9 @@ async fn cvw34_host_originated_legs_are_not_forked(mut w: World) {
 
 /// CVW-51: the desk leg has its own ring timeout: it is cancelled before the PBX's
 /// voicemail could answer, while the soft clients keep ringing and can still answer.
-async fn cvw51_desk_leg_times_out_while_clients_ring_on(mut w: World) {
+async fn cvw51_desk_leg_times_out_while_clients_ring_on(proxy: Proxy) {
     // The desk leg rings 2 s.
+    let mut w = World::with_directory(proxy, "directory-desk-2s.toml").await;
     let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -215,7 +199,8 @@ async fn cvw51_desk_leg_times_out_while_clients_ring_on(mut w: World) {
 
 /// CVW-52: a policy published while a call rings does not lose that call, and the next
 /// call is decided by the new generation.
-async fn policy_hot_swap_while_calls_ring_loses_no_call(mut w: World) {
+async fn policy_hot_swap_while_calls_ring_loses_no_call(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
     let mut call = bob.invite(ALICE, BOB, &[]);
@@ -252,7 +237,8 @@ async fn policy_hot_swap_while_calls_ring_loses_no_call(mut w: World) {
 
 /// CVW-1: a user whose policy is not enabled gets plain routing: only the soft client
 /// rings, never a desk leg.
-async fn user_not_enabled_gets_plain_routing(mut w: World) {
+async fn user_not_enabled_gets_plain_routing(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let mut carol = w.udp("carol-udp").await;
     carol.register("carol", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -269,48 +255,67 @@ async fn user_not_enabled_gets_plain_routing(mut w: World) {
     );
 }
 
-each_way!(
-    cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere,
-    "directory.toml",
-    [evapi, module]
-);
-each_way!(
-    cvw32_answered_on_desk_stops_the_soft_clients,
-    "directory.toml",
-    [evapi, module]
-);
-each_way!(
-    cvw33_pbx_originated_call_rings_only_the_desk,
-    "directory.toml",
-    [evapi, module]
-);
-each_way!(
-    cvw34_host_originated_legs_are_not_forked,
-    "directory.toml",
-    [evapi, module]
-);
-each_way!(
-    cvw51_desk_leg_times_out_while_clients_ring_on,
-    "directory-desk-2s.toml",
-    [evapi, module]
-);
-each_way!(
-    policy_hot_swap_while_calls_ring_loses_no_call,
-    "directory.toml",
-    [evapi, module]
-);
-each_way!(
-    user_not_enabled_gets_plain_routing,
-    "directory.toml",
-    [evapi, module]
-);
-each_way!(
-    cvw30_uc_call_rings_desk_and_every_soft_client,
-    "directory.toml",
-    [evapi, janssonrpcc, module]
-);
-each_way!(
-    call_to_the_proxy_address_rings_the_user_like_one_to_the_domain,
-    "directory.toml",
-    [evapi, janssonrpcc, module]
-);
+/// A UC client that dials Alice at the proxy's own address (`sip:alice@<proxy>`) reaches
+/// her registered clients: the proxy's addresses are its own domain, not a next hop (a
+/// loop through the proxy would end in 483 Too Many Hops).
+async fn call_to_the_proxy_address_reaches_the_user(proxy: Proxy) {
+    let w = World::new(proxy).await;
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(&format!("sip:alice@{}", w.sip), BOB, &[]);
+    let i1 = c1.expect_invite(WAIT).await;
+    let i2 = c2.expect_invite(WAIT).await;
+    // Both ring before one answers, so that the other's CANCEL can follow its 180.
+    bob.expect_ringing(2, WAIT).await;
+    c2.answer(&i2);
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
+    c1.expect_cancel(&i1, WAIT).await;
+}
+
+/// CVW-42: taking over Alice's call from the UC side (Replaces) is refused with the
+/// policy's code and its explanation in a Warning, and nothing rings.
+async fn cvw42_replaces_from_the_uc_side_is_refused_with_a_reason(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
+    let (mut c1, _c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let mut call = bob.invite(
+        ALICE,
+        BOB,
+        &[("Replaces", "call-1@127.0.0.1;to-tag=a;from-tag=b")],
+    );
+    let refused = bob.final_response(&mut call, WAIT).await;
+    assert!(
+        (400..700).contains(&refused.code),
+        "refused, not {}",
+        refused.start_line()
+    );
+    let warning = refused.headers.get("Warning").unwrap_or("");
+    assert!(
+        warning.starts_with("399 cvw \"") && warning.len() > "399 cvw \"\"".len(),
+        "the caller is told why: {warning:?}"
+    );
+    assert!(
+        c1.gets_request(Method::Invite, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a refused call rings no client"
+    );
+    assert!(
+        w.pbx
+            .gets_request(Method::Invite, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a refused call rings no desk"
+    );
+}
+
+per_proxy!(cvw30_uc_call_rings_desk_and_every_soft_client);
+per_proxy!(cvw42_replaces_from_the_uc_side_is_refused_with_a_reason);
+per_proxy!(call_to_the_proxy_address_reaches_the_user);
+per_proxy!(cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere);
+per_proxy!(cvw32_answered_on_desk_stops_the_soft_clients);
+per_proxy!(cvw33_pbx_originated_call_rings_only_the_desk);
+per_proxy!(cvw34_host_originated_legs_are_not_forked);
+per_proxy!(cvw51_desk_leg_times_out_while_clients_ring_on);
+per_proxy!(policy_hot_swap_while_calls_ring_loses_no_call);
+per_proxy!(user_not_enabled_gets_plain_routing);

@@ -14,19 +14,20 @@ fn sipp() -> PathBuf {
 /// A third-party SIP tool as the caller (SIPp, its own scenario file) sees what our phones
 /// see (CVW-30, CVW-31): Alice's desk and both soft clients ring, the client that answers
 /// gets the call and SIPp's BYE, the others are cancelled as completed elsewhere.
-async fn cvw30_31_with_sipp_as_the_caller(mut w: World) {
+async fn cvw30_31_with_sipp_as_the_caller(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/sipp/call-and-hang-up.xml");
-    let port = support::kamailio::free_port().to_string();
-    let media = support::kamailio::free_port().to_string();
+    let port = support::process::free_port().to_string();
+    let media = support::process::free_port().to_string();
     let mut cmd = std::process::Command::new(sipp());
     cmd.arg("-sf")
         .arg(&scenario)
         .args(["-s", "alice", "-i", "127.0.0.1", "-p", &port, "-mp", &media])
         .args(["-m", "1", "-l", "1", "-timeout", "20", "-timeout_error"])
         .arg("-nostdin")
-        .arg(w.kam.sip.to_string())
+        .arg(w.sip.to_string())
         .stdin(std::process::Stdio::null());
     let sipp = tokio::task::spawn_blocking(move || cmd.output());
 
@@ -72,8 +73,4 @@ async fn cvw30_31_with_sipp_as_the_caller(mut w: World) {
     assert!(out.status.success(), "the call failed for {sipp_said}");
 }
 
-each_way!(
-    cvw30_31_with_sipp_as_the_caller,
-    "directory.toml",
-    [evapi, module]
-);
+per_proxy!(cvw30_31_with_sipp_as_the_caller);

@@ -5,7 +5,8 @@ use super::*;
 /// The reply hook: the desk phone's PBX answers the desk leg with 181 (forwarded, e.g. to
 /// voicemail); the policy cancels that branch so the voicemail cannot steal the call,
 /// while the soft client rings on and can answer (CVW-51's goal by another route).
-async fn reply_hook_cancels_a_diverted_desk_leg(mut w: World) {
+async fn reply_hook_cancels_a_diverted_desk_leg(proxy: Proxy) {
+    let mut w = World::new(proxy).await;
     let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -32,8 +33,9 @@ async fn reply_hook_cancels_a_diverted_desk_leg(mut w: World) {
 
 /// The failure hook: nobody answers within the ring timeouts (408); the policy sends the
 /// caller on to the configured no-answer destination, through the PBX trunk.
-async fn failure_hook_sends_an_unanswered_call_to_voicemail(mut w: World) {
+async fn failure_hook_sends_an_unanswered_call_to_voicemail(proxy: Proxy) {
     // Every leg rings 2 s; then the caller goes to sip:voicemail@pbx.corp.example.
+    let mut w = World::with_directory(proxy, "directory-voicemail.toml").await;
     let mut c1 = w.udp("alice-udp").await;
     c1.register("alice", DOMAIN, "UC-Desktop/1.0").await;
     let mut bob = w.udp("bob").await;
@@ -51,13 +53,5 @@ async fn failure_hook_sends_an_unanswered_call_to_voicemail(mut w: World) {
     assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
 }
 
-each_way!(
-    reply_hook_cancels_a_diverted_desk_leg,
-    "directory.toml",
-    [evapi, module]
-);
-each_way!(
-    failure_hook_sends_an_unanswered_call_to_voicemail,
-    "directory-voicemail.toml",
-    [evapi, module]
-);
+per_proxy!(reply_hook_cancels_a_diverted_desk_leg);
+per_proxy!(failure_hook_sends_an_unanswered_call_to_voicemail);

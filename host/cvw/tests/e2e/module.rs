@@ -1,12 +1,12 @@
 //! What only the in-Kamailio module has: a policy that traps or loops inside a Kamailio
 //! worker, swaps over Kamailio's RPC (a corrupt module refused), and a policy file
-//! changed on disk. The module's share of the call flows runs every body of `ring.rs`,
-//! `hooks.rs` and `sipp.rs` (`each_way!`).
+//! changed on disk, the call log. The module's share of the call flows is every body of
+//! `ring.rs`, `hooks.rs` and `sipp.rs` (`per_proxy!`, `kamailio_module`).
 
 use super::*;
 
 async fn module_world() -> World {
-    World::start(Way::Module, "directory.toml").await
+    World::new(Proxy::KamailioModule).await
 }
 
 /// A call to `user` that the policy cannot decide is routed plain: the user's registered
@@ -30,15 +30,19 @@ async fn routed_plain(w: &World, user: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_that_traps_or_loops_never_takes_a_worker_down() {
     let w = module_world().await;
-    let workers = w.kam.pids().len();
+    let workers = w.kamailio().pids().len();
     let path = builtin::MISBEHAVING_PATH;
-    let swapped = w.kam.rpc(&["cvw.swap", path]).unwrap();
+    let swapped = w.kamailio().rpc(&["cvw.swap", path]).unwrap();
     assert!(swapped.contains("published"), "{swapped}");
     for user in ["trap", "loop", "bomb", "trap"] {
         routed_plain(&w, user).await;
     }
-    assert_eq!(w.kam.pids().len(), workers, "no Kamailio process died");
-    let log = w.kam.log();
+    assert_eq!(
+        w.kamailio().pids().len(),
+        workers,
+        "no Kamailio process died"
+    );
+    let log = w.kamailio().log();
     assert!(
         log.contains("Trap") || log.contains("trap"),
         "the trap is logged"
@@ -51,10 +55,10 @@ async fn a_policy_that_traps_or_loops_never_takes_a_worker_down() {
 async fn a_corrupt_module_is_refused_over_rpc_and_the_old_one_keeps_serving() {
     let mut w = module_world().await;
     let before = w.module_generation();
-    let corrupt = w.directory.with_file_name("corrupt.wasm");
+    let corrupt = w.directory().with_file_name("corrupt.wasm");
     std::fs::write(&corrupt, b"\0asm\x0d\0\x01\0 not a component").unwrap();
     let refused = w
-        .kam
+        .kamailio()
         .rpc(&["cvw.swap", &corrupt.display().to_string()])
         .unwrap();
     assert!(
@@ -84,15 +88,15 @@ async fn a_policy_file_changed_on_disk_becomes_the_next_generation() {
     let w = module_world().await;
     let before = w.module_generation();
     let office_hours = std::fs::read(builtin::OFFICE_HOURS_PATH).unwrap();
-    let tmp = w.policy.with_extension("new");
+    let tmp = w.policy_file().with_extension("new");
     std::fs::write(&tmp, office_hours).unwrap();
-    std::fs::rename(&tmp, &w.policy).unwrap();
+    std::fs::rename(&tmp, w.policy_file()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while w.module_generation() == before {
         assert!(
             std::time::Instant::now() < deadline,
             "no new generation 10 s after the file changed:\n{}",
-            w.kam.log_tail()
+            w.kamailio().log_tail()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -110,7 +114,7 @@ async fn routed_or_forked_by(w: &World, generation: u64) {
     let i = carol.expect_invite(WAIT).await;
     carol.answer(&i);
     assert_eq!(bob.final_response(&mut call, WAIT).await.code, 200);
-    let status = w.kam.rpc(&["cvw.status"]).unwrap();
+    let status = w.kamailio().rpc(&["cvw.status"]).unwrap();
     assert!(
         status
             .lines()
@@ -195,7 +199,7 @@ async fn the_call_log_has_calls_answered_on_the_desk_and_in_a_client() {
 
 /// The call log's records once there are `n` (waits up to 5 s).
 async fn call_log(w: &World, n: usize) -> Vec<serde_json::Value> {
-    let path = w.directory.with_file_name("calls.jsonl");
+    let path = w.directory().with_file_name("calls.jsonl");
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -210,7 +214,7 @@ async fn call_log(w: &World, n: usize) -> Vec<serde_json::Value> {
             std::time::Instant::now() < deadline,
             "{} call records after 5 s, expected {n}:\n{}",
             records.len(),
-            w.kam.log_tail()
+            w.kamailio().log_tail()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

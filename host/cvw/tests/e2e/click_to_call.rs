@@ -1,33 +1,22 @@
 //! End-to-end click to call (CVW-10..13, CVW-50), driven only through the HTTP API: the
-//! host's SIP user agent places both legs through a real Kamailio 5.6 running
-//! `examples/kamailio/kamailio.cfg`, to SIP test phones on loopback — a PBX trunk that
-//! plays Alice's desk phone, and a callee. Every check is on what the phones received.
-//!
-//! Fails, never skips, when `kamailio` is missing (`.ci/run` installs it).
+//! host's SIP user agent places both legs through a real proxy (each [`Proxy`], the host's
+//! outbound proxy) running its example config, to SIP test phones on loopback — a PBX
+//! trunk that plays Alice's desk phone, and a callee. Every check is on what the phones
+//! received.
 
-use cvw_testkit as support;
-
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
+use super::*;
 use cvw::calllog::MemorySink;
 use cvw::click_to_call::auth::{Tokens, hash_hex};
 use cvw::click_to_call::calls::Calls;
 use cvw::click_to_call::limits::{LimitSettings, Limits};
 use cvw::click_to_call::{Api, router};
-use cvw::decision::{DecisionService, Running};
-use cvw::directory::Directory;
 use cvw::origination::sip::SipOriginator;
-use cvw::policy::{PolicyHost, RuntimeSettings, builtin};
-use cvw_sip::message::{Method, Request};
 use cvw_sip::testing::{Answer, PhoneScript, TestPhone, media_ports};
 use cvw_sip::transport::Protocol;
 use cvw_sip::ua::{UaConfig, UserAgent};
 use serde_json::json;
+use std::time::Instant;
 use support::http::{follow, send, states};
-use support::kamailio::{Kamailio, Setup};
 
 const TOKEN: &str = "alice-e2e-token";
 const GLOBAL_CALLER_ID: &str = "+14255550000";
@@ -36,12 +25,12 @@ const ALICE_CALLBACK: &str = "+14255550199";
 const DESK_MEDIA: u16 = 41_000;
 const CALLEE_MEDIA: u16 = 42_000;
 
-struct World {
+struct ClickWorld {
     api: String,
     desk: TestPhone,
     callee: TestPhone,
     log: Arc<MemorySink>,
-    _kamailio: Kamailio,
+    _proxy: ProxyRun,
     _service: Running,
     _dir: PathBuf,
 }
@@ -79,8 +68,8 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-impl World {
-    async fn start(desk: PhoneScript, callee: PhoneScript) -> World {
+impl ClickWorld {
+    async fn start(proxy: Proxy, desk: PhoneScript, callee: PhoneScript) -> ClickWorld {
         let desk = TestPhone::start(desk).await.unwrap();
         let callee = TestPhone::start(callee).await.unwrap();
         let pbx = desk.user_agent().local_addr(Protocol::Udp);
@@ -109,23 +98,33 @@ impl World {
             .await
             .unwrap();
         let host_ua: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
-        let kamailio = Kamailio::start(&Setup {
-            host_jsonrpc: service.jsonrpc,
-            host_http: service.http,
+        // With cvw.so, Kamailio decides with the same files; the host keeps the API and
+        // the user agent.
+        let module = (proxy == Proxy::KamailioModule).then(|| {
+            let wasm = dir.join("policy.wasm");
+            std::fs::write(&wasm, builtin::default_policy().unwrap()).unwrap();
+            ModuleFiles {
+                so: support::kamailio::module_path("debug").unwrap(),
+                policy: wasm,
+                directory: directory.clone(),
+                call_log: None,
+            }
+        });
+        let running = start_proxy(
+            proxy,
+            HostAddrs {
+                jsonrpc: service.jsonrpc,
+                http: service.http,
+            },
             pbx,
             host_ua,
-            decision_timeout_ms: 1000,
-            extra: vec![],
-            transform: None,
-            shm_mb: 64,
-            janssonrpcc: false,
-            module: None,
-        })
-        .unwrap();
-        kamailio.connect_host(&mut service).await.unwrap();
+            1000,
+            module,
+        );
+        connect_host(proxy, &running, &mut service).await;
         let (ua, _incoming) = UserAgent::bind(UaConfig {
             bind: host_ua,
-            outbound_proxy: Some(format!("sip:{}", kamailio.sip)),
+            outbound_proxy: Some(format!("sip:{}", running.sip())),
             ..UaConfig::default()
         })
         .await
@@ -151,12 +150,12 @@ impl World {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move { axum::serve(listener, router(api)).await });
-        World {
+        ClickWorld {
             api: api_addr,
             desk,
             callee,
             log,
-            _kamailio: kamailio,
+            _proxy: running,
             _service: service,
             _dir: dir,
         }
@@ -218,14 +217,14 @@ fn phone(answer: Answer, media_port: u16) -> PhoneScript {
     }
 }
 
-// CVW-10, CVW-11, CVW-12 with RFC 3725 Flow IV through Kamailio: the desk phone rings
+// CVW-10, CVW-11, CVW-12 with RFC 3725 Flow IV through the proxy: the desk phone rings
 // first with a media-less offer showing the global caller ID; only then is the callee
 // invited, without SDP, seeing Alice's line; the callee's offer reaches the desk phone in
 // a re-INVITE and the desk's answer reaches the callee in the ACK; a hang-up through the
 // API ends both legs, and the call log has the call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn click_to_call_flow_iv_through_kamailio() {
-    let world = World::start(
+async fn click_to_call_flow_iv_through_the_proxy(proxy: Proxy) {
+    let world = ClickWorld::start(
+        proxy,
         phone(Answer::Accept, DESK_MEDIA),
         phone(Answer::Accept, CALLEE_MEDIA),
     )
@@ -334,9 +333,9 @@ async fn click_to_call_flow_iv_through_kamailio() {
 }
 
 // CVW-13: a busy desk phone ends the call with 486 and the callee is never dialled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn busy_desk_phone_never_dials_the_callee() {
-    let world = World::start(
+async fn busy_desk_phone_never_dials_the_callee(proxy: Proxy) {
+    let world = ClickWorld::start(
+        proxy,
         phone(Answer::Reject(486), DESK_MEDIA),
         phone(Answer::Accept, CALLEE_MEDIA),
     )
@@ -355,9 +354,9 @@ async fn busy_desk_phone_never_dials_the_callee() {
 }
 
 // CVW-13: the callee declines; the desk leg is hung up with the callee's code as reason.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn declining_callee_clears_the_desk_leg_with_a_reason() {
-    let world = World::start(
+async fn declining_callee_clears_the_desk_leg_with_a_reason(proxy: Proxy) {
+    let world = ClickWorld::start(
+        proxy,
         phone(Answer::Accept, DESK_MEDIA),
         phone(Answer::Reject(603), CALLEE_MEDIA),
     )
@@ -375,3 +374,7 @@ async fn declining_callee_clears_the_desk_leg_with_a_reason() {
         byes[0].headers
     );
 }
+
+per_proxy!(click_to_call_flow_iv_through_the_proxy);
+per_proxy!(busy_desk_phone_never_dials_the_callee);
+per_proxy!(declining_callee_clears_the_desk_leg_with_a_reason);
