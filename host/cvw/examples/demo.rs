@@ -1,5 +1,6 @@
 //! The main job: the example setup on one machine — Kamailio 5.6 with
-//! `examples/kamailio/kamailio.cfg` and `cvw serve` with `examples/cvw.toml`, on their
+//! `examples/kamailio/kamailio.cfg` deciding by itself with `cvw.so` (the recommended way,
+//! `cvw-module.cfg`), and `cvw serve` with `examples/cvw.toml` for click to call, on their
 //! default loopback ports — then a simultaneous ring between demo phones, told step by
 //! step, then serving until Ctrl-C so a SIP phone or sipp can be pointed at it.
 //!
@@ -40,24 +41,42 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The example config with its run directory and address list pointed at this checkout.
+/// The example config with its run directory and address list pointed at this checkout,
+/// deciding with `cvw.so`: the default policy (what `cvw serve`'s "built-in" is) and the
+/// same directory as `cvw serve`.
 fn start_kamailio(run: &Path) -> anyhow::Result<Proxy> {
     use std::os::unix::process::CommandExt;
     let example = workspace().join("examples/kamailio");
+    let policy = run.join("policy.wasm");
+    std::fs::write(&policy, cvw::policy::builtin::default_policy()?)?;
+    let path = |p: &Path| p.display().to_string();
     let cfg = support::kamailio::write_config(
         run,
         &[
-            ("CVW_RUNDIR".into(), run.display().to_string()),
+            ("CVW_RUNDIR".into(), path(run)),
             (
                 "CVW_ADDRESS_FILE".into(),
-                example.join("cvw-address.list").display().to_string(),
+                path(&example.join("cvw-address.list")),
             ),
+            (
+                "CVW_MODULE_FILE".into(),
+                path(&support::kamailio::module_path("debug")?),
+            ),
+            ("CVW_POLICY".into(), path(&policy)),
+            (
+                "CVW_DIRECTORY".into(),
+                path(&workspace().join("examples/directory.toml")),
+            ),
+            ("CVW_CALL_LOG".into(), path(&run.join("calls.jsonl"))),
         ],
         None,
     )?;
     let log = std::fs::File::create(run.join("kamailio.log"))?;
     let bin = support::kamailio::binary()?;
-    let check = Command::new(&bin).arg("-c").arg("-f").arg(&cfg).output()?;
+    let check = Command::new(&bin)
+        .args(["-A", "WITH_CVW_MODULE", "-c", "-f"])
+        .arg(&cfg)
+        .output()?;
     if !check.status.success() {
         bail!(
             "kamailio rejects {}:\n{}",
@@ -66,7 +85,7 @@ fn start_kamailio(run: &Path) -> anyhow::Result<Proxy> {
         );
     }
     let child = Command::new(bin)
-        .arg("-f")
+        .args(["-A", "WITH_CVW_MODULE", "-f"])
         .arg(&cfg)
         .args(["-DD", "-E", "-m", "256", "-M", "16", "-P"])
         .arg(run.join("kamailio.pid"))
@@ -162,7 +181,9 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&run)?;
     let run = run.canonicalize()?;
 
-    let config = ServeConfig::load(&workspace().join("examples/cvw.toml"))?;
+    let mut config = ServeConfig::load(&workspace().join("examples/cvw.toml"))?;
+    // Kamailio decides itself with cvw.so: no host on its call path to connect to evapi.
+    config.decision.evapi = None;
     let token = std::env::var(cvw::admin::TOKEN_ENV).unwrap_or_else(|_| "demo-admin-token".into());
     let admin = AdminToken::new(&token).context("the admin token may not be empty")?;
     let control = tokio::net::TcpListener::bind(config.control.listen)
@@ -203,27 +224,26 @@ async fn main() -> anyhow::Result<()> {
         run.display()
     ));
     say(&format!(
-        "    cvw serve     control http://{control_addr}, deciding over Kamailio's evapi 127.0.0.1:8450 (HTTP hooks :8090), click-to-call API http://127.0.0.1:8095"
+        "    cvw.so        in Kamailio's workers: the policy and examples/directory.toml, call log {}/calls.jsonl, kamcmd -s unix:{}/kamailio_ctl cvw.status",
+        run.display(),
+        run.display()
     ));
-    // The host connects to Kamailio's evapi (retrying while Kamailio starts); calls placed
-    // before that would be routed without Call via Work.
-    let log = run.join("kamailio.log");
-    let connected = async {
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("cvw: host connected over evapi") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    say(&format!(
+        "    cvw serve     control http://{control_addr}, click-to-call API http://127.0.0.1:8095, its user agent through Kamailio"
+    ));
+    // The workers are up once Kamailio answers on its SIP port.
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(KAMAILIO).is_ok() {
+            up = true;
+            break;
         }
-    };
-    if tokio::time::timeout(Duration::from_secs(15), connected)
-        .await
-        .is_err()
-    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !up {
         say(&format!(
-            "cvw serve did not connect to Kamailio's evapi within 15 s (see {})",
-            log.display()
+            "Kamailio did not listen on {KAMAILIO} within 10 s (see {}/kamailio.log)",
+            run.display()
         ));
     }
 

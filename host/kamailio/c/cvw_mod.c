@@ -29,6 +29,7 @@
 #include "../../core/rpc.h"
 #include "../../core/rpc_lookup.h"
 #include "../../core/timer_proc.h"
+#include "../../core/timer.h"
 #include "../../core/mem/shm_mem.h"
 #include "../../core/parser/parse_uri.h"
 #include "../../core/parser/msg_parser.h"
@@ -51,6 +52,10 @@ static str _p_usrloc_domain = str_init("location");
 static int _p_deadline_ms = 0;
 static int _p_memory_mb = 0;
 static int _p_watch = 1;
+/* CVW-51: "timer" cancels a branch at its own ring timeout from a timer of this module;
+ * "second_pass" sends it once more through the proxy, as a transaction of its own. */
+static str _p_ring_timeout = str_init("timer");
+static int _ring_by_timer = 1;
 
 static param_export_t params[] = {
 	{"policy", PARAM_STR, &_p_policy},
@@ -62,6 +67,7 @@ static param_export_t params[] = {
 	{"deadline_ms", PARAM_INT, &_p_deadline_ms},
 	{"memory_mb", PARAM_INT, &_p_memory_mb},
 	{"watch", PARAM_INT, &_p_watch},
+	{"ring_timeout", PARAM_STR, &_p_ring_timeout},
 	{0, 0, 0}
 };
 
@@ -119,6 +125,17 @@ static int mod_init(void)
 	size_t size;
 	char *block;
 
+	if(_p_ring_timeout.len == 5 && strncmp(_p_ring_timeout.s, "timer", 5) == 0) {
+		_ring_by_timer = 1;
+	} else if(_p_ring_timeout.len == 11
+			  && strncmp(_p_ring_timeout.s, "second_pass", 11) == 0) {
+		_ring_by_timer = 0;
+	} else {
+		LM_ERR("modparam(\"cvw\", \"ring_timeout\"): \"%.*s\" is neither \"timer\" nor "
+			   "\"second_pass\"\n",
+				_p_ring_timeout.len, _p_ring_timeout.s);
+		return -1;
+	}
 	if(load_tm_api(&_tmb) < 0) {
 		LM_ERR("cvw needs tm: loadmodule \"tm.so\" before cvw.so\n");
 		return -1;
@@ -524,6 +541,69 @@ static int cvw_timed_branch(sip_msg_t *msg, unsigned int ring_ms)
 	return set_dst_uri(msg, &self);
 }
 
+/* The ring timeout of one branch (CVW-51) by a timer of this module: when it expires
+ * while the branch still rings, that branch alone is cancelled through tm's API, as
+ * t_cancel_branches("this") would. The transaction is found again by its identity, so a
+ * call that ended meanwhile costs a lookup. */
+typedef struct cvw_ring {
+	unsigned int hash_index;
+	unsigned int label;
+	int branch;
+} cvw_ring_t;
+
+static ticks_t cvw_ring_expired(ticks_t ticks, struct timer_ln *tl, void *param)
+{
+	cvw_ring_t *r = (cvw_ring_t *)param;
+	struct cell *t = NULL;
+	struct cancel_info ci;
+
+	if(_tmb.t_lookup_ident(&t, r->hash_index, r->label) > 0 && t != NULL) {
+		if(t->uas.status < 200 && r->branch < (int)t->nr_of_outgoings
+				&& t->uac[r->branch].last_received < 200) {
+			init_cancel_info(&ci);
+			_tmb.prepare_to_cancel(t, &ci.cancel_bitmap, ~((branch_bm_t)1 << r->branch));
+			if(ci.cancel_bitmap)
+				_tmb.cancel_uacs(t, &ci, 0);
+		}
+		_tmb.t_sett(T_UNDEFINED, T_BR_UNDEFINED);
+		_tmb.unref_cell(t);
+	}
+	shm_free(r);
+	/* One shot: the timer code does not touch `tl` again once this returns 0. */
+	timer_free(tl);
+	return 0;
+}
+
+static int cvw_ring_timer(unsigned int ring_ms, int branch)
+{
+	struct cell *t = _tmb.t_gett();
+	struct timer_ln *tl;
+	cvw_ring_t *r;
+
+	if(t == NULL || t == T_UNDEFINED)
+		return -1;
+	r = shm_malloc(sizeof(*r));
+	tl = timer_alloc();
+	if(r == NULL || tl == NULL) {
+		if(r)
+			shm_free(r);
+		if(tl)
+			timer_free(tl);
+		SHM_MEM_ERROR;
+		return -1;
+	}
+	r->hash_index = t->hash_index;
+	r->label = t->label;
+	r->branch = branch;
+	timer_init(tl, cvw_ring_expired, r, F_TIMER_FAST);
+	if(timer_add(tl, MS_TO_TICKS(ring_ms)) < 0) {
+		shm_free(r);
+		timer_free(tl);
+		return -1;
+	}
+	return 0;
+}
+
 /* In branch_route: this branch's own headers, From and ring timeout. 2 for the desk
  * branch (the script arms the reply hook for it), 1 for another of the fork's, -1 for a
  * branch that is not the fork's. */
@@ -552,7 +632,10 @@ static int ki_cvw_branch(sip_msg_t *msg)
 		if(_uacb.replace_from == NULL || _uacb.replace_from(msg, &d, &u) < 0)
 			LM_ERR("cannot set branch %d's From (is uac loaded?)\n", k);
 	}
-	if(b->ring_ms > 0 && cvw_timed_branch(msg, b->ring_ms) < 0)
+	if(b->ring_ms > 0
+			&& (_ring_by_timer ? cvw_ring_timer(b->ring_ms, tcx->branch_index)
+							   : cvw_timed_branch(msg, b->ring_ms))
+					   < 0)
 		LM_ERR("cannot give branch %d its ring timeout\n", k);
 	return (b->label.len == 4 && memcmp(b->label.s, "desk", 4) == 0) ? 2 : 1;
 }
@@ -633,7 +716,11 @@ static int ki_cvw_failure(sip_msg_t *msg, str *label)
 	if(b < 0 || b >= (int)t->nr_of_outgoings)
 		return -2;
 	code = t->uac[b].last_received;
-	if(t->uac[b].reply != NULL && t->uac[b].reply != FAKED_REPLY) {
+	if(code == 487 && !(t->flags & T_CANCELED)) {
+		/* Nobody cancelled the call: the branch was cancelled by its ring timer, it rang
+		 * out (the policy hears 408, as after tm's own timeout). */
+		code = 408;
+	} else if(t->uac[b].reply != NULL && t->uac[b].reply != FAKED_REPLY) {
 		rep.s = t->uac[b].reply->buf;
 		rep.len = (int)t->uac[b].reply->len;
 	}

@@ -254,24 +254,39 @@ pub fn run(
     };
     let pbx = Arc::new(pbx);
     load_rt.spawn(busy_uas(pbx));
-    let decided = format!("cvw decision ({transport})");
-    load_rt.block_on(measure(&kam, cfg, &decided, o))?;
-    let mut rss = vec![(decided, worker_rss(&kam.pids()))];
+    let mut rss = Vec::new();
+    // Analysis only: the module alone.
+    if std::env::var_os("CVW_LOAD_MODULE_ONLY").is_none() {
+        let decided = format!("cvw decision ({transport})");
+        load_rt.block_on(measure(&kam, cfg, &decided, o))?;
+        rss.push((decided, worker_rss(&kam.pids())));
+    }
     drop(kam);
     if module {
+        // Analysis only: the branch ring timeout by a second pass instead of the module's
+        // timer (CVW_LOAD_RING=second_pass).
+        let ring = std::env::var("CVW_LOAD_RING").unwrap_or_else(|_| "timer".into());
         let kam = kamailio::Kamailio::start(&kamailio::Setup {
             host_jsonrpc: service.jsonrpc,
             host_http: service.http,
             pbx: pbx_addr,
             host_ua: "127.0.0.1:9".parse()?,
             decision_timeout_ms: 1000,
-            extra: vec![("CVW_CHILDREN".into(), children.to_string())],
+            extra: vec![
+                ("CVW_CHILDREN".into(), children.to_string()),
+                ("CVW_RING_TIMEOUT".into(), ring.clone()),
+            ],
             transform: Some(add_static_fork),
             shm_mb,
             janssonrpcc: false,
             module: Some(module_files(tmp)?),
         })?;
-        let decided = "cvw decision (cvw.so in Kamailio)".to_owned();
+        let log = if std::env::var_os("CVW_LOAD_CALL_LOG").is_some() {
+            "call log on"
+        } else {
+            "call log off"
+        };
+        let decided = format!("cvw decision (cvw.so in Kamailio, ring timeout by {ring}, {log})");
         let kam = Proxied::Kamailio(kam);
         load_rt.block_on(measure(&kam, cfg, &decided, o))?;
         if let Proxied::Kamailio(k) = &kam {
@@ -370,7 +385,9 @@ fn module_files(tmp: &std::path::Path) -> anyhow::Result<kamailio::ModuleFiles> 
         so: kamailio::module_path("release")?,
         policy,
         directory: tmp.join("directory.toml"),
-        call_log: Some(tmp.join("calls.jsonl")),
+        // Off, as the static forks have none; CVW_LOAD_CALL_LOG measures it (every forked
+        // call logged, its end tracked by the dialog module).
+        call_log: std::env::var_os("CVW_LOAD_CALL_LOG").map(|_| tmp.join("calls.jsonl")),
     })
 }
 
