@@ -73,6 +73,14 @@ typedef struct cvw_answer {
 	cvw_str_t call_note;    /* CVW_FORK with a call log: keep for cvw_rs_call_final */
 } cvw_answer_t;
 
+/* A branch whose own ring timeout runs (CVW-51). */
+typedef struct cvw_ring {
+	uint64_t at_ms;         /* CLOCK_MONOTONIC */
+	unsigned int hash_index;
+	unsigned int label;
+	unsigned int branch;
+} cvw_ring_t;
+
 /* One branch of a forked call as tm ended it. */
 typedef struct cvw_leg {
 	cvw_str_t uri;
@@ -94,6 +102,11 @@ int cvw_rs_reply(cvw_str_t request, cvw_str_t reply, cvw_str_t label);
 int cvw_rs_swap(cvw_str_t path, cvw_emit_f emit, void *ctx);
 int cvw_rs_status(cvw_emit_f emit, void *ctx);
 int cvw_rs_watch(void);
+/* 1 queued; -1 not (full). */
+int cvw_rs_ring_start(unsigned int hash_index, unsigned int label, unsigned int branch,
+		unsigned int ring_ms);
+/* The due ones into out (room for max): how many. The ring-timer process only. */
+int cvw_rs_ring_due(cvw_ring_t *out, int max);
 /* 0 logged; 1 connected: *partial is the record in progress for cvw_rs_call_ended. */
 int cvw_rs_call_final(cvw_str_t note, int final_code, const cvw_leg_t *legs, int nlegs,
 		cvw_str_t *partial);

@@ -29,7 +29,6 @@
 #include "../../core/rpc.h"
 #include "../../core/rpc_lookup.h"
 #include "../../core/timer_proc.h"
-#include "../../core/timer.h"
 #include "../../core/mem/shm_mem.h"
 #include "../../core/parser/parse_uri.h"
 #include "../../core/parser/msg_parser.h"
@@ -113,6 +112,10 @@ static str kstr(cvw_str_t s)
 }
 
 /* ---------- module init ---------- */
+/* How often the ring-timer process looks for due ring timeouts (CVW-51). */
+#define CVW_RING_TICK_US 20000
+static void cvw_ring_tick(unsigned int uticks, void *param);
+
 static void cvw_watch_timer(unsigned int ticks, void *param)
 {
 	cvw_rs_watch();
@@ -187,7 +190,7 @@ static int mod_init(void)
 	if(cvw_rs_mod_init(&p, block, cvw_log) < 0) {
 		return -1;
 	}
-	if(_p_watch && register_basic_timers(1) < 0) {
+	if(register_basic_timers(_p_watch ? 2 : 1) < 0) {
 		return -1;
 	}
 	return 0;
@@ -195,10 +198,17 @@ static int mod_init(void)
 
 static int child_init(int rank)
 {
-	if(rank == PROC_MAIN && _p_watch) {
-		if(fork_basic_timer(PROC_TIMER, "CVW WATCHER", 1, cvw_watch_timer, NULL, 1)
-				< 0) {
+	if(rank == PROC_MAIN) {
+		if(_p_watch
+				&& fork_basic_timer(PROC_TIMER, "CVW WATCHER", 1, cvw_watch_timer, NULL, 1)
+						   < 0) {
 			LM_ERR("cannot start the policy file watcher\n");
+			return -1;
+		}
+		if(fork_basic_utimer(PROC_TIMER, "CVW RING TIMER", 1, cvw_ring_tick, NULL,
+				   CVW_RING_TICK_US)
+				< 0) {
+			LM_ERR("cannot start the ring timer process\n");
 			return -1;
 		}
 		return 0;
@@ -541,67 +551,51 @@ static int cvw_timed_branch(sip_msg_t *msg, unsigned int ring_ms)
 	return set_dst_uri(msg, &self);
 }
 
-/* The ring timeout of one branch (CVW-51) by a timer of this module: when it expires
- * while the branch still rings, that branch alone is cancelled through tm's API, as
- * t_cancel_branches("this") would. The transaction is found again by its identity, so a
- * call that ended meanwhile costs a lookup. */
-typedef struct cvw_ring {
-	unsigned int hash_index;
-	unsigned int label;
-	int branch;
-} cvw_ring_t;
+/* The ring timeout of one branch (CVW-51) by this module: the worker queues the branch
+ * (cvw_rs_ring_start, shared memory without a lock); the module's ring-timer process
+ * takes the due ones every CVW_RING_TICK_US and cancels each branch that still rings,
+ * alone, as t_cancel_branches("this") would. A call that ended meanwhile costs a lookup. */
+#define CVW_RING_BATCH 256
 
-static ticks_t cvw_ring_expired(ticks_t ticks, struct timer_ln *tl, void *param)
+static void cvw_ring_cancel(const cvw_ring_t *r)
 {
-	cvw_ring_t *r = (cvw_ring_t *)param;
 	struct cell *t = NULL;
 	struct cancel_info ci;
 
-	if(_tmb.t_lookup_ident(&t, r->hash_index, r->label) > 0 && t != NULL) {
-		if(t->uas.status < 200 && r->branch < (int)t->nr_of_outgoings
-				&& t->uac[r->branch].last_received < 200) {
-			init_cancel_info(&ci);
-			_tmb.prepare_to_cancel(t, &ci.cancel_bitmap, ~((branch_bm_t)1 << r->branch));
-			if(ci.cancel_bitmap)
-				_tmb.cancel_uacs(t, &ci, 0);
-		}
-		_tmb.t_sett(T_UNDEFINED, T_BR_UNDEFINED);
-		_tmb.unref_cell(t);
+	if(_tmb.t_lookup_ident(&t, r->hash_index, r->label) <= 0 || t == NULL)
+		return;
+	if(t->uas.status < 200 && r->branch < t->nr_of_outgoings
+			&& t->uac[r->branch].last_received < 200) {
+		init_cancel_info(&ci);
+		_tmb.prepare_to_cancel(t, &ci.cancel_bitmap, ~((branch_bm_t)1 << r->branch));
+		if(ci.cancel_bitmap)
+			_tmb.cancel_uacs(t, &ci, 0);
 	}
-	shm_free(r);
-	/* One shot: the timer code does not touch `tl` again once this returns 0. */
-	timer_free(tl);
-	return 0;
+	_tmb.t_sett(T_UNDEFINED, T_BR_UNDEFINED);
+	_tmb.unref_cell(t);
+}
+
+static void cvw_ring_tick(unsigned int uticks, void *param)
+{
+	cvw_ring_t due[CVW_RING_BATCH];
+	int i, n;
+
+	do {
+		n = cvw_rs_ring_due(due, CVW_RING_BATCH);
+		for(i = 0; i < n; i++)
+			cvw_ring_cancel(&due[i]);
+	} while(n == CVW_RING_BATCH);
 }
 
 static int cvw_ring_timer(unsigned int ring_ms, int branch)
 {
 	struct cell *t = _tmb.t_gett();
-	struct timer_ln *tl;
-	cvw_ring_t *r;
 
-	if(t == NULL || t == T_UNDEFINED)
+	if(t == NULL || t == T_UNDEFINED || branch < 0)
 		return -1;
-	r = shm_malloc(sizeof(*r));
-	tl = timer_alloc();
-	if(r == NULL || tl == NULL) {
-		if(r)
-			shm_free(r);
-		if(tl)
-			timer_free(tl);
-		SHM_MEM_ERROR;
-		return -1;
-	}
-	r->hash_index = t->hash_index;
-	r->label = t->label;
-	r->branch = branch;
-	timer_init(tl, cvw_ring_expired, r, F_TIMER_FAST);
-	if(timer_add(tl, MS_TO_TICKS(ring_ms)) < 0) {
-		shm_free(r);
-		timer_free(tl);
-		return -1;
-	}
-	return 0;
+	return cvw_rs_ring_start(t->hash_index, t->label, (unsigned int)branch, ring_ms) < 0
+				   ? -1
+				   : 0;
 }
 
 /* In branch_route: this branch's own headers, From and ring timeout. 2 for the desk

@@ -9,6 +9,7 @@ use crate::calls;
 use crate::generations::{self, Store};
 use crate::hooks::{self, RawContact};
 use crate::log::{self, LogFn, LogLevel};
+use crate::ring;
 use crate::settings::RawParams;
 use crate::worker;
 use cvw::calllog::BranchEnd;
@@ -372,6 +373,49 @@ pub unsafe extern "C" fn cvw_rs_call_ended(partial: KStr, how: KStr) -> c_int {
                 ERROR
             }
         }
+    })
+}
+
+/// Starts the ring timeout of branch `branch` of transaction `hash_index:label` (CVW-51):
+/// 1 queued, -1 not (the queue is full: the branch rings until the transaction's timer).
+#[unsafe(no_mangle)]
+pub extern "C" fn cvw_rs_ring_start(
+    hash_index: u32,
+    label: u32,
+    branch: u32,
+    ring_ms: u32,
+) -> c_int {
+    guard("ring timeout", ERROR, || {
+        let Some(shared) = generations::shared() else {
+            return ERROR;
+        };
+        let due = ring::Due {
+            at_ms: ring::now_ms() + u64::from(ring_ms),
+            hash_index,
+            label,
+            branch,
+        };
+        if shared.ring.push(due) { OK } else { ERROR }
+    })
+}
+
+/// The ring timeouts due now, into `out` (room for `max`): how many. Called by the
+/// module's ring-timer process only.
+///
+/// # Safety
+/// `out` has room for `max` entries.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cvw_rs_ring_due(out: *mut ring::Due, max: c_int) -> c_int {
+    guard("ring timeout", 0, || {
+        let (Some(shared), Ok(max)) = (generations::shared(), usize::try_from(max)) else {
+            return 0;
+        };
+        if out.is_null() || max == 0 {
+            return 0;
+        }
+        // SAFETY: the caller's promise.
+        let out = unsafe { std::slice::from_raw_parts_mut(out, max) };
+        c_int::try_from(ring::due(&shared.ring, ring::now_ms(), out)).unwrap_or(0)
     })
 }
 

@@ -32,6 +32,8 @@ pub struct SharedBlock {
     /// The pid of the process publishing now; 0 when none is.
     publisher: AtomicU32,
     slots: [Slot; MAX_SLOTS],
+    /// Branches whose own ring timeout runs (CVW-51).
+    pub ring: crate::ring::Queue,
 }
 
 /// What one process reports in `cvw.status`. Cache-line aligned: workers write theirs on
@@ -96,6 +98,9 @@ pub fn shared_size() -> usize {
 /// the process tree (Kamailio's shared memory).
 pub unsafe fn attach(block: *mut u8) {
     SHARED.store(block.cast(), Ordering::Release);
+    if let Some(shared) = shared() {
+        shared.ring.init();
+    }
 }
 
 /// The shared block; `None` before `mod_init` attached it.

@@ -24,5 +24,6 @@ pub mod ffi;
 pub mod generations;
 pub mod hooks;
 pub mod log;
+pub mod ring;
 pub mod settings;
 pub mod worker;

@@ -298,7 +298,7 @@ pub fn run(
         rss.push((decided, worker_rss(&kam.pids())));
     }
     for (name, (mb, n)) in &rss {
-        println!("{name}: RSS {mb:.1} MB per proxy process on average ({n} processes)");
+        println!("{name}: private RSS {mb:.1} MB per proxy process on average ({n} processes)");
     }
     service::report_metrics(&host);
     service_rt.block_on(service.stop());
@@ -391,12 +391,14 @@ fn module_files(tmp: &std::path::Path) -> anyhow::Result<kamailio::ModuleFiles> 
     })
 }
 
-/// Average resident memory of the processes `pids` (MB) and how many there are.
+/// Average private resident memory (RssAnon: the process's own heap, stacks and mappings,
+/// not the shared memory every process also touches) of the processes `pids` (MB), and
+/// how many there are.
 fn worker_rss(pids: &[u32]) -> (f64, usize) {
     let total: u64 = pids
         .iter()
         .filter_map(|p| procfs::process::Process::new(i32::try_from(*p).ok()?).ok())
-        .filter_map(|p| p.status().ok()?.vmrss)
+        .filter_map(|p| p.status().ok()?.rssanon)
         .sum();
     (total as f64 / 1024.0 / pids.len().max(1) as f64, pids.len())
 }
