@@ -99,6 +99,10 @@ pub enum EndReason {
     Glare,
     CallbackHungUp,
     CalleeHungUp,
+    /// The callback leg stopped answering its session refresh (timeout, 481): its phone
+    /// or trunk is gone (RFC 4028 §10).
+    CallbackLost,
+    CalleeLost,
     /// [`CallHandle::hangup`].
     HungUp,
     MaxDuration,
@@ -124,6 +128,8 @@ impl EndReason {
             EndReason::Glare => "glare",
             EndReason::CallbackHungUp => "callback-hung-up",
             EndReason::CalleeHungUp => "callee-hung-up",
+            EndReason::CallbackLost => "callback-lost",
+            EndReason::CalleeLost => "callee-lost",
             EndReason::HungUp => "hung-up",
             EndReason::MaxDuration => "max-duration",
             EndReason::Unroutable => "unroutable",
@@ -275,6 +281,14 @@ struct Ending {
     from: Side,
     reason: String,
     ended: Ended,
+}
+
+fn lost(side: Side) -> EndReason {
+    if side == Side::Callee {
+        EndReason::CalleeLost
+    } else {
+        EndReason::CallbackLost
+    }
 }
 
 fn hung_up(side: Side) -> EndReason {
@@ -558,9 +572,8 @@ impl Call {
             match self.step(Some(window)).await {
                 Step::A(LegEvent::Response(r))
                     if !r.is_provisional()
-                        && r.headers
-                            .cseq()
-                            .is_some_and(|c| c.number == cseq && c.method == Method::Invite) =>
+                        && r.method() == Some(Method::Invite)
+                        && self.a.asked_cseq(&r) == Some(cseq) =>
                 {
                     return Ok(r);
                 }
