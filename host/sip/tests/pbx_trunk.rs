@@ -382,8 +382,8 @@ async fn reliable_provisionals_are_pracked_once_each() {
 }
 
 /// RFC 4028 as a keep-alive: a connected callee whose trunk stops answering is noticed
-/// at the next refresh, the callback leg gets BYE with the reason, and the outcome says
-/// the callee side was lost (not that someone hung up).
+/// at the next refresh, both legs get BYE with the reason, and the outcome says the
+/// callee side was lost (not that someone hung up).
 #[tokio::test]
 async fn a_callee_that_vanishes_is_noticed_by_the_session_refresh() {
     use cvw_sip::testing::{PhoneScript, TestPhone, phone_sdp};
@@ -452,8 +452,14 @@ async fn a_callee_that_vanishes_is_noticed_by_the_session_refresh() {
                 break;
             }
         }
-        // Gone: nothing answers the next refresh.
-        drop(pbx);
+        // Gone: nothing is answered any more; the refresh is retransmitted until Timer F,
+        // then the call's end still sends this leg a BYE (RFC 4028 §10).
+        loop {
+            let (r, _) = pbx.request(&mut seen).await;
+            if r.method == Method::Bye {
+                break r;
+            }
+        }
     });
     let ended = timeout(Duration::from_secs(10), async {
         loop {
@@ -466,7 +472,13 @@ async fn a_callee_that_vanishes_is_noticed_by_the_session_refresh() {
     })
     .await
     .expect("the lost callee noticed within seconds");
-    callee.await.unwrap();
+    let bye = callee.await.unwrap();
+    assert!(
+        bye.headers
+            .get("Reason")
+            .is_some_and(|r| r.contains("cause=408")),
+        "{bye:?}"
+    );
     assert_eq!(
         ended,
         Ended {

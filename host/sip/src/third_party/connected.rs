@@ -40,6 +40,16 @@ impl Call {
     /// Clears what is left of a connected call: the other leg when one hung up (no Reason:
     /// it is a normal clearing), both when the host ends it.
     async fn end_connected(&mut self, ending: Ending) -> Ended {
+        let lost = matches!(
+            ending.ended.reason,
+            EndReason::CallbackLost | EndReason::CalleeLost
+        );
+        if lost && ending.ended.code != Some(481) {
+            // RFC 4028 §10: the silent leg gets a BYE too, in case only our refreshes were
+            // lost; not waited for, since a leg that is really gone answers nothing and
+            // the other party must not wait 64·T1 to be hung up.
+            let _ = self.legs(ending.from).0.bye(Some(&ending.reason));
+        }
         match ending.from {
             Side::Host => self.clear_both(&ending.reason).await,
             from if ending.reason.is_empty() => self.legs(from).1.clear(None).await,
