@@ -492,3 +492,69 @@ async fn a_callee_that_vanishes_is_noticed_by_the_session_refresh() {
     let reason = byes[0].headers.get("Reason").unwrap_or_default();
     assert!(reason.contains("cause=408"), "Reason: {reason}");
 }
+
+/// RFC 4028 §7.2: the PBX's 2xx asks for a shorter session (`Session-Expires: 2`) than the
+/// host refreshes at (60 s): the refreshes come at half of it, or the PBX would end the
+/// call when its session expired.
+#[tokio::test]
+async fn a_shorter_session_expires_from_the_pbx_sets_the_refresh_pace() {
+    use cvw_sip::testing::{PhoneScript, TestPhone, phone_sdp};
+    use cvw_sip::third_party::{CallPlan, Flow, LegPlan, TwoLegCall};
+
+    let ua = UserAgent::bind(UaConfig {
+        session_refresh: Some(Duration::from_secs(60)),
+        ..UaConfig::default()
+    })
+    .await
+    .unwrap()
+    .0;
+    let a = TestPhone::start(PhoneScript::default()).await.unwrap();
+    let pbx = Pbx::bind().await;
+    let plan = CallPlan {
+        callback: LegPlan {
+            uri: a.uri("+14255550101"),
+            shows: NameAddr::new("Call via Work", "tel:+14255550000"),
+            ring_timeout: Duration::from_secs(2),
+        },
+        callee: LegPlan {
+            uri: format!("sip:+14255550142@{};user=phone", pbx.addr),
+            shows: NameAddr::new("Alice", "tel:+14255550101"),
+            ring_timeout: Duration::from_secs(2),
+        },
+        flow: Flow::Iv,
+        max_duration: Duration::from_secs(60),
+        headers: Vec::new(),
+        continue_when_diverted: false,
+    };
+    let (call, _states) = TwoLegCall::start(&ua, plan);
+    let mut seen = Vec::new();
+    let (invite, from) = pbx.request(&mut seen).await;
+    let mut ok = invite.response(200, "OK");
+    ok.headers.set(
+        "To",
+        format!("{};tag=b1", invite.headers.get("To").unwrap()),
+    );
+    ok.headers.push("Contact", format!("<sip:b@{}>", pbx.addr));
+    ok.headers.push("Session-Expires", "2;refresher=uac");
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = phone_sdp(None, 50_000);
+    pbx.socket
+        .send_to(&Message::Response(ok).to_bytes(), from)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let update = loop {
+        let (r, from) = pbx.request(&mut seen).await;
+        if r.method == Method::Update {
+            pbx.respond(&r, from, 200, &[]).await;
+            break r;
+        }
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "refreshed after {:?}",
+        started.elapsed()
+    );
+    assert!(update.headers.get("Session-Expires").is_some());
+    call.hangup();
+}

@@ -384,6 +384,7 @@ impl Call {
         }
         self.emit(CallState::RingingCallee);
         let b_answer = self.ring_callee().await?;
+        self.adopt_session_expires(&b_answer);
         self.bridge(b_answer).await?;
         self.emit(CallState::Connected);
         Ok(())
@@ -392,6 +393,7 @@ impl Call {
     /// A answered: ACKed in Flow IV; in Flow I its offer is what B gets.
     async fn callback_answered(&mut self) -> Result<Option<Body>, Ended> {
         let answer = self.ring_callback().await?;
+        self.adopt_session_expires(&answer);
         match self.settings.flow {
             Flow::Iv => {
                 let _ = self.a.ack(None);
@@ -505,6 +507,30 @@ impl Call {
                     return Err(end(EndReason::HungUp, None, Side::Host));
                 }
             }
+        }
+    }
+
+    /// RFC 4028 §7.2: we offered `timer`, so a PBX may answer with a shorter
+    /// Session-Expires than we refresh at and end the call when it runs out; refreshes
+    /// then come at half of it.
+    fn adopt_session_expires(&mut self, response: &Response) {
+        let Some(current) = self.settings.session_refresh else {
+            return;
+        };
+        let Some(seconds) = response
+            .headers
+            .get("Session-Expires")
+            .and_then(|v| v.split(';').next()?.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        let half = Duration::from_secs(seconds.max(2) / 2);
+        if half < current {
+            debug!(
+                seconds,
+                "the peer's Session-Expires sets the refresh interval"
+            );
+            self.settings.session_refresh = Some(half);
         }
     }
 
