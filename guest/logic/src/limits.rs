@@ -5,7 +5,8 @@
 //!
 //! Markers (documented for operators in `guest/README.md`):
 //! - CVW-41 transfer / park: a `REFER` (blind, attended, or to a park orbit).
-//! - CVW-41 hold: an `INVITE` whose SDP has `a=sendonly` or `a=inactive`.
+//! - CVW-41 hold: an `INVITE` whose SDP has `a=sendonly`, `a=inactive` or the RFC 2543
+//!   hold address `c=IN IP4 0.0.0.0` (`c=IN IP6 ::`).
 //! - CVW-41 recording: an `INVITE` whose SDP has `a=record:on` (RFC 7866).
 //! - CVW-42 third party: an `INVITE` with `Replaces` (RFC 3891) or `Join` (RFC 3911).
 //! - CVW-42 escalation: an `INVITE` whose Request-URI contains one of
@@ -167,7 +168,9 @@ pub fn sdp_limit(body: &[u8]) -> Option<Limit> {
     for line in body.split(|b| *b == b'\n') {
         let line = line.trim_ascii_end();
         match line {
-            b"a=sendonly" | b"a=inactive" | b"c=IN IP4 0.0.0.0" => return Some(Limit::Hold),
+            b"a=sendonly" | b"a=inactive" | b"c=IN IP4 0.0.0.0" | b"c=IN IP6 ::" => {
+                return Some(Limit::Hold);
+            }
             b"a=record:on" => limit = Some(Limit::Recording),
             _ => {}
         }
@@ -195,6 +198,9 @@ mod tests {
             b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 0.0.0.0 \r\n";
         assert_eq!(sdp_limit(media_level), Some(Limit::Hold));
         assert_eq!(sdp_limit(b"v=0\r\nc=IN IP4 10.0.0.0\r\n"), None);
+        // The same unspecified address over IPv6.
+        assert_eq!(sdp_limit(b"v=0\r\nc=IN IP6 ::\r\n"), Some(Limit::Hold));
+        assert_eq!(sdp_limit(b"v=0\r\nc=IN IP6 ::1\r\n"), None);
         assert_eq!(
             sdp_limit(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n"),
             None
