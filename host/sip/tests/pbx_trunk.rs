@@ -310,7 +310,9 @@ async fn reliable_provisionals_are_pracked_once_each() {
     let (ua, _calls) = UserAgent::bind(config(Vec::new())).await.unwrap();
     let pbx = Pbx::bind().await;
     let mut leg = leg_to(&ua, pbx.addr);
-    leg.invite(None).unwrap();
+    // The callback leg's INVITE of Flow IV: an offer without m= lines.
+    let offer = cvw_sip::sdp::media_less_offer("127.0.0.1", 1);
+    leg.invite(Some(cvw_sip::ua::Body::sdp(offer))).unwrap();
     let mut seen = Vec::new();
     let mut events = Vec::new();
     let (invite, from) = next_request(&pbx, &mut seen, &mut leg, &mut events).await;
@@ -425,13 +427,10 @@ async fn a_callee_that_vanishes_is_noticed_by_the_session_refresh() {
     let callee = tokio::spawn(async move {
         let mut seen = Vec::new();
         let (invite, from) = pbx.request(&mut seen).await;
-        assert!(
-            invite
-                .headers
-                .get("Supported")
-                .unwrap_or_default()
-                .contains("timer")
-        );
+        let supported = invite.headers.get("Supported").unwrap_or_default();
+        assert!(supported.contains("timer"), "{supported}");
+        // Offerless (Flow IV's callee leg): a reliable 1xx with SDP could not be answered.
+        assert!(!supported.contains("100rel"), "{supported}");
         let mut ok = invite.response(200, "OK");
         ok.headers.set(
             "To",

@@ -251,12 +251,18 @@ impl Leg {
         headers.push("Allow", "INVITE, ACK, CANCEL, BYE, INFO, UPDATE, PRACK");
         // A PBX that sends its provisionals reliably (RFC 3262) gets them PRACKed; one
         // that runs session timers (RFC 4028) may leave the refreshing to us when we do.
-        let supported = if inner.config.session_refresh.is_some() {
-            "100rel, timer"
-        } else {
-            "100rel"
+        // Not 100rel without an offer: the first reliable provisional with SDP would then
+        // be an offer that the PRACK must answer (RFC 3262 §5), and the callee leg of Flow
+        // IV has no answer until the callback phone gives one.
+        let supported = match (body.is_some(), inner.config.session_refresh.is_some()) {
+            (true, true) => Some("100rel, timer"),
+            (true, false) => Some("100rel"),
+            (false, true) => Some("timer"),
+            (false, false) => None,
         };
-        headers.push("Supported", supported);
+        if let Some(supported) = supported {
+            headers.push("Supported", supported);
+        }
         let mut request = Request {
             method: Method::Invite,
             uri: spec.target,
