@@ -49,6 +49,13 @@ fn dial_out(
     svc: &dyn Services,
 ) -> Result<OriginationPlan, Refusal> {
     let user = requester(&req.user, svc, "CVW-20")?;
+    // The meeting service names the conference, but a dial-out is still an origination:
+    // an emergency number there is refused like anywhere else (CVW-15).
+    if let Some(dialled) = numbers::dialled(&req.conference_uri)
+        && is_emergency(config, &dialled)
+    {
+        return Err(emergency_refusal());
+    }
     let callback = callback_number(config, &user, None)?;
     // CVW-20, CVW-21: the conference answers at once, so flow I.
     Ok(plan(
@@ -612,6 +619,22 @@ mod tests {
             on_dial_out(&config(), &req, &FakeServices::example()),
             Decision::Refuse(_)
         ));
+    }
+
+    #[test]
+    fn cvw_15_a_dial_out_to_an_emergency_number_is_refused() {
+        for conference_uri in ["tel:+1-911", "sip:112@meet.corp.example"] {
+            let req = DialOut {
+                user: "sip:alice@corp.example".into(),
+                conference_uri: conference_uri.into(),
+                kind: MeetingKind::MeetNow,
+            };
+            let r = refusal(on_dial_out(&config(), &req, &FakeServices::example()));
+            assert!(
+                r.explanation.contains("Emergency"),
+                "{conference_uri}: {r:?}"
+            );
+        }
     }
 
     #[test]
