@@ -713,7 +713,8 @@ impl Leg {
                     all_stale &= challenge.stale;
                     let Some(credentials) = challenge.credentials(&self.inner.config.credentials)
                     else {
-                        warn!(realm = %challenge.realm, code = response.code, "no credentials for the challenge's realm");
+                        // Debug-quoted: the realm is the peer's text and must not start a log line of its own.
+                        warn!(realm = ?challenge.realm, code = response.code, "no credentials for the challenge's realm");
                         continue;
                     };
                     let sent = &auth.sent[at].request;
