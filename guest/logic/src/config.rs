@@ -35,6 +35,9 @@ pub struct Config {
     pub callee_ring_timeout_ms: u32,
     pub max_duration_s: u32,
     pub emergency_numbers: Vec<String>,
+    /// How the deployment's users dial (country, prefixes, outside line): what they dial
+    /// is compared in the form the PBX acts on (CVW-15).
+    pub dial_plan: numbers::DialPlan,
     pub destination_allow_prefixes: Vec<String>,
     pub destination_deny_prefixes: Vec<String>,
     pub bridge_numbers: Vec<String>,
@@ -58,6 +61,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "callee_ring_timeout_ms",
     "max_duration_s",
     "emergency_numbers",
+    "country_code",
+    "national_prefix",
+    "international_prefix",
+    "outside_line_prefix",
     "destination_allow_prefixes",
     "destination_deny_prefixes",
     "bridge_numbers",
@@ -214,6 +221,20 @@ impl<'a> Raw<'a> {
             .collect()
     }
 
+    /// Dial digits only (a prefix such as `9` or `011`, a country code such as `44`).
+    fn digits(&self, key: &'static str) -> Result<Option<String>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(Some(v.to_owned()))
+            }
+            Some(v) => Err(ConfigError::NotANumber {
+                key,
+                value: v.to_owned(),
+            }),
+        }
+    }
+
     fn words(&self, key: &'static str, default: &[&str]) -> Vec<String> {
         match self.get(key) {
             None => default.iter().map(|s| (*s).to_owned()).collect(),
@@ -271,6 +292,18 @@ impl Config {
             }
         };
 
+        let mut dial_plan = numbers::DialPlan::for_country(
+            raw.digits("country_code")?,
+            raw.digits("outside_line_prefix")?,
+        );
+        if let Some(prefix) = raw.digits("national_prefix")? {
+            dial_plan.national_prefix = Some(prefix);
+        }
+        if let Some(prefix) = raw.digits("international_prefix")? {
+            dial_plan.international_prefix = Some(prefix);
+        }
+        let emergency_default = emergency_numbers_of(dial_plan.country_code.as_deref());
+
         let config = Config {
             global_caller_id,
             global_caller_id_display: raw
@@ -285,11 +318,14 @@ impl Config {
             callback_ring_timeout_ms,
             callee_ring_timeout_ms: raw.integer("callee_ring_timeout_ms")?.unwrap_or(60_000),
             max_duration_s: raw.integer("max_duration_s")?.unwrap_or(14_400),
-            emergency_numbers: raw.numbers("emergency_numbers", &["911", "112", "999"], true)?,
+            emergency_numbers: raw.numbers("emergency_numbers", &emergency_default, true)?,
+            dial_plan: dial_plan.clone(),
             destination_allow_prefixes: raw.numbers("destination_allow_prefixes", &[], false)?,
             destination_deny_prefixes: raw.numbers("destination_deny_prefixes", &[], false)?,
             bridge_numbers: raw.numbers("bridge_numbers", &[], false)?,
-            pbx_voicemail_pilot: raw.number("pbx_voicemail_pilot")?,
+            pbx_voicemail_pilot: raw
+                .number("pbx_voicemail_pilot")?
+                .map(|pilot| dial_plan.canonical(&pilot)),
             malicious_call_trace_codes: raw.numbers(
                 "malicious_call_trace_codes",
                 &["*57"],
@@ -312,6 +348,23 @@ impl Config {
             unknown_keys,
         })
     }
+}
+
+/// The default emergency list: 911, 112 and 999 everywhere (a visitor dials their own),
+/// plus the country's other short numbers where it has them. A wrong guess here only
+/// refuses a click to call; a missing number would let one through.
+fn emergency_numbers_of(country_code: Option<&str>) -> Vec<&'static str> {
+    let mut list = vec!["911", "112", "999"];
+    list.extend_from_slice(match country_code {
+        Some("49") => &["110"],
+        Some("33") => &["15", "17", "18", "114"],
+        Some("61") => &["000", "106"],
+        Some("64") => &["111"],
+        Some("81") => &["110", "119"],
+        Some("91") => &["100", "101", "102", "108"],
+        _ => &[],
+    });
+    list
 }
 
 #[cfg(test)]
@@ -394,6 +447,25 @@ pub(crate) mod tests {
             let err = with(&[(key, value)]).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn cvw_15_the_country_sets_its_prefixes_and_adds_its_emergency_numbers() {
+        let c = with(&[("country_code", "1"), ("outside_line_prefix", "9")])
+            .unwrap()
+            .config;
+        assert_eq!(c.dial_plan.national_prefix.as_deref(), Some("1"));
+        assert_eq!(c.dial_plan.international_prefix.as_deref(), Some("011"));
+        assert_eq!(c.dial_plan.outside_line.as_deref(), Some("9"));
+        let de = with(&[("country_code", "49"), ("international_prefix", "000")])
+            .unwrap()
+            .config;
+        assert_eq!(de.emergency_numbers, ["911", "112", "999", "110"]);
+        assert_eq!(de.dial_plan.international_prefix.as_deref(), Some("000"));
+        let err = with(&[("outside_line_prefix", "9,")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`outside_line_prefix`"), "{err}");
     }
 
     #[test]

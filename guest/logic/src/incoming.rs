@@ -55,7 +55,7 @@ fn invite(config: &Config, msg: &dyn Message, ctx: RequestContext, svc: &dyn Ser
         return uc_side_limits(config, &request_uri, msg, ctx.source, true, svc);
     }
     let by_number = numbers::is_number_address(&request_uri);
-    let callee = svc.lookup(&request_uri);
+    let callee = lookup(svc, &request_uri);
     match callee {
         Some(user) if !by_number && user.enabled() => ring_user(config, msg, ctx, user, svc),
         Some(user) if by_number => {
@@ -64,6 +64,23 @@ fn invite(config: &Config, msg: &dyn Message, ctx: RequestContext, svc: &dyn Ser
         }
         Some(_) => uc_side_limits(config, &request_uri, msg, ctx.source, false, svc),
         None => uc_side_limits(config, &request_uri, msg, ctx.source, true, svc),
+    }
+}
+
+/// The directory knows users by their `sip:` address of record; a client that reaches
+/// the proxy over TLS names the same person as `sips:` (RFC 3261 §19.1), and must get the
+/// same simultaneous ring (CVW-30) and the same limitations (CVW-41).
+fn lookup(svc: &dyn Services, uri: &str) -> Option<User> {
+    let uri = uri.trim();
+    let uri = uri.strip_prefix('<').unwrap_or(uri);
+    match uri.get(..5) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("sips:") => {
+            let mut plain = String::with_capacity(uri.len() - 1);
+            plain.push_str("sip:");
+            plain.push_str(&uri[5..]);
+            svc.lookup(&plain)
+        }
+        _ => svc.lookup(uri),
     }
 }
 
@@ -217,7 +234,7 @@ fn uc_side_limits(
 /// Refuse with `limit` when the caller (From) is an enabled Call-via-Work user.
 fn refuse_if_cvw_caller(msg: &dyn Message, svc: &dyn Services, limit: Limit) -> Decision {
     let caller = msg.from();
-    match svc.lookup(&caller.uri) {
+    match lookup(svc, &caller.uri) {
         Some(user) if user.enabled() => Decision::Refuse(limit.refusal()),
         _ => Decision::Continue,
     }
@@ -462,6 +479,25 @@ mod tests {
             .body("v=0\r\nm=audio 4000 RTP/AVP 0\r\na=inactive\r\n");
         let d = on_request(&config(), &msg, ctx(Source::Uc), &svc);
         assert_eq!(refusal_rule(&d), "CVW-41");
+    }
+
+    #[test]
+    fn cvw_41_rfc_2543_hold_from_a_sips_user_is_refused() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("sips:bob@127.0.0.1:5072")
+            .from("\"Alice\" <sips:alice@corp.example>")
+            .body("v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n");
+        let d = on_request(&config(), &msg, ctx(Source::Uc), &svc);
+        assert_eq!(refusal_rule(&d), "CVW-41");
+    }
+
+    #[test]
+    fn cvw_30_a_user_called_as_sips_rings_desk_and_clients() {
+        let svc = FakeServices::example();
+        let msg = FakeMessage::invite("sips:alice@corp.example").from("sips:dave@corp.example");
+        let f = fork(on_request(&config(), &msg, ctx(Source::Uc), &svc));
+        let labels: Vec<_> = f.targets.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["desk", "client", "client"]);
     }
 
     #[test]

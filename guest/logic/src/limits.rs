@@ -5,7 +5,8 @@
 //!
 //! Markers (documented for operators in `guest/README.md`):
 //! - CVW-41 transfer / park: a `REFER` (blind, attended, or to a park orbit).
-//! - CVW-41 hold: an `INVITE` whose SDP has `a=sendonly` or `a=inactive`.
+//! - CVW-41 hold: an `INVITE` whose SDP has `a=sendonly`, `a=inactive` or the RFC 2543
+//!   hold address `c=IN IP4 0.0.0.0` (`c=IN IP6 ::`).
 //! - CVW-41 recording: an `INVITE` whose SDP has `a=record:on` (RFC 7866).
 //! - CVW-42 third party: an `INVITE` with `Replaces` (RFC 3891) or `Join` (RFC 3911).
 //! - CVW-42 escalation: an `INVITE` whose Request-URI contains one of
@@ -141,7 +142,12 @@ pub fn destination_limit(config: &Config, destination: &str) -> Option<Limit> {
         return Some(Limit::MaliciousCallTrace);
     }
     match &config.pbx_voicemail_pilot {
-        Some(pilot) if numbers::same(pilot, &dialled) => Some(Limit::Voicemail),
+        Some(pilot)
+            if numbers::same(pilot, &dialled)
+                || numbers::same(pilot, &config.dial_plan.canonical(&dialled)) =>
+        {
+            Some(Limit::Voicemail)
+        }
         _ => None,
     }
 }
@@ -151,16 +157,20 @@ pub fn joins_dialog(msg: &dyn Message) -> Option<Limit> {
     msg.joins_dialog().then_some(Limit::ThirdParty)
 }
 
-/// CVW-41 by SDP: hold (`a=sendonly`, `a=inactive`) or recording (`a=record:on`).
+/// CVW-41 by SDP: hold (`a=sendonly`, `a=inactive`, or the RFC 2543 connection address
+/// `0.0.0.0` that older phones and gateways still send, RFC 3264 §8.4) or recording
+/// (`a=record:on`).
 pub fn sdp_limit(body: &[u8]) -> Option<Limit> {
     if body.is_empty() {
         return None;
     }
     let mut limit = None;
     for line in body.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = line.trim_ascii_end();
         match line {
-            b"a=sendonly" | b"a=inactive" => return Some(Limit::Hold),
+            b"a=sendonly" | b"a=inactive" | b"c=IN IP4 0.0.0.0" | b"c=IN IP6 ::" => {
+                return Some(Limit::Hold);
+            }
             b"a=record:on" => limit = Some(Limit::Recording),
             _ => {}
         }
@@ -181,6 +191,16 @@ mod tests {
         assert_eq!(sdp_limit(SDP_HOLD.as_bytes()), Some(Limit::Hold));
         assert_eq!(sdp_limit(b"v=0\na=inactive\n"), Some(Limit::Hold));
         assert_eq!(sdp_limit(b"v=0\r\na=record:on\r\n"), Some(Limit::Recording));
+        // RFC 2543 hold: the connection address zeroed, at session or media level.
+        let old_hold = b"v=0\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert_eq!(sdp_limit(old_hold), Some(Limit::Hold));
+        let media_level =
+            b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 0.0.0.0 \r\n";
+        assert_eq!(sdp_limit(media_level), Some(Limit::Hold));
+        assert_eq!(sdp_limit(b"v=0\r\nc=IN IP4 10.0.0.0\r\n"), None);
+        // The same unspecified address over IPv6.
+        assert_eq!(sdp_limit(b"v=0\r\nc=IN IP6 ::\r\n"), Some(Limit::Hold));
+        assert_eq!(sdp_limit(b"v=0\r\nc=IN IP6 ::1\r\n"), None);
         assert_eq!(
             sdp_limit(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n"),
             None

@@ -49,6 +49,13 @@ fn dial_out(
     svc: &dyn Services,
 ) -> Result<OriginationPlan, Refusal> {
     let user = requester(&req.user, svc, "CVW-20")?;
+    // The meeting service names the conference, but a dial-out is still an origination:
+    // an emergency number there is refused like anywhere else (CVW-15).
+    if let Some(dialled) = numbers::dialled(&req.conference_uri)
+        && is_emergency(config, &dialled)
+    {
+        return Err(emergency_refusal());
+    }
     let callback = callback_number(config, &user, None)?;
     // CVW-20, CVW-21: the conference answers at once, so flow I.
     Ok(plan(
@@ -118,24 +125,49 @@ fn callee(config: &Config, destination: &str) -> Result<Callee, Refusal> {
             "CVW-15",
         ));
     };
-    if config
-        .emergency_numbers
-        .iter()
-        .any(|e| numbers::same(e, &dialled))
+    let in_context = numbers::in_phone_context(destination, &dialled);
+    if is_emergency(config, &dialled)
+        || in_context
+            .as_deref()
+            .is_some_and(|n| is_emergency(config, n))
     {
         return Err(emergency_refusal());
     }
     if let Some(limit) = limits::destination_limit(config, &dialled) {
         return Err(limit.refusal());
     }
+    let number = config
+        .dial_plan
+        .canonical(in_context.as_deref().unwrap_or(&dialled));
+    if number.contains(['*', '#']) {
+        // A feature code would act on the user's own line at the PBX (call forwarding
+        // set by a click is toll fraud waiting to happen).
+        return Err(Refusal::new(
+            484,
+            "Address Incomplete",
+            "Feature codes with * or # cannot be dialled through Call via Work; use your desk phone.",
+            "CVW-15",
+        ));
+    }
     allowed(
         config,
-        &dialled,
+        &number,
         "You cannot call this number through Call via Work.",
     )?;
     Ok(Callee {
-        uri: numbers::pbx_uri(&dialled, &config.pbx_uri_suffix),
-        number: Some(dialled),
+        uri: numbers::pbx_uri(&number, &config.pbx_uri_suffix),
+        number: Some(number),
+    })
+}
+
+/// CVW-15: any reading of the number (outside line, national or international prefix,
+/// send key) is on the emergency list.
+fn is_emergency(config: &Config, dialled: &str) -> bool {
+    config.dial_plan.readings(dialled).iter().any(|reading| {
+        config
+            .emergency_numbers
+            .iter()
+            .any(|e| numbers::same(e, reading))
     })
 }
 
@@ -153,9 +185,14 @@ fn emergency_refusal() -> Refusal {
     )
 }
 
-/// CVW-15 toll-fraud guard: the deny prefixes win; a non-empty allow list must match.
+/// CVW-15 toll-fraud guard: the deny prefixes win, on any reading of the number (with or
+/// without the outside line); a non-empty allow list must match the number the PBX gets.
 fn allowed(config: &Config, number: &str, explanation: &str) -> Result<(), Refusal> {
-    let denied = numbers::has_prefix(number, &config.destination_deny_prefixes);
+    let denied = config
+        .dial_plan
+        .readings(number)
+        .iter()
+        .any(|reading| numbers::has_prefix(reading, &config.destination_deny_prefixes));
     let not_allowed = !config.destination_allow_prefixes.is_empty()
         && !numbers::has_prefix(number, &config.destination_allow_prefixes);
     if denied || not_allowed {
@@ -206,13 +243,10 @@ fn callback_number(config: &Config, user: &User, pick: Option<&str>) -> Result<S
             ));
         };
         // Both legs are billable: a picked number gets the same guard as a destination.
-        if config
-            .emergency_numbers
-            .iter()
-            .any(|e| numbers::same(e, &number))
-        {
+        if is_emergency(config, &number) {
             return Err(emergency_refusal());
         }
+        let number = config.dial_plan.canonical(&number);
         allowed(
             config,
             &number,
@@ -402,7 +436,16 @@ mod tests {
 
     #[test]
     fn cvw_15_emergency_numbers_are_refused_with_dial_from_your_desk_phone() {
-        for dest in ["911", "tel:112", "sip:999@corp.example", "+911"] {
+        // The example deployment names no country: short numbers in international form
+        // are still read as the emergency numbers they are.
+        for dest in [
+            "911",
+            "tel:112",
+            "sip:999@corp.example",
+            "+911",
+            "+1 911",
+            "tel:+44-999",
+        ] {
             let r = refusal(call("sip:alice@corp.example", dest, None));
             assert_eq!(r.rule, "CVW-15", "{dest}");
             assert!(
@@ -413,6 +456,87 @@ mod tests {
         // Nor may the callback leg ring one.
         let r = refusal(call("sip:alice@corp.example", "+14255550142", Some("911")));
         assert!(r.explanation.contains("desk phone"));
+    }
+
+    /// A US deployment whose PBX wants `9` for an outside line.
+    fn us_call(destination: &str, pick: Option<&str>) -> Decision {
+        let mut pairs = crate::testkit::config_pairs();
+        pairs.push(("country_code".into(), "1".into()));
+        pairs.push(("outside_line_prefix".into(), "9".into()));
+        let config = match Config::parse(&pairs) {
+            Ok(parsed) => parsed.config,
+            Err(e) => panic!("{e}"),
+        };
+        let req = ClickToCall {
+            user: "sip:alice@corp.example".into(),
+            destination: destination.into(),
+            callback_override: pick.map(str::to_owned),
+        };
+        on_click_to_call(&config, &req, &FakeServices::example())
+    }
+
+    #[test]
+    fn cvw_15_911_as_a_us_user_dials_it_is_refused_in_every_form() {
+        for dest in [
+            "9911",
+            "9-1-911",
+            "1 911",
+            "+1 (911)",
+            "911#",
+            "tel:911;phone-context=+1",
+            "sip:9911@corp.example",
+            "tel:9-911",
+        ] {
+            let r = refusal(us_call(dest, None));
+            assert!(r.explanation.contains("Emergency"), "{dest}: {r:?}");
+        }
+        let r = refusal(us_call("+14255550142", Some("9 911")));
+        assert!(r.explanation.contains("Emergency"), "{r:?}");
+    }
+
+    #[test]
+    fn cvw_15_the_outside_line_cannot_hide_a_premium_number() {
+        for dest in [
+            "9 1 (900) 555-0123",
+            "1-900-555-0123",
+            "900 555 0123",
+            "9 011 44 909 1234",
+        ] {
+            let r = refusal(us_call(dest, None));
+            assert_eq!((r.code, r.rule.as_str()), (403, "CVW-15"), "{dest}");
+        }
+        let r = refusal(us_call("+14255550142", Some("9-1-900-555-0123")));
+        assert_eq!(r.rule, "CVW-15");
+    }
+
+    #[test]
+    fn cvw_15_the_pbx_gets_the_number_without_outside_line_or_separators() {
+        let p = plan(us_call("9 (425) 555-0142", None));
+        assert_eq!(p.callee.uri, "sip:+14255550142@pbx.corp.example;user=phone");
+        let p = plan(us_call("tel:555-0142;phone-context=+1-425", None));
+        assert_eq!(p.callee.uri, "sip:+14255550142@pbx.corp.example;user=phone");
+        let p = plan(us_call("+14255550142", Some("9 425 555 0177")));
+        assert_eq!(
+            p.callback.uri,
+            "sip:+14255550177@pbx.corp.example;user=phone"
+        );
+    }
+
+    #[test]
+    fn cvw_15_feature_codes_are_refused_not_sent_to_the_pbx() {
+        for dest in [
+            "*72 425 555 0142",
+            "sip:%2A72%234255550142@corp.example",
+            "#31#4255550142",
+        ] {
+            let r = refusal(call("sip:alice@corp.example", dest, None));
+            assert_eq!((r.code, r.rule.as_str()), (484, "CVW-15"), "{dest}");
+        }
+    }
+
+    #[test]
+    fn cvw_43_the_voicemail_pilot_through_the_outside_line_is_refused() {
+        assert_eq!(refusal(us_call("9 1 425 555 9000", None)).rule, "CVW-43");
     }
 
     #[test]
@@ -495,6 +619,22 @@ mod tests {
             on_dial_out(&config(), &req, &FakeServices::example()),
             Decision::Refuse(_)
         ));
+    }
+
+    #[test]
+    fn cvw_15_a_dial_out_to_an_emergency_number_is_refused() {
+        for conference_uri in ["tel:+1-911", "sip:112@meet.corp.example"] {
+            let req = DialOut {
+                user: "sip:alice@corp.example".into(),
+                conference_uri: conference_uri.into(),
+                kind: MeetingKind::MeetNow,
+            };
+            let r = refusal(on_dial_out(&config(), &req, &FakeServices::example()));
+            assert!(
+                r.explanation.contains("Emergency"),
+                "{conference_uri}: {r:?}"
+            );
+        }
     }
 
     #[test]

@@ -82,6 +82,68 @@ pub struct SipConfig {
     /// Added to the legs' `X-CVW-Origination` marker so the proxy can tell forged markers apart.
     #[serde(default)]
     pub leg_token: Option<String>,
+    /// Digest accounts of the PBX trunks (and proxies) that challenge the host's legs,
+    /// `[[api.sip.trunks]]`, chosen by the challenge's realm.
+    #[serde(default)]
+    pub trunks: Vec<TrunkAccount>,
+    /// Every connected call's legs are refreshed this often (in-dialog UPDATE with
+    /// Session-Expires, RFC 4028); a leg that does not answer ends the call. 0: never.
+    #[serde(default = "default_session_refresh_s")]
+    pub session_refresh_s: u64,
+}
+
+fn default_session_refresh_s() -> u64 {
+    // Half of RFC 4028's recommended 1800 s Session-Expires.
+    900
+}
+
+/// `[[api.sip.trunks]]`: one digest account.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkAccount {
+    /// The realm of the trunk's challenges; absent: any realm without its own account.
+    #[serde(default)]
+    pub realm: Option<String>,
+    pub username: String,
+    /// A file holding the password (preferred: keeps it out of this file), or
+    pub password_file: Option<PathBuf>,
+    /// the password itself.
+    pub password: Option<String>,
+}
+
+/// Never the password: the configuration may be printed or logged.
+impl std::fmt::Debug for TrunkAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrunkAccount")
+            .field("realm", &self.realm)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl TrunkAccount {
+    /// The account for the user agent; the error names the entry and the field.
+    fn credentials(&self, index: usize) -> anyhow::Result<cvw_sip::ua::Credentials> {
+        let at = format!("api.sip.trunks[{index}]");
+        let password = match (&self.password_file, &self.password) {
+            (Some(file), None) => std::fs::read_to_string(file)
+                .with_context(|| format!("{at}.password_file: cannot read {}", file.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            (None, Some(password)) => password.clone(),
+            _ => anyhow::bail!("{at}: give exactly one of password_file and password"),
+        };
+        if self.username.is_empty() {
+            anyhow::bail!("{at}.username: must not be empty");
+        }
+        Ok(cvw_sip::ua::Credentials::new(
+            self.realm.clone(),
+            self.username.clone(),
+            password,
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -222,6 +284,11 @@ impl ServeConfig {
         if let Some(api) = &mut config.api {
             api.tokens_file = base.join(&api.tokens_file);
             api.call_log = base.join(&api.call_log);
+            for trunk in &mut api.sip.trunks {
+                if let Some(file) = &trunk.password_file {
+                    trunk.password_file = Some(base.join(file));
+                }
+            }
         }
         Ok(config)
     }
@@ -360,6 +427,15 @@ async fn start_api(
         },
         outbound_proxy: Some(config.sip.outbound_proxy.clone()),
         leg_token: config.sip.leg_token.clone(),
+        credentials: config
+            .sip
+            .trunks
+            .iter()
+            .enumerate()
+            .map(|(i, trunk)| trunk.credentials(i))
+            .collect::<anyhow::Result<_>>()?,
+        session_refresh: (config.sip.session_refresh_s > 0)
+            .then(|| Duration::from_secs(config.sip.session_refresh_s)),
         ..UaConfig::default()
     };
     let (ua, incoming) = UserAgent::bind(ua_config)
@@ -550,6 +626,36 @@ mod tests {
             err.ends_with("policy.failure_reply: reply.code: 200 is not 300..=699"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn trunk_accounts_are_read_and_never_printed() {
+        let dir = std::env::temp_dir().join(format!("cvw-trunks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pbx.pw"), "from-a-file\n").unwrap();
+        let path = dir.join("cvw.toml");
+        let text = "directory = \"d.toml\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+                    tokens_file = \"t.toml\"\ncall_log = \"c.jsonl\"\n\
+                    [api.sip]\nbind = \"127.0.0.1:0\"\noutbound_proxy = \"sip:127.0.0.1:5060\"\n\
+                    [[api.sip.trunks]]\nrealm = \"pbx-a\"\nusername = \"cvw\"\npassword_file = \"pbx.pw\"\n\
+                    [[api.sip.trunks]]\nusername = \"cvw\"\npassword = \"inline-secret\"\n\
+                    [[api.sip.trunks]]\nusername = \"cvw\"\n";
+        std::fs::write(&path, text).unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        let api = config.api.clone().unwrap();
+        assert_eq!(api.sip.session_refresh_s, 900);
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("inline-secret"), "{printed}");
+        let a = api.sip.trunks[0].credentials(0).unwrap();
+        assert_eq!(a.realm.as_deref(), Some("pbx-a"));
+        assert!(!format!("{a:?}").contains("from-a-file"));
+        assert!(api.sip.trunks[1].credentials(1).is_ok());
+        let err = api.sip.trunks[2].credentials(2).unwrap_err().to_string();
+        assert!(err.starts_with("api.sip.trunks[2]"), "{err}");
+        std::fs::remove_file(dir.join("pbx.pw")).unwrap();
+        let err = api.sip.trunks[0].credentials(0).unwrap_err().to_string();
+        assert!(err.starts_with("api.sip.trunks[0].password_file"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! It knows nothing of policies, wasm or the `cvw` crate: the host converts its
 //! `OriginationPlan` into [`third_party::CallPlan`].
 
+pub mod auth;
 pub mod dialog;
 pub mod message;
 pub mod queue;

@@ -123,6 +123,12 @@ fn sentence(reason: EndReason) -> &'static str {
         }
         EndReason::CallbackHungUp => "You hung up.",
         EndReason::CalleeHungUp => "The other party hung up.",
+        EndReason::CallbackLost => {
+            "Your phone's side of the call stopped answering; the call was ended."
+        }
+        EndReason::CalleeLost => {
+            "The other party's side of the call stopped answering; the call was ended."
+        }
         EndReason::HungUp => "The call was ended on request.",
         EndReason::MaxDuration => "The call reached its maximum duration.",
         EndReason::Unroutable => "A number of the call cannot be routed.",

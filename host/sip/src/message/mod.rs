@@ -21,6 +21,8 @@ pub enum Method {
     Info,
     Update,
     Options,
+    /// RFC 3262: acknowledges a reliable provisional response.
+    Prack,
     Other(String),
 }
 
@@ -34,6 +36,7 @@ impl Method {
             Method::Info => "INFO",
             Method::Update => "UPDATE",
             Method::Options => "OPTIONS",
+            Method::Prack => "PRACK",
             Method::Other(name) => name,
         }
     }
@@ -47,6 +50,7 @@ impl Method {
             "INFO" => Method::Info,
             "UPDATE" => Method::Update,
             "OPTIONS" => Method::Options,
+            "PRACK" => Method::Prack,
             other => Method::Other(other.to_owned()),
         }
     }

@@ -40,6 +40,16 @@ impl Call {
     /// Clears what is left of a connected call: the other leg when one hung up (no Reason:
     /// it is a normal clearing), both when the host ends it.
     async fn end_connected(&mut self, ending: Ending) -> Ended {
+        let lost = matches!(
+            ending.ended.reason,
+            EndReason::CallbackLost | EndReason::CalleeLost
+        );
+        if lost && ending.ended.code != Some(481) {
+            // RFC 4028 §10: the silent leg gets a BYE too, in case only our refreshes were
+            // lost; not waited for, since a leg that is really gone answers nothing and
+            // the other party must not wait 64·T1 to be hung up.
+            let _ = self.legs(ending.from).0.bye(Some(&ending.reason));
+        }
         match ending.from {
             Side::Host => self.clear_both(&ending.reason).await,
             from if ending.reason.is_empty() => self.legs(from).1.clear(None).await,
@@ -86,7 +96,7 @@ impl Call {
                     return Some(Ending {
                         from,
                         reason: reason(r.code, "Session refresh failed"),
-                        ended: end(hung_up(from), Some(r.code), from),
+                        ended: end(lost(from), Some(r.code), from),
                     });
                 }
                 self.relay_response(from, r)
@@ -109,7 +119,8 @@ impl Call {
             ),
             ("Supported".to_owned(), "timer".to_owned()),
         ];
-        self.refreshes.clear();
+        // Not cleared: a refresh still waiting (Timer F can outlast a short interval) must
+        // still end the call when it fails; each entry goes with its final response.
         for side in [Side::Callback, Side::Callee] {
             let (leg, _) = self.legs(side);
             if let Ok(cseq) = leg.request(Method::Update, None, &expires) {
@@ -120,10 +131,10 @@ impl Call {
 
     /// A refresh answered 481 or 408: that leg's dialog is gone (RFC 4028 §10).
     fn refresh_failed(&mut self, on: Side, response: &Response) -> bool {
-        let Some(cseq) = response.headers.cseq() else {
+        let Some(number) = self.legs(on).0.asked_cseq(response) else {
             return false;
         };
-        let Some(at) = self.refreshes.iter().position(|k| *k == (on, cseq.number)) else {
+        let Some(at) = self.refreshes.iter().position(|k| *k == (on, number)) else {
             return false;
         };
         self.refreshes.swap_remove(at);
@@ -173,10 +184,10 @@ impl Call {
 
     /// The other leg answered a relayed request: pass the answer back (and ACK a 2xx).
     fn relay_response(&mut self, on: Side, response: Response) {
-        let Some(cseq) = response.headers.cseq() else {
+        let Some(number) = self.legs(on).0.asked_cseq(&response) else {
             return;
         };
-        let Some(relay) = self.relays.remove(&(on, cseq.number)) else {
+        let Some(relay) = self.relays.remove(&(on, number)) else {
             return;
         };
         let is_invite = relay.incoming.request.method == Method::Invite;

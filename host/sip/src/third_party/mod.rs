@@ -99,6 +99,10 @@ pub enum EndReason {
     Glare,
     CallbackHungUp,
     CalleeHungUp,
+    /// The callback leg stopped answering its session refresh (timeout, 481): its phone
+    /// or trunk is gone (RFC 4028 §10).
+    CallbackLost,
+    CalleeLost,
     /// [`CallHandle::hangup`].
     HungUp,
     MaxDuration,
@@ -124,6 +128,8 @@ impl EndReason {
             EndReason::Glare => "glare",
             EndReason::CallbackHungUp => "callback-hung-up",
             EndReason::CalleeHungUp => "callee-hung-up",
+            EndReason::CallbackLost => "callback-lost",
+            EndReason::CalleeLost => "callee-lost",
             EndReason::HungUp => "hung-up",
             EndReason::MaxDuration => "max-duration",
             EndReason::Unroutable => "unroutable",
@@ -277,6 +283,14 @@ struct Ending {
     ended: Ended,
 }
 
+fn lost(side: Side) -> EndReason {
+    if side == Side::Callee {
+        EndReason::CalleeLost
+    } else {
+        EndReason::CallbackLost
+    }
+}
+
 fn hung_up(side: Side) -> EndReason {
     if side == Side::Callee {
         EndReason::CalleeHungUp
@@ -370,6 +384,7 @@ impl Call {
         }
         self.emit(CallState::RingingCallee);
         let b_answer = self.ring_callee().await?;
+        self.adopt_session_expires(&b_answer);
         self.bridge(b_answer).await?;
         self.emit(CallState::Connected);
         Ok(())
@@ -378,6 +393,7 @@ impl Call {
     /// A answered: ACKed in Flow IV; in Flow I its offer is what B gets.
     async fn callback_answered(&mut self) -> Result<Option<Body>, Ended> {
         let answer = self.ring_callback().await?;
+        self.adopt_session_expires(&answer);
         match self.settings.flow {
             Flow::Iv => {
                 let _ = self.a.ack(None);
@@ -494,6 +510,30 @@ impl Call {
         }
     }
 
+    /// RFC 4028 §7.2: we offered `timer`, so a PBX may answer with a shorter
+    /// Session-Expires than we refresh at and end the call when it runs out; refreshes
+    /// then come at half of it.
+    fn adopt_session_expires(&mut self, response: &Response) {
+        let Some(current) = self.settings.session_refresh else {
+            return;
+        };
+        let Some(seconds) = response
+            .headers
+            .get("Session-Expires")
+            .and_then(|v| v.split(';').next()?.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        let half = Duration::from_secs(seconds.max(2) / 2);
+        if half < current {
+            debug!(
+                seconds,
+                "the peer's Session-Expires sets the refresh interval"
+            );
+            self.settings.session_refresh = Some(half);
+        }
+    }
+
     async fn clear_both(&mut self, why: &str) {
         tokio::join!(self.a.clear(Some(why)), self.b.clear(Some(why)));
     }
@@ -558,9 +598,8 @@ impl Call {
             match self.step(Some(window)).await {
                 Step::A(LegEvent::Response(r))
                     if !r.is_provisional()
-                        && r.headers
-                            .cseq()
-                            .is_some_and(|c| c.number == cseq && c.method == Method::Invite) =>
+                        && r.method() == Some(Method::Invite)
+                        && self.a.asked_cseq(&r) == Some(cseq) =>
                 {
                     return Ok(r);
                 }

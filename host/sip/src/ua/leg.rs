@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::auth::Challenge;
 use crate::queue::{self, Receiver, Sender};
 
 use super::*;
@@ -26,6 +27,8 @@ struct UacState {
     spec: Option<Box<UacSpec>>,
     /// The initial INVITE's transaction, while a CANCEL may still be needed.
     client: Option<InviteClient>,
+    /// A CANCEL was asked for: a challenge to the INVITE is then not answered.
+    cancelled: bool,
 }
 
 #[derive(Debug)]
@@ -70,6 +73,34 @@ pub struct Leg {
     pending_offer: Option<Vec<u8>>,
     /// Whether our latest INVITE went without an offer (its 2xx then carries one).
     offerless: bool,
+    /// Requests kept to answer a digest challenge; only with credentials configured, and
+    /// boxed: a leg without them pays one pointer.
+    auth: Option<Box<AuthState>>,
+    /// RSeq of the last reliable provisional response PRACKed (RFC 3262 §4).
+    last_rseq: Option<u32>,
+    /// Highest CSeq number sent before the dialog was confirmed (PRACKs go in the early
+    /// dialog): the confirmed dialog's requests continue above it.
+    early_cseq: u32,
+}
+
+/// A request in flight that a 401/407 may ask to send again with credentials.
+#[derive(Debug)]
+struct Sent {
+    /// The CSeq number it went with.
+    cseq: u32,
+    /// The number the caller was given for it: the first try's, kept through the retries.
+    asked: u32,
+    request: Request,
+    to: Destination,
+    /// How many challenges were answered for it already.
+    tries: u8,
+}
+
+#[derive(Debug, Default)]
+struct AuthState {
+    sent: Vec<Sent>,
+    /// (CSeq sent, CSeq asked) of requests sent again with credentials, newest last.
+    renumbered: Vec<(u32, u32)>,
 }
 
 impl std::fmt::Debug for Leg {
@@ -111,6 +142,7 @@ impl Leg {
                     headers: spec.headers,
                 })),
                 client: None,
+                cancelled: false,
             }),
             dialog: None,
             last_ack: None,
@@ -119,6 +151,9 @@ impl Leg {
             answered_cseq: None,
             pending_offer: None,
             offerless: false,
+            auth: None,
+            last_rseq: None,
+            early_cseq: 0,
         }
     }
 
@@ -142,6 +177,9 @@ impl Leg {
             answered_cseq: None,
             pending_offer: None,
             offerless: false,
+            auth: None,
+            last_rseq: None,
+            early_cseq: 0,
         }
     }
 
@@ -210,7 +248,21 @@ impl Leg {
         if let Some(pai) = spec.asserted {
             headers.push("P-Asserted-Identity", pai);
         }
-        headers.push("Allow", "INVITE, ACK, CANCEL, BYE, INFO, UPDATE");
+        headers.push("Allow", "INVITE, ACK, CANCEL, BYE, INFO, UPDATE, PRACK");
+        // A PBX that sends its provisionals reliably (RFC 3262) gets them PRACKed; one
+        // that runs session timers (RFC 4028) may leave the refreshing to us when we do.
+        // Not 100rel without an offer: the first reliable provisional with SDP would then
+        // be an offer that the PRACK must answer (RFC 3262 §5), and the callee leg of Flow
+        // IV has no answer until the callback phone gives one.
+        let supported = match (body.is_some(), inner.config.session_refresh.is_some()) {
+            (true, true) => Some("100rel, timer"),
+            (true, false) => Some("100rel"),
+            (false, true) => Some("timer"),
+            (false, false) => None,
+        };
+        if let Some(supported) = supported {
+            headers.push("Supported", supported);
+        }
         let mut request = Request {
             method: Method::Invite,
             uri: spec.target,
@@ -230,6 +282,7 @@ impl Leg {
         debug!(to = %to.addr, "INVITE");
         let sink = self.sink(request.body.is_empty());
         self.offerless = request.body.is_empty();
+        self.keep_for_auth(1, &request, to);
         let client = self.inner.layer.send_invite(request, to, sink);
         if let LegState::Uac(uac) = &mut self.state {
             uac.client = Some(client);
@@ -255,7 +308,10 @@ impl Leg {
     }
 
     /// CANCELs the initial INVITE with a Reason (RFC 3326), e.g. `SIP;cause=480;text="..."`.
-    pub fn cancel(&self, reason: &str) {
+    pub fn cancel(&mut self, reason: &str) {
+        if let LegState::Uac(uac) = &mut self.state {
+            uac.cancelled = true;
+        }
         if let LegState::Uac(UacState {
             client: Some(client),
             ..
@@ -328,6 +384,7 @@ impl Leg {
         debug!(%method, cseq = number, "in-dialog request");
         let offerless = request.body.is_empty();
         let sink = self.sink(offerless);
+        self.keep_for_auth(number, &request, to);
         if method == Method::Invite {
             // A re-INVITE's 2xx is ACKed by the TU like any other (the client is not needed:
             // re-INVITEs are never cancelled here).
@@ -446,9 +503,23 @@ impl Leg {
     }
 
     fn absorb(&mut self, event: LegEvent) -> Option<LegEvent> {
+        if let LegEvent::Response(r) = &event
+            && !r.is_provisional()
+            && self.auth.is_some()
+        {
+            if matches!(r.code, 401 | 407) && self.authenticate(r) {
+                return None;
+            }
+            self.forget_sent(r);
+        }
         match event {
             LegEvent::Response(r) if r.method() == Some(Method::Invite) && r.is_success() => {
                 self.on_invite_2xx(r)
+            }
+            LegEvent::Response(r)
+                if r.method() == Some(Method::Invite) && r.code > 100 && r.is_provisional() =>
+            {
+                self.on_invite_1xx(r)
             }
             LegEvent::Response(r) if r.method() == Some(Method::Invite) && r.code >= 300 => {
                 if let LegState::Uac(uac) = &mut self.state
@@ -504,8 +575,66 @@ impl Leg {
         }
     }
 
+    /// A provisional response to our INVITE. One sent reliably (`Require: 100rel` with an
+    /// RSeq, RFC 3262 §4) is PRACKed in its early dialog, once: a retransmission of it, or
+    /// one out of order, is discarded as the RFC says.
+    fn on_invite_1xx(&mut self, response: Response) -> Option<LegEvent> {
+        let reliable = response
+            .headers
+            .get_all("Require")
+            .any(|o| o.eq_ignore_ascii_case("100rel"));
+        if !reliable || self.dialog.is_some() {
+            return Some(LegEvent::Response(response));
+        }
+        let _span = info_span!("sip", call_id = %self.call_id).entered();
+        let Some(rseq) = response
+            .headers
+            .get("RSeq")
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            warn!(
+                code = response.code,
+                "reliable provisional without a valid RSeq: not PRACKed"
+            );
+            return Some(LegEvent::Response(response));
+        };
+        if let Some(last) = self.last_rseq
+            && rseq != last.wrapping_add(1)
+        {
+            return None;
+        }
+        let mut early = match Dialog::as_uac(&response) {
+            Ok(dialog) => dialog,
+            Err(e) => {
+                warn!(error = %e, "reliable provisional without an early dialog: not PRACKed");
+                return Some(LegEvent::Response(response));
+            }
+        };
+        let invite_number = response
+            .headers
+            .cseq()
+            .map_or(self.invite_cseq, |c| c.number);
+        early.local_cseq = early.local_cseq.max(self.invite_cseq).max(self.early_cseq);
+        let prack = early.request(Method::Prack, None);
+        let number = early.local_cseq;
+        let rack = vec![("RAck".to_owned(), format!("{rseq} {invite_number} INVITE"))];
+        let Some((prack, to)) = self.inner.prepare(prack, &early, None, self.role, &rack) else {
+            warn!(target = %early.next_hop(), "the early dialog's target is not routable: not PRACKed");
+            return Some(LegEvent::Response(response));
+        };
+        debug!(rseq, cseq = number, "PRACK");
+        self.last_rseq = Some(rseq);
+        self.early_cseq = number;
+        self.keep_for_auth(number, &prack, to);
+        let sink = self.sink(true);
+        self.inner.layer.send_request(prack, to, sink);
+        Some(LegEvent::Response(response))
+    }
+
     /// The dialog's Call-ID is the leg's (it was routed here by it): one string for both.
     fn keep_dialog(&mut self, mut dialog: Dialog) {
+        // Requests of the confirmed dialog go on above the PRACKs of the early one.
+        dialog.local_cseq = dialog.local_cseq.max(self.early_cseq);
         dialog.call_id = self.call_id.clone();
         self.dialog = Some(dialog);
     }
@@ -535,6 +664,144 @@ impl Leg {
         Some(LegEvent::Request(incoming))
     }
 
+    fn keep_for_auth(&mut self, cseq: u32, request: &Request, to: Destination) {
+        if self.inner.config.credentials.is_empty() {
+            return;
+        }
+        let auth = self.auth.get_or_insert_with(Box::default);
+        auth.sent.push(Sent {
+            cseq,
+            asked: cseq,
+            request: request.clone(),
+            to,
+            tries: 0,
+        });
+    }
+
+    fn forget_sent(&mut self, response: &Response) {
+        let (Some(auth), Some(cseq)) = (self.auth.as_mut(), response.headers.cseq()) else {
+            return;
+        };
+        auth.sent
+            .retain(|s| !(s.cseq == cseq.number && s.request.method == cseq.method));
+    }
+
+    /// Sends a challenged request again with the answer to every challenge we hold
+    /// credentials for (RFC 3261 §22.2, §22.3): same Call-ID, tags and route, a new CSeq
+    /// and branch. Once per challenge; again only when the server says the nonce was
+    /// merely stale. `false` leaves the 401/407 to the caller as the request's failure.
+    fn authenticate(&mut self, response: &Response) -> bool {
+        let Some(cseq) = response.headers.cseq() else {
+            return false;
+        };
+        let Some(auth) = self.auth.as_mut() else {
+            return false;
+        };
+        let Some(at) = auth
+            .sent
+            .iter()
+            .position(|s| s.cseq == cseq.number && s.request.method == cseq.method)
+        else {
+            return false;
+        };
+        let _span = info_span!("sip", call_id = %self.call_id).entered();
+        let mut answers = Vec::new();
+        let mut all_stale = true;
+        for challenge in Challenge::all_of(response) {
+            match challenge {
+                Ok(challenge) => {
+                    all_stale &= challenge.stale;
+                    let Some(credentials) = challenge.credentials(&self.inner.config.credentials)
+                    else {
+                        // Debug-quoted: the realm is the peer's text and must not start a log line of its own.
+                        warn!(realm = ?challenge.realm, code = response.code, "no credentials for the challenge's realm");
+                        continue;
+                    };
+                    let sent = &auth.sent[at].request;
+                    let answer = challenge.answer(credentials, sent.method.as_str(), &sent.uri);
+                    answers.push((challenge.answer_header(), answer));
+                }
+                Err(e) => warn!(error = %e, code = response.code, "challenge not answered"),
+            }
+        }
+        let tries = auth.sent[at].tries;
+        if answers.is_empty() || !(tries == 0 || (tries == 1 && all_stale)) {
+            if tries > 0 {
+                warn!(
+                    code = response.code,
+                    "the credentials were refused; the request fails"
+                );
+            }
+            return false;
+        }
+        let initial_invite = cseq.method == Method::Invite && self.dialog.is_none();
+        if initial_invite && matches!(&self.state, LegState::Uac(u) if u.cancelled) {
+            return false;
+        }
+        let number = match &mut self.dialog {
+            _ if initial_invite => self.invite_cseq.max(self.early_cseq) + 1,
+            Some(dialog) => {
+                dialog.local_cseq += 1;
+                dialog.local_cseq
+            }
+            None => return false,
+        };
+        let old = auth.sent.swap_remove(at);
+        let mut request = old.request;
+        let mut headers = Headers::new();
+        headers.push("Via", self.inner.via(old.to.protocol, &random::branch()));
+        for h in request.headers.iter() {
+            let name = h.name.as_str();
+            let replaced = ["Via", "CSeq", "Authorization", "Proxy-Authorization"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name));
+            if !replaced {
+                headers.push(name, h.value.as_str());
+            }
+        }
+        headers.push("CSeq", format!("{number} {}", request.method));
+        for (name, value) in answers {
+            headers.push(name, value);
+        }
+        request.headers = headers;
+        debug!(method = %request.method, cseq = number, code = response.code, "sent again with credentials");
+        auth.sent.push(Sent {
+            cseq: number,
+            asked: old.asked,
+            request: request.clone(),
+            to: old.to,
+            tries: tries + 1,
+        });
+        auth.renumbered.push((number, old.asked));
+        if auth.renumbered.len() > 8 {
+            auth.renumbered.remove(0);
+        }
+        if request.method == Method::Invite {
+            self.invite_cseq = number;
+            let sink = self.sink(request.body.is_empty());
+            let client = self.inner.layer.send_invite(request, old.to, sink);
+            if initial_invite && let LegState::Uac(uac) = &mut self.state {
+                uac.client = Some(client);
+            }
+        } else {
+            let sink = self.sink(true);
+            self.inner.layer.send_request(request, old.to, sink);
+        }
+        true
+    }
+
+    /// The CSeq number [`Leg::request`] returned for the request `response` answers: a
+    /// request sent again with credentials went with a new one.
+    pub fn asked_cseq(&self, response: &Response) -> Option<u32> {
+        let number = response.headers.cseq()?.number;
+        let renumbered = self
+            .auth
+            .as_ref()
+            .and_then(|a| a.renumbered.iter().find(|(sent, _)| *sent == number))
+            .map(|(_, asked)| *asked);
+        Some(renumbered.unwrap_or(number))
+    }
+
     /// The user agent's IP, for the origin line of SDP the controller writes.
     pub fn local_ip(&self) -> String {
         self.inner.local_ip()
@@ -557,9 +824,10 @@ impl Leg {
             match event {
                 LegEvent::Response(r)
                     if !r.is_provisional()
-                        && r.headers
-                            .cseq()
-                            .is_some_and(|c| c.number == cseq && c.method == method) =>
+                        && r.headers.cseq().is_some_and(|c| {
+                            c.method == method
+                                && (c.number == cseq || self.asked_cseq(&r) == Some(cseq))
+                        }) =>
                 {
                     return Some(r);
                 }

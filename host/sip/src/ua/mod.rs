@@ -24,6 +24,7 @@ use crate::queue::Sender;
 use tokio::time::Instant;
 use tracing::{debug, info_span, warn};
 
+pub use crate::auth::Credentials;
 use crate::dialog::{Dialog, DialogError};
 use crate::message::{Headers, Method, NameAddr, Request, Response};
 use crate::random;
@@ -64,6 +65,9 @@ pub struct UaConfig {
     /// Refresh connected two-leg calls this often (UPDATE without SDP, RFC 4028 style);
     /// `None`: never.
     pub session_refresh: Option<Duration>,
+    /// Digest accounts for the trunks and proxies that challenge our requests (401/407),
+    /// chosen by realm; empty: a challenge fails the request.
+    pub credentials: Vec<Credentials>,
 }
 
 impl Default for UaConfig {
@@ -77,6 +81,7 @@ impl Default for UaConfig {
             user_agent: "cvw".into(),
             leg_token: None,
             session_refresh: None,
+            credentials: Vec::new(),
         }
     }
 }
