@@ -133,11 +133,12 @@ async fn the_call_log_has_calls_answered_on_the_desk_and_in_a_client() {
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
 
-    let mut on_desk = bob.invite(ALICE, BOB, &[]);
-    let desk = w.pbx.expect_invite(WAIT).await;
-    let i1 = c1.expect_invite(WAIT).await;
-    let i2 = c2.expect_invite(WAIT).await;
-    bob.expect_ringing(3, WAIT).await;
+    let Ringing {
+        call: mut on_desk,
+        desk,
+        i1,
+        i2,
+    } = w.ring_alice(&mut bob, &mut c1, &mut c2).await;
     w.pbx.answer(&desk);
     assert_eq!(bob.final_response(&mut on_desk, WAIT).await.code, 200);
     c1.expect_cancel(&i1, WAIT).await;
@@ -145,11 +146,12 @@ async fn the_call_log_has_calls_answered_on_the_desk_and_in_a_client() {
     let bye = async { w.pbx.expect_bye(WAIT).await };
     tokio::join!(bob.bye(&on_desk), bye);
 
-    let mut in_client = bob.invite(ALICE, BOB, &[]);
-    let desk = w.pbx.expect_invite(WAIT).await;
-    let i1 = c1.expect_invite(WAIT).await;
-    let i2 = c2.expect_invite(WAIT).await;
-    bob.expect_ringing(3, WAIT).await;
+    let Ringing {
+        call: mut in_client,
+        desk,
+        i1,
+        i2,
+    } = w.ring_alice(&mut bob, &mut c1, &mut c2).await;
     c2.answer(&i2);
     assert_eq!(bob.final_response(&mut in_client, WAIT).await.code, 200);
     w.pbx.expect_cancel(&desk, WAIT).await;

@@ -46,11 +46,12 @@ async fn cvw31_first_answer_wins_others_cancelled_as_completed_elsewhere(proxy: 
     let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
-    let mut call = bob.invite(ALICE, BOB, &[]);
-    let desk = w.pbx.expect_invite(WAIT).await;
-    let i1 = c1.expect_invite(WAIT).await;
-    let i2 = c2.expect_invite(WAIT).await;
-    bob.expect_ringing(3, WAIT).await;
+    let Ringing {
+        mut call,
+        desk,
+        i1,
+        i2,
+    } = w.ring_alice(&mut bob, &mut c1, &mut c2).await;
 
     c2.answer(&i2);
     let ok = bob.final_response(&mut call, WAIT).await;
@@ -76,13 +77,14 @@ async fn cvw32_answered_on_desk_stops_the_soft_clients(proxy: Proxy) {
     let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
-    let mut call = bob.invite(ALICE, BOB, &[]);
-    let desk = w.pbx.expect_invite(WAIT).await;
-    let i1 = c1.expect_invite(WAIT).await;
-    let i2 = c2.expect_invite(WAIT).await;
     // All three ring before the desk answers: a branch whose 180 reached Kamailio only
     // after the 2xx was seen cancelled with `Reason: SIP;cause=200` and no text.
-    bob.expect_ringing(3, WAIT).await;
+    let Ringing {
+        mut call,
+        desk,
+        i1,
+        i2,
+    } = w.ring_alice(&mut bob, &mut c1, &mut c2).await;
 
     w.pbx.answer(&desk);
     let ok = bob.final_response(&mut call, WAIT).await;
@@ -203,11 +205,12 @@ async fn policy_hot_swap_while_calls_ring_loses_no_call(proxy: Proxy) {
     let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
-    let mut call = bob.invite(ALICE, BOB, &[]);
-    let desk = w.pbx.expect_invite(WAIT).await;
-    let i1 = c1.expect_invite(WAIT).await;
-    let i2 = c2.expect_invite(WAIT).await;
-    bob.expect_ringing(3, WAIT).await;
+    let Ringing {
+        mut call,
+        desk,
+        i1,
+        i2,
+    } = w.ring_alice(&mut bob, &mut c1, &mut c2).await;
     let (before, after) = w.swap_policy().await;
     assert!(after > before, "a new generation: {before} -> {after}");
 
@@ -220,11 +223,12 @@ async fn policy_hot_swap_while_calls_ring_loses_no_call(proxy: Proxy) {
     w.pbx.expect_cancel(&desk, WAIT).await;
     c2.expect_cancel(&i2, WAIT).await;
 
-    let mut call2 = bob.invite(ALICE, BOB, &[]);
-    let desk2 = w.pbx.expect_invite(WAIT).await;
-    let j1 = c1.expect_invite(WAIT).await;
-    let j2 = c2.expect_invite(WAIT).await;
-    bob.expect_ringing(3, WAIT).await;
+    let Ringing {
+        call: mut call2,
+        desk: desk2,
+        i1: j1,
+        i2: j2,
+    } = w.ring_alice(&mut bob, &mut c1, &mut c2).await;
     w.pbx.answer(&desk2);
     assert_eq!(
         bob.final_response(&mut call2, WAIT).await.code,

@@ -340,11 +340,36 @@ impl World {
         (c1, c2)
     }
 
+    /// A UC call from `caller` to Alice, ringing her desk phone and both soft clients, each
+    /// heard ringing by the caller.
+    pub async fn ring_alice(
+        &mut self,
+        caller: &mut Phone,
+        c1: &mut Phone,
+        c2: &mut Phone,
+    ) -> Ringing {
+        let call = caller.invite(ALICE, BOB, &[]);
+        let desk = self.pbx.expect_invite(WAIT).await;
+        let i1 = c1.expect_invite(WAIT).await;
+        let i2 = c2.expect_invite(WAIT).await;
+        caller.expect_ringing(3, WAIT).await;
+        Ringing { call, desk, i1, i2 }
+    }
+
     pub async fn stop_service(&mut self) {
         if let Some(s) = self.service.take() {
             s.stop().await;
         }
     }
+}
+
+/// A call to Alice ringing everywhere ([`World::ring_alice`]): the caller's call and the
+/// INVITEs of the desk phone and the two clients.
+pub struct Ringing {
+    pub call: Call,
+    pub desk: Request,
+    pub i1: Request,
+    pub i2: Request,
 }
 
 impl Drop for World {
