@@ -22,14 +22,17 @@ pub type LogFn = extern "C" fn(level: LogLevel, text: *const u8, len: usize);
 
 static SINK: OnceLock<LogFn> = OnceLock::new();
 
-/// Sends `tracing` to `sink` from now on, in this process and the ones it forks. The
-/// host's `cvw=debug` events are Kamailio's debug level, shown with `debug=3`.
+/// Sends `tracing` to `sink` from now on, in this process and the ones it forks. Info and
+/// above only: the host's debug spans (one per call, formatted) cost a worker CPU on
+/// every call; `RUST_LOG` turns them on for a diagnosis.
 pub fn install(sink: LogFn) {
     if SINK.set(sink).is_err() {
         return;
     }
     let _ = tracing_subscriber::fmt()
-        .with_env_filter("cvw=debug,cvw_kamailio=debug")
+        .with_env_filter(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "cvw=info,cvw_kamailio=info".into()),
+        )
         .with_writer(KamailioLog)
         .with_ansi(false)
         .with_level(false)

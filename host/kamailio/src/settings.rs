@@ -32,6 +32,9 @@ pub struct Settings {
     pub call_log: Option<PathBuf>,
 }
 
+/// The epoch tick of the runtime in each Kamailio process.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("modparam(\"cvw\", \"{0}\") is required")]
@@ -56,9 +59,12 @@ impl RawParams {
                 Ok(PathBuf::from(value))
             }
         };
-        // Kamailio forks after mod_init compiled the policy: no compile thread pool.
+        // Kamailio forks after mod_init compiled the policy: no compile thread pool. Every
+        // worker has its own epoch thread: 5 ms ticks wake each five times less (the
+        // deadline's resolution is still a quarter of the default deadline).
         let mut runtime = RuntimeSettings {
             parallel_compile: false,
+            epoch_tick: EPOCH_TICK,
             ..RuntimeSettings::default()
         };
         runtime.failure_mode = match self.failure_mode.as_str() {
@@ -122,6 +128,7 @@ mod tests {
             s.runtime,
             RuntimeSettings {
                 parallel_compile: false,
+                epoch_tick: EPOCH_TICK,
                 ..RuntimeSettings::default()
             }
         );

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Config, Engine, OptLevel, ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
-/// One epoch tick. Deadlines are whole ticks, so 1 ms gives them a 1 ms resolution while
-/// costing one atomic increment per millisecond.
+/// One epoch tick by default ([`super::RuntimeSettings::epoch_tick`]). Deadlines are
+/// whole ticks, so 1 ms gives them a 1 ms resolution while costing one atomic increment
+/// (and one wake-up of the ticking thread) per millisecond.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
 
 /// Builds the engine shared by every policy version of one host.
@@ -32,7 +33,7 @@ pub(crate) fn new_engine(max_wasm_stack: usize, parallel: bool) -> wasmtime::Res
     Engine::new(&config)
 }
 
-/// Increments the engine's epoch every [`TICK`] until the returned guard is dropped, and
+/// Increments the engine's epoch every tick until the returned guard is dropped, and
 /// joins its thread then: a host dropped before a process forks (Kamailio's `mod_init`)
 /// leaves no thread behind.
 pub(crate) struct EpochTicker {
@@ -52,7 +53,8 @@ impl Drop for EpochTicker {
 }
 
 impl EpochTicker {
-    pub(crate) fn start(engine: Engine) -> std::io::Result<Self> {
+    pub(crate) fn start(engine: Engine, tick: Duration) -> std::io::Result<Self> {
+        let tick = tick.max(Duration::from_micros(100));
         let (stop, stopped) = mpsc::sync_channel::<()>(0);
         let thread = thread::Builder::new()
             .name("cvw-epoch".into())
@@ -61,8 +63,8 @@ impl EpochTicker {
                 // that are due keeps epochs on wall-clock time rather than on its luck.
                 let started = Instant::now();
                 let mut ticks: u128 = 0;
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
-                    let due = started.elapsed().as_nanos() / TICK.as_nanos();
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    let due = started.elapsed().as_nanos() / tick.as_nanos();
                     while ticks < due {
                         engine.increment_epoch();
                         ticks += 1;
@@ -76,9 +78,9 @@ impl EpochTicker {
     }
 }
 
-/// Ticks a call may run: `deadline` rounded up, at least one.
-pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
-    let tick = TICK.as_nanos();
+/// Ticks of `tick` a call may run: `deadline` rounded up, at least one.
+pub(crate) fn deadline_ticks(deadline: Duration, tick: Duration) -> u64 {
+    let tick = tick.as_nanos().max(1);
     u64::try_from(deadline.as_nanos().div_ceil(tick))
         .unwrap_or(u64::MAX)
         .max(1)
@@ -109,8 +111,7 @@ impl Overtime {
     /// Called by the epoch callback at the deadline (`deadline` ticks after the call
     /// started) and at the end of each window:
     /// `Some(ticks)` extends the call, `None` interrupts it.
-    pub(crate) fn extend(&mut self, deadline: u64) -> Option<u64> {
-        let probe_ticks = deadline_ticks(PROBE);
+    pub(crate) fn extend(&mut self, deadline: u64, probe_ticks: u64) -> Option<u64> {
         let max_windows = deadline.saturating_mul(OVERTIME_FACTOR - 1) / probe_ticks;
         let now = thread_cpu_time()?;
         let burned = self.window_cpu.map(|start| now.saturating_sub(start));
@@ -215,21 +216,25 @@ mod tests {
 
     #[test]
     fn deadline_rounds_up_to_whole_ticks() {
-        assert_eq!(deadline_ticks(Duration::from_millis(20)), 20);
-        assert_eq!(deadline_ticks(Duration::from_micros(20_500)), 21);
-        assert_eq!(deadline_ticks(Duration::ZERO), 1);
+        assert_eq!(deadline_ticks(Duration::from_millis(20), TICK), 20);
+        assert_eq!(deadline_ticks(Duration::from_micros(20_500), TICK), 21);
+        assert_eq!(deadline_ticks(Duration::ZERO, TICK), 1);
     }
 
     #[test]
     fn a_busy_call_is_interrupted_after_one_window() {
         let mut overtime = Overtime::default();
-        assert_eq!(overtime.extend(20), Some(5), "the first window is granted");
+        assert_eq!(
+            overtime.extend(20, 5),
+            Some(5),
+            "the first window is granted"
+        );
         let start = thread_cpu_time().unwrap();
         while thread_cpu_time().unwrap() - start < BUSY * 2 {
             std::hint::black_box(0);
         }
         assert_eq!(
-            overtime.extend(20),
+            overtime.extend(20, 5),
             None,
             "a thread that burned CPU is interrupted"
         );
@@ -238,7 +243,9 @@ mod tests {
     #[test]
     fn a_descheduled_call_gets_windows_up_to_the_cap() {
         let mut overtime = Overtime::default();
-        let granted = std::iter::from_fn(|| overtime.extend(20)).take(100).count();
+        let granted = std::iter::from_fn(|| overtime.extend(20, 5))
+            .take(100)
+            .count();
         // 20 ms deadline × (5 - 1) = 80 ms of windows of 5 ms.
         assert_eq!(granted, 16);
     }

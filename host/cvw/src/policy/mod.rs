@@ -53,6 +53,10 @@ pub struct RuntimeSettings {
     /// `mod_init`): the pool's threads would not exist in the children, whose next compile
     /// would wait for them forever.
     pub parallel_compile: bool,
+    /// How often the epoch ticks: a deadline's resolution, and a wake-up of the ticking
+    /// thread each time. A process that runs a ticker per worker (Kamailio's module)
+    /// takes a coarser tick.
+    pub epoch_tick: Duration,
 }
 
 impl Default for RuntimeSettings {
@@ -64,6 +68,7 @@ impl Default for RuntimeSettings {
             failure_mode: FailureMode::Open,
             clock: None,
             parallel_compile: true,
+            epoch_tick: engine::TICK,
         }
     }
 }

@@ -52,6 +52,8 @@ struct Inner {
     linker: Linker<HostState>,
     settings: RuntimeSettings,
     deadline_ticks: u64,
+    /// Ticks of one overtime window ([`engine::PROBE`]).
+    probe_ticks: u64,
     shared: Arc<Shared>,
     current: ArcSwapOption<Snapshot>,
     publishing: Mutex<PublishState>,
@@ -126,14 +128,15 @@ impl PolicyHost {
             .map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         state::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("policy imports: {e:#}"))?;
-        let ticker = EpochTicker::start(engine.clone())?;
+        let ticker = EpochTicker::start(engine.clone(), settings.epoch_tick)?;
         let shared = Arc::new(Shared::new(settings.clock));
         Ok(Self {
             inner: Arc::new(Inner {
                 id: NEXT_HOST_ID.fetch_add(1, Ordering::Relaxed),
                 engine,
                 linker,
-                deadline_ticks: engine::deadline_ticks(settings.deadline),
+                deadline_ticks: engine::deadline_ticks(settings.deadline, settings.epoch_tick),
+                probe_ticks: engine::deadline_ticks(engine::PROBE, settings.epoch_tick),
                 settings,
                 shared,
                 current: ArcSwapOption::empty(),
@@ -430,9 +433,9 @@ impl PolicyHost {
             HostState::new(env, self.inner.settings.memory_limit_bytes),
         );
         store.limiter(|state| &mut state.limiter);
-        let ticks = self.inner.deadline_ticks;
+        let (ticks, probe) = (self.inner.deadline_ticks, self.inner.probe_ticks);
         store.epoch_deadline_callback(move |mut store| {
-            Ok(match store.data_mut().overtime.extend(ticks) {
+            Ok(match store.data_mut().overtime.extend(ticks, probe) {
                 Some(more) => UpdateDeadline::Continue(more),
                 None => UpdateDeadline::Interrupt,
             })
