@@ -221,3 +221,33 @@ async fn call_log(w: &World, n: usize) -> Vec<serde_json::Value> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A call log that cannot be written (here its path is a directory) costs no call: the
+/// call rings and connects as always, and each lost record is logged, counted, never
+/// silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_call_log_loses_no_call_and_says_so() {
+    let mut w = module_world().await;
+    std::fs::create_dir_all(w.directory().with_file_name("calls.jsonl")).unwrap();
+    let (mut c1, mut c2) = w.alice_clients().await;
+    let mut bob = w.udp("bob").await;
+    let Ringing {
+        mut call,
+        desk,
+        i1,
+        i2,
+    } = w.ring_alice(&mut bob, &mut c1, &mut c2).await;
+    w.pbx.reject(&desk, 486, "Busy Here");
+    c1.reject(&i1, 486, "Busy Here");
+    c2.reject(&i2, 486, "Busy Here");
+    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 486);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !w.kamailio().log().contains("call record not written (1 lost") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost record is not logged:\n{}",
+            w.kamailio().log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
