@@ -242,7 +242,11 @@ async fn an_unwritable_call_log_loses_no_call_and_says_so() {
     c2.reject(&i2, 486, "Busy Here");
     assert_eq!(bob.final_response(&mut call, WAIT).await.code, 486);
     let deadline = std::time::Instant::now() + WAIT;
-    while !w.kamailio().log().contains("call record not written (1 lost") {
+    while !w
+        .kamailio()
+        .log()
+        .contains("call record not written (1 lost")
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the lost record is not logged:\n{}",
