@@ -175,6 +175,9 @@ pub struct ForkedCall {
     pub policy_digest: String,
     /// The label of each branch, in the proxy's branch order.
     pub labels: Vec<String>,
+    /// The Request-URI of each branch, in the same order (when the proxy does not say).
+    #[serde(default)]
+    pub uris: Vec<String>,
 }
 
 /// How one branch of a fork ended, as the proxy saw it.
@@ -340,6 +343,7 @@ mod tests {
             policy_generation: 2,
             policy_digest: "ab".into(),
             labels: vec!["desk".into(), "client".into(), "client".into()],
+            uris: vec![],
         }
     }
 

@@ -396,8 +396,13 @@ fn start_decision_service(
     signal: Shutdown,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
+    let mut svc = crate::decision::DecisionService::new(Arc::new(deployment.host().clone()));
+    // Forks decided over evapi go into the same call log as the API's calls (CVW-50).
+    if let Some(api) = &config.api {
+        svc = svc.with_call_log(Arc::new(JsonLinesFile::open(&api.call_log)?));
+    }
     crate::decision::spawn_configured(
-        Arc::new(deployment.host().clone()),
+        svc,
         crate::decision::Endpoints {
             jsonrpc: config.decision.jsonrpc,
             http: config.decision.http,

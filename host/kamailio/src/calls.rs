@@ -30,6 +30,7 @@ pub fn note(call_id: &str, user: &str, labels: Vec<String>, w: &worker::Worker) 
         policy_generation: generation,
         policy_digest: digest,
         labels,
+        uris: Vec::new(),
     };
     serde_json::to_string(&call).ok()
 }

@@ -17,6 +17,7 @@
 //! Named `decision` for what the proxies get from it. Does not own the policy runtime
 //! (behind [`Decider`]) nor `cvw serve`'s wiring ([`crate::daemon`]).
 
+pub mod calls;
 pub mod dialect;
 pub mod request;
 pub mod transport;
@@ -47,6 +48,10 @@ pub trait Decider: Send + Sync + 'static {
     fn failure_decision(&self) -> Decision {
         Decision::Continue
     }
+    /// The SHA-256 of the published policy, for the call log; empty when unknown.
+    fn policy_digest(&self) -> String {
+        String::new()
+    }
 }
 
 impl Decider for PolicyHost {
@@ -62,6 +67,9 @@ impl Decider for PolicyHost {
     fn failure_decision(&self) -> Decision {
         self.settings().failure_mode.decision()
     }
+    fn policy_digest(&self) -> String {
+        self.current().map(|v| v.digest).unwrap_or_default()
+    }
 }
 
 /// What the policy answered to one hook call: a decision (`route`, `failure`) or what to do
@@ -76,11 +84,29 @@ pub enum Verdict {
 #[derive(Clone)]
 pub struct DecisionService {
     decider: Arc<dyn Decider>,
+    /// Forks kept for the call log until the proxy says how they ended (evapi).
+    calls: Option<Arc<calls::CallBook>>,
 }
 
 impl DecisionService {
     pub fn new(decider: Arc<dyn Decider>) -> Self {
-        Self { decider }
+        Self {
+            decider,
+            calls: None,
+        }
+    }
+
+    /// Logs the forks it decides (CVW-50) once the proxy says how they ended.
+    pub fn with_call_log(mut self, sink: Arc<dyn crate::calllog::CallLogSink>) -> Self {
+        self.calls = Some(Arc::new(calls::CallBook::new(sink)));
+        self
+    }
+
+    /// What the proxy said of a call this service forked.
+    pub fn call_event(&self, event: calls::CallEvent) {
+        if let Some(book) = &self.calls {
+            book.event(event);
+        }
     }
 
     /// Answers one hook call in `dialect`'s terms: the one path every transport takes.
@@ -88,6 +114,7 @@ impl DecisionService {
     /// a failed policy call does; an error only if even that cannot be encoded.
     pub fn handle(&self, call: &HookCall, dialect: &dyn Dialect) -> Result<ProxyAnswer, HookError> {
         let outcome = self.verdict(call);
+        self.remember_fork(call, &outcome);
         dialect.encode(&outcome).or_else(|source| {
             tracing::warn!(
                 generation = outcome.generation,
@@ -132,6 +159,24 @@ impl DecisionService {
                 detail: why.to_string(),
             }),
         }
+    }
+
+    /// Keeps a decided fork's facts for the call log.
+    fn remember_fork(&self, call: &HookCall, outcome: &Outcome<Verdict>) {
+        let (Some(book), HookArgs::Route(_), Verdict::Decision(Decision::Fork(fork))) =
+            (&self.calls, &call.args, &outcome.value)
+        else {
+            return;
+        };
+        book.forked(crate::calllog::ForkedCall {
+            id: call.msg.call_id().to_owned(),
+            user: call.msg.request_uri().to_owned(),
+            started_ms: crate::calllog::now_ms(),
+            policy_generation: outcome.generation,
+            policy_digest: self.decider.policy_digest(),
+            labels: fork.targets.iter().map(|t| t.label.clone()).collect(),
+            uris: fork.targets.iter().map(|t| t.uri.clone()).collect(),
+        });
     }
 
     /// Asks the policy, in a span naming the call.

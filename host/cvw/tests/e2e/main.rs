@@ -13,6 +13,7 @@
 
 use cvw_testkit as support;
 
+use cvw::calllog::JsonLinesFile;
 use cvw::decision::transport::netstring::NetstringCodec;
 use cvw::decision::{Decider, DecisionService, Running};
 use cvw::directory::Directory;

@@ -177,6 +177,7 @@ impl World {
         let mut policy = None;
         let mut policy_file = None;
         let mut module = None;
+        let mut call_log = None;
         let decider: Option<Arc<dyn Decider>> = match host {
             Host::Policy(fixture) if proxy == Proxy::KamailioModule => {
                 let dir = std::env::temp_dir().join(unique("cvw-e2e-dir-"));
@@ -198,6 +199,7 @@ impl World {
             Host::Policy(fixture) => {
                 let dir = std::env::temp_dir().join(unique("cvw-e2e-dir-"));
                 std::fs::create_dir_all(&dir).unwrap();
+                call_log = Some(dir.join("calls.jsonl"));
                 let file = dir.join("directory.toml");
                 std::fs::write(&file, directory_text(fixture, pbx_addr)).unwrap();
                 let host = PolicyHost::new(RuntimeSettings::default()).unwrap();
@@ -217,7 +219,11 @@ impl World {
         };
         let (mut service, addrs, timeout_ms) = match decider {
             Some(d) => {
-                let s = DecisionService::new(d)
+                let mut svc = DecisionService::new(d);
+                if let Some(path) = &call_log {
+                    svc = svc.with_call_log(Arc::new(JsonLinesFile::open(path).unwrap()));
+                }
+                let s = svc
                     .start(
                         "127.0.0.1:0".parse().unwrap(),
                         "127.0.0.1:0".parse().unwrap(),

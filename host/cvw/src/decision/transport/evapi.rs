@@ -14,6 +14,9 @@
 //! ```text
 //! {"hook":"route","tindex":N,"tlabel":N,"source":"uc","contacts":[[uri,next_hop,user_agent,instance],...],"msg":"<base64>"}
 //! ready <nonce>
+//! {"call":"answered","call_id":"<base64>","branch":N}    for the call log (CVW-50):
+//! {"call":"ended","call_id":"<base64>","how":"..."}       what became of a forked call,
+//! {"call":"failed","call_id":"<base64>","code":N}          from the dialog module's events
 //! ```
 //! with every contact field base64-encoded. After connecting, the host sends
 //! `{"hello":"<nonce>"}` and counts itself ready when `ready <nonce>` comes back: then
@@ -21,6 +24,7 @@
 //! nonce is random (`getrandom`), so one host's `ready` is never taken for another's.
 
 use super::netstring::{self, NetstringCodec};
+use crate::decision::calls::CallEvent;
 use crate::decision::dialect::{KamailioEvapi, ProxyAnswer};
 use crate::decision::request::SourceParam;
 use crate::decision::{DecisionService, HookCall, HookError};
@@ -161,6 +165,14 @@ async fn connection(
                 }
                 continue;
             }
+            if frame.starts_with(b"{\"call\"") {
+                // What became of a call: no answer, it only completes its call-log record.
+                match call_event(&frame) {
+                    Ok(event) => svc.call_event(event),
+                    Err(e) => tracing::warn!("evapi: unreadable call event dropped: {e}"),
+                }
+                continue;
+            }
             if let Some(answer) = answer_event(svc, &frame) {
                 codec
                     .encode(answer.as_str().as_bytes(), &mut out)
@@ -195,6 +207,32 @@ fn nonce() -> io::Result<String> {
     getrandom::getrandom(&mut bytes)
         .map_err(|e| io::Error::other(format!("no random nonce: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A call event, its Call-ID base64 as the config sends it.
+fn call_event(frame: &[u8]) -> Result<CallEvent, String> {
+    let event: CallEvent = serde_json::from_slice(frame).map_err(|e| e.to_string())?;
+    let decode = |b64: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| format!("call_id {b64:?} is not base64 of UTF-8"))
+    };
+    Ok(match event {
+        CallEvent::Answered { call_id, branch } => CallEvent::Answered {
+            call_id: decode(&call_id)?,
+            branch,
+        },
+        CallEvent::Ended { call_id, how } => CallEvent::Ended {
+            call_id: decode(&call_id)?,
+            how,
+        },
+        CallEvent::Failed { call_id, code } => CallEvent::Failed {
+            call_id: decode(&call_id)?,
+            code,
+        },
+    })
 }
 
 /// A route event as the example config builds it.

@@ -12,9 +12,8 @@ pub mod http;
 pub mod jsonrpc;
 pub mod netstring;
 
-use super::{Decider, DecisionService};
+use super::DecisionService;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
-use std::sync::Arc;
 
 /// Both transports running on their own tasks; stopping closes every connection.
 pub struct Running {
@@ -96,7 +95,7 @@ pub struct Endpoints {
 /// stopped by `shutdown`. A listener that cannot bind is a start-up error naming the
 /// address.
 pub fn spawn_configured(
-    decider: Arc<dyn Decider>,
+    svc: DecisionService,
     endpoints: Endpoints,
     shutdown: Shutdown,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
@@ -107,7 +106,6 @@ pub fn spawn_configured(
         http,
         evapi,
     } = endpoints;
-    let svc = DecisionService::new(decider);
     if let Some(addr) = evapi {
         // Connects in the background: Kamailio may start after the host.
         let (_status, client) = evapi::client(addr, svc.clone(), shutdown.clone());
