@@ -26,8 +26,15 @@ pub fn status() -> Vec<String> {
     };
     let mut lines = Vec::new();
     let generation = shared.generation();
-    let head = worker::settings()
-        .map(|s| generations::Store::new(s.work_dir.clone()))
+    let store = worker::settings().map(|s| generations::Store::new(s.work_dir.clone()));
+    let digest = |g: u64| {
+        store
+            .as_ref()
+            .and_then(|s| s.record(g).ok())
+            .map_or_else(|| "-".to_owned(), |r| r.digest)
+    };
+    let head = store
+        .as_ref()
         .and_then(|store| store.record(generation).ok());
     lines.push(match head {
         Some(r) => format!(
@@ -44,10 +51,11 @@ pub fn status() -> Vec<String> {
         "policy calls {calls} time p50 <= {p50} us p99 <= {p99} us"
     ));
     for (process_no, slot) in shared.slots() {
+        let g = slot.generation.load(Ordering::Relaxed);
         lines.push(format!(
-            "process {process_no} pid {} generation {} calls {} failures {}",
+            "process {process_no} pid {} generation {g} sha256 {} calls {} failures {}",
             slot.pid.load(Ordering::Relaxed),
-            slot.generation.load(Ordering::Relaxed),
+            digest(g),
             slot.calls.load(Ordering::Relaxed),
             slot.failures.load(Ordering::Relaxed),
         ));

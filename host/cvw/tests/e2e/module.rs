@@ -118,7 +118,7 @@ async fn routed_or_forked_by(w: &World, generation: u64) {
     assert!(
         status
             .lines()
-            .any(|l| l.contains(&format!("generation {generation} calls"))
+            .any(|l| l.contains(&format!("generation {generation} sha256 "))
                 && !l.contains("calls 0 ")),
         "a worker that took a call runs generation {generation}:\n{status}"
     );
