@@ -114,6 +114,9 @@ async fn parallel_fork_applies_from_next_hop_and_headers_per_branch(proxy: Proxy
     assert_eq!(i2.headers.get("X-Only"), Some("the TCP client"));
     assert_eq!(desk.headers.get("X-Only"), None);
 
+    // All three ring before the caller gives up: the proxy cancels a branch only once it
+    // has a provisional answer, which a loaded machine can hold back past the wait.
+    bob.expect_ringing(3, WAIT).await;
     bob.cancel(&call);
     w.pbx.expect_cancel(&desk, WAIT).await;
     c1.expect_cancel(&i1, WAIT).await;
