@@ -5,7 +5,7 @@ use crate::calls;
 use crate::worker::{self, Worker, WorkerError};
 use cvw::decision::dialect::{NativeAnswer, NativeBranch, native};
 use cvw::decision::request::source_named;
-use cvw::decision::{HookArgs, HookCall, HookError, Verdict};
+use cvw::decision::{Decider, HookArgs, HookCall, HookError, Verdict};
 use cvw::policy::Outcome;
 use cvw::policy::model::{BranchReply, Contact, Header, RequestContext};
 use cvw_sip::message::Message;
@@ -120,7 +120,8 @@ fn decision(w: &mut Worker, call: &HookCall) -> Result<NativeAnswer, CallError> 
                 call_id = call.msg.call_id(),
                 "cvw: unusable decision: {e}; failure mode applied"
             );
-            let fallback = w.host.settings().failure_mode.decision();
+            // The same fallback the decision service gives an answer no proxy can take.
+            let fallback = Decider::failure_decision(&w.host);
             Ok(NativeAnswer::of(&fallback).unwrap_or(NativeAnswer::Continue))
         }
     }
