@@ -82,8 +82,9 @@ enum Mode {
         /// Rounds of all variants in turn; the medians of the rounds are reported.
         #[arg(long, default_value_t = 1)]
         rounds: u32,
-        /// Then the same with `cvw.so` deciding in Kamailio's workers (a second Kamailio;
-        /// needs `scripts/build-kamailio-module --release`).
+        /// Then the same with `cvw.so` deciding in the proxy's workers (a second proxy;
+        /// needs `scripts/build-kamailio-module --release` or, with `--proxy opensips`,
+        /// `scripts/build-opensips-module --release`).
         #[arg(long)]
         module: bool,
     },

@@ -208,9 +208,6 @@ pub fn run(
     if janssonrpcc && proxy == ProxyKind::Opensips {
         bail!("--janssonrpcc is Kamailio's transport; OpenSIPS asks the host over HTTP");
     }
-    if module && proxy == ProxyKind::Opensips {
-        bail!("--module is cvw.so, a Kamailio module");
-    }
     let pbx = load_rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
     let pbx_addr = pbx.local_addr()?;
     let (host, mut service) = service_rt.block_on(service::start(tmp, pbx_addr))?;
@@ -262,7 +259,19 @@ pub fn run(
         rss.push((decided, worker_rss(&kam.pids())));
     }
     drop(kam);
-    if module {
+    if module && proxy == ProxyKind::Opensips {
+        let os = opensips::OpenSips::start(&opensips::Setup {
+            udp_workers: children,
+            shm_mb,
+            transform: Some(add_static_fork_opensips),
+            module: Some(module_files(tmp, opensips::module_path("release")?)?),
+            ..opensips::Setup::new(service.http, pbx_addr, "127.0.0.1:9".parse()?)
+        })?;
+        let decided = "cvw decision (cvw.so in OpenSIPS)".to_owned();
+        let os = Proxied::OpenSips(os);
+        load_rt.block_on(measure(&os, "opensips-module.cfg", &decided, o))?;
+        rss.push((decided, worker_rss(&os.pids())));
+    } else if module {
         // Analysis only: the branch ring timeout by a second pass instead of the module's
         // timer (CVW_LOAD_RING=second_pass).
         let ring = std::env::var("CVW_LOAD_RING").unwrap_or_else(|_| "timer".into());
@@ -279,7 +288,7 @@ pub fn run(
             transform: Some(add_static_fork),
             shm_mb,
             janssonrpcc: false,
-            module: Some(module_files(tmp)?),
+            module: Some(module_files(tmp, kamailio::module_path("release")?)?),
         })?;
         let log = if std::env::var_os("CVW_LOAD_CALL_LOG").is_some() {
             "call log on"
@@ -375,14 +384,18 @@ async fn measure(kam: &Proxied, cfg: &str, decided: &str, o: &Options) -> anyhow
 
 /// The release `cvw.so` and the files it reads: the default policy, and the directory
 /// `service::start` wrote; as shipped, with its call log.
-fn module_files(tmp: &std::path::Path) -> anyhow::Result<kamailio::ModuleFiles> {
+/// What a `cvw.so` (`so`) loads: the default policy and the load's directory.
+fn module_files(
+    tmp: &std::path::Path,
+    so: std::path::PathBuf,
+) -> anyhow::Result<kamailio::ModuleFiles> {
     let policy = tmp.join("policy.wasm");
     std::fs::write(
         &policy,
         cvw::policy::builtin::default_policy().context("default policy not built")?,
     )?;
     Ok(kamailio::ModuleFiles {
-        so: kamailio::module_path("release")?,
+        so,
         policy,
         directory: tmp.join("directory.toml"),
         // Off, as the static forks have none; CVW_LOAD_CALL_LOG measures it (every forked

@@ -1,5 +1,6 @@
 //! Runs a real OpenSIPS 3.6 for a test: the config is `examples/opensips/opensips.cfg`
-//! with its addresses replaced (OpenSIPS has no `#!substdef`: the example writes each
+//! (or, with [`Setup::module`], `opensips-module.cfg`), its `include_file` of
+//! `cvw-routes.cfg` inlined, with its addresses replaced (OpenSIPS has no `#!substdef`: the example writes each
 //! address always in one form, and each form is replaced as a whole string), on loopback
 //! ports that were free a moment ago, written into a run directory of its own. The whole
 //! process group is killed on drop, so no OpenSIPS outlives its test. It does not judge
@@ -8,6 +9,7 @@
 //! OpenSIPS is not packaged for Debian: `scripts/build-opensips` (run by `scripts/setup`)
 //! builds it into [`prefix`], the one place this runner looks.
 
+use crate::kamailio::ModuleFiles;
 use crate::process::{ProxyProcess, free_port};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
@@ -40,6 +42,9 @@ pub struct Setup {
     /// An edit of the example's text before its addresses are replaced (the load tool adds
     /// its static baseline), so that what it adds may name them as the example does.
     pub transform: Option<fn(String) -> String>,
+    /// `cvw.so` deciding in OpenSIPS' workers (`opensips-module.cfg`) with these files;
+    /// `None`: the host over HTTP (`opensips.cfg`). Its call log is not used.
+    pub module: Option<ModuleFiles>,
 }
 
 impl Setup {
@@ -52,6 +57,7 @@ impl Setup {
             udp_workers: 4,
             shm_mb: 128,
             transform: None,
+            module: None,
         }
     }
 }
@@ -101,6 +107,49 @@ pub fn example_config() -> PathBuf {
     workspace().join("examples/opensips/opensips.cfg")
 }
 
+/// The config that loads `cvw.so`.
+pub fn module_config() -> PathBuf {
+    workspace().join("examples/opensips/opensips-module.cfg")
+}
+
+/// The routes both configs include.
+const ROUTES_INCLUDE: &str = "include_file \"cvw-routes.cfg\"";
+
+/// `cvw.so` for OpenSIPS as `scripts/build-opensips-module` builds it (debug, or
+/// `release`). Fails, never skips, when it is missing.
+pub fn module_path(profile: &str) -> anyhow::Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let so = target.join("opensips-module").join(profile).join("cvw.so");
+    if !so.exists() {
+        let flag = if profile == "release" {
+            " --release"
+        } else {
+            ""
+        };
+        bail!(
+            "{} is missing: build it with scripts/build-opensips-module{flag} (scripts/setup and scripts/test do)",
+            so.display()
+        );
+    }
+    Ok(so)
+}
+
+/// The example's text with the shared routes in place of their `include_file` (the
+/// generated config is written elsewhere, where a relative include would not resolve).
+fn example_text(example: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(example).with_context(|| format!("read {}", example.display()))?;
+    let routes = example.with_file_name("cvw-routes.cfg");
+    let routes_text =
+        std::fs::read_to_string(&routes).with_context(|| format!("read {}", routes.display()))?;
+    if !text.contains(ROUTES_INCLUDE) {
+        bail!("{} has no {ROUTES_INCLUDE}", example.display());
+    }
+    Ok(text.replacen(ROUTES_INCLUDE, &routes_text, 1))
+}
+
 /// `text` with every `(from, to)` replaced; each `from` must occur, so that a config edit
 /// that drops an address fails here, naming it, rather than in a test that times out.
 pub fn substitute(text: &str, values: &[(String, String)]) -> anyhow::Result<String> {
@@ -116,9 +165,11 @@ pub fn substitute(text: &str, values: &[(String, String)]) -> anyhow::Result<Str
 
 /// The example config for `setup` with the proxy on `sip`, its `mpath` the built modules.
 pub fn config_text(setup: &Setup, sip: SocketAddr) -> anyhow::Result<String> {
-    let example = example_config();
-    let mut text =
-        std::fs::read_to_string(&example).with_context(|| format!("read {}", example.display()))?;
+    let example = match setup.module {
+        Some(_) => module_config(),
+        None => example_config(),
+    };
+    let mut text = example_text(&example)?;
     if let Some(edit) = setup.transform {
         text = edit(text);
     }
@@ -127,19 +178,30 @@ pub fn config_text(setup: &Setup, sip: SocketAddr) -> anyhow::Result<String> {
         .find(|l| l.starts_with("mpath="))
         .context("examples/opensips/opensips.cfg has no mpath= line")?
         .to_owned();
-    let values: Vec<(String, String)> = [
+    let mut values: Vec<(String, String)> = vec![
         (mpath, format!("mpath=\"{}/\"", module_dir().display())),
         (PROXY.into(), sip.to_string()),
         (PBX_TRUNK.into(), setup.pbx.to_string()),
         (HOST_UA.into(), setup.host_ua.to_string()),
-        (HOST_HTTP.into(), setup.host_http.to_string()),
         (
             "udp_workers=4".into(),
             format!("udp_workers={}", setup.udp_workers),
         ),
-    ]
-    .into_iter()
-    .collect();
+    ];
+    match &setup.module {
+        None => values.push((HOST_HTTP.into(), setup.host_http.to_string())),
+        Some(m) => {
+            let work_dir = m.policy.with_file_name("opensips-cvw-work");
+            for (from, to) in [
+                ("target/opensips-module/release/cvw.so", &m.so),
+                ("/etc/cvw/policy.wasm", &m.policy),
+                ("/etc/cvw/directory.toml", &m.directory),
+                ("/var/run/opensips/cvw", &work_dir),
+            ] {
+                values.push((from.into(), to.display().to_string()));
+            }
+        }
+    }
     substitute(&text, &values)
 }
 

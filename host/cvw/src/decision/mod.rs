@@ -113,19 +113,33 @@ impl DecisionService {
     /// A policy's answer that cannot be put in those terms gets the failure decision, as
     /// a failed policy call does; an error only if even that cannot be encoded.
     pub fn handle(&self, call: &HookCall, dialect: &dyn Dialect) -> Result<ProxyAnswer, HookError> {
+        self.handle_reporting(call, dialect).0
+    }
+
+    /// [`DecisionService::handle`], and whether the failure mode answered in place of the
+    /// policy (for a module's own counters).
+    pub fn handle_reporting(
+        &self,
+        call: &HookCall,
+        dialect: &dyn Dialect,
+    ) -> (Result<ProxyAnswer, HookError>, bool) {
         let outcome = self.verdict(call);
         self.remember_fork(call, &outcome);
-        dialect.encode(&outcome).or_else(|source| {
-            tracing::warn!(
-                generation = outcome.generation,
-                "unusable decision: {source}; failure mode applied"
-            );
-            let fallback = self.failed(&outcome, &source);
-            dialect.encode(&fallback).map_err(|_| HookError::Map {
-                generation: outcome.generation,
-                source,
-            })
-        })
+        match dialect.encode(&outcome) {
+            Ok(answer) => (Ok(answer), outcome.failure.is_some()),
+            Err(source) => {
+                tracing::warn!(
+                    generation = outcome.generation,
+                    "unusable decision: {source}; failure mode applied"
+                );
+                let fallback = self.failed(&outcome, &source);
+                let answer = dialect.encode(&fallback).map_err(|_| HookError::Map {
+                    generation: outcome.generation,
+                    source,
+                });
+                (answer, true)
+            }
+        }
     }
 
     /// The policy's answer to one hook call, the failure mode's when it failed (logged):

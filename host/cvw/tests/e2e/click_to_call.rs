@@ -98,13 +98,17 @@ impl ClickWorld {
             .await
             .unwrap();
         let host_ua: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
-        // With cvw.so, Kamailio decides with the same files; the host keeps the API and
+        // With a cvw.so, the proxy decides with the same files; the host keeps the API and
         // the user agent.
-        let module = (proxy == Proxy::KamailioModule).then(|| {
+        let module = proxy.is_module().then(|| {
             let wasm = dir.join("policy.wasm");
             std::fs::write(&wasm, builtin::default_policy().unwrap()).unwrap();
+            let so = match proxy {
+                Proxy::OpenSipsModule => support::opensips::module_path("debug"),
+                _ => support::kamailio::module_path("debug"),
+            };
             ModuleFiles {
-                so: support::kamailio::module_path("debug").unwrap(),
+                so: so.unwrap(),
                 policy: wasm,
                 directory: directory.clone(),
                 call_log: None,

@@ -23,7 +23,7 @@ use cvw_sip::testing::wire::{Call, Phone, unique};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::kamailio::{Kamailio, ModuleFiles, Setup};
 use support::opensips::OpenSips;
 use tokio_util::bytes::BytesMut;
@@ -31,12 +31,15 @@ use tokio_util::codec::Decoder as _;
 
 /// One `#[tokio::test]` per proxy kind for the test body `async fn $body(proxy: Proxy)`:
 /// tests `$body::kamailio_evapi`, `$body::kamailio_jsonrpc`, `$body::opensips`,
-/// `$body::kamailio_module`; or only the kinds listed (`per_proxy!(body, [opensips])`),
+/// `$body::kamailio_module`, `$body::opensips_module`; or only the kinds listed (`per_proxy!(body, [opensips])`),
 /// for a body about the host as a separate process. A new kind of proxy is a variant of
 /// [`world::Proxy`] and one line here.
 macro_rules! per_proxy {
     ($body:ident) => {
-        per_proxy!($body, [kamailio_evapi, kamailio_jsonrpc, opensips, kamailio_module]);
+        per_proxy!(
+            $body,
+            [kamailio_evapi, kamailio_jsonrpc, opensips, kamailio_module, opensips_module]
+        );
     };
     ($body:ident, [$($kind:ident),+]) => {
         mod $body {
@@ -58,6 +61,7 @@ fn proxy_kind(name: &str) -> Proxy {
         "kamailio_jsonrpc" => Proxy::KamailioJsonRpc,
         "opensips" => Proxy::OpenSips,
         "kamailio_module" => Proxy::KamailioModule,
+        "opensips_module" => Proxy::OpenSipsModule,
         other => panic!("no proxy kind {other}"),
     }
 }

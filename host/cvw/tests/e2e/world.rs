@@ -29,6 +29,16 @@ pub enum Proxy {
     /// Kamailio deciding itself: `cvw.so` runs the policy in its workers (`-A
     /// WITH_CVW_MODULE`); no host service on the call path.
     KamailioModule,
+    /// OpenSIPS deciding itself: its `cvw.so` runs the policy in its workers
+    /// (`examples/opensips/opensips-module.cfg`); no host service on the call path.
+    OpenSipsModule,
+}
+
+impl Proxy {
+    /// Whether the policy runs inside the proxy (a `cvw.so`), from files it loads.
+    pub fn is_module(self) -> bool {
+        matches!(self, Proxy::KamailioModule | Proxy::OpenSipsModule)
+    }
 }
 
 /// A running proxy of any kind.
@@ -83,8 +93,12 @@ pub fn start_proxy(
                 .unwrap(),
             )
         }
-        Proxy::OpenSips => ProxyRun::OpenSips(
-            OpenSips::start(&support::opensips::Setup::new(host.http, pbx, host_ua)).unwrap(),
+        Proxy::OpenSips | Proxy::OpenSipsModule => ProxyRun::OpenSips(
+            OpenSips::start(&support::opensips::Setup {
+                module,
+                ..support::opensips::Setup::new(host.http, pbx, host_ua)
+            })
+            .unwrap(),
         ),
     }
 }
@@ -119,7 +133,7 @@ pub struct World {
     /// The policy runtime behind the service ([`Host::Policy`] only).
     host: Option<PolicyHost>,
     directory: Option<PathBuf>,
-    /// The policy file `cvw.so` loads ([`Proxy::KamailioModule`]).
+    /// The policy file `cvw.so` loads ([`Proxy::is_module`]).
     policy_file: Option<PathBuf>,
     pub pbx: Phone,
     pub host_ua: Phone,
@@ -179,15 +193,19 @@ impl World {
         let mut module = None;
         let mut call_log = None;
         let decider: Option<Arc<dyn Decider>> = match host {
-            Host::Policy(fixture) if proxy == Proxy::KamailioModule => {
+            Host::Policy(fixture) if proxy.is_module() => {
                 let dir = std::env::temp_dir().join(unique("cvw-e2e-dir-"));
                 std::fs::create_dir_all(&dir).unwrap();
                 let file = dir.join("directory.toml");
                 std::fs::write(&file, directory_text(fixture, pbx_addr)).unwrap();
                 let wasm = dir.join("policy.wasm");
                 std::fs::write(&wasm, builtin::default_policy().unwrap()).unwrap();
+                let so = match proxy {
+                    Proxy::OpenSipsModule => support::opensips::module_path("debug"),
+                    _ => support::kamailio::module_path("debug"),
+                };
                 module = Some(ModuleFiles {
-                    so: support::kamailio::module_path("debug").unwrap(),
+                    so: so.unwrap(),
                     policy: wasm.clone(),
                     directory: file.clone(),
                     call_log: Some(dir.join("calls.jsonl")),
@@ -283,9 +301,7 @@ impl World {
 
     /// The policy file `cvw.so` loads.
     pub fn policy_file(&self) -> &Path {
-        self.policy_file
-            .as_deref()
-            .expect("a world with Proxy::KamailioModule")
+        self.policy_file.as_deref().expect("a world with a cvw.so")
     }
 
     /// Publishes the default policy again (a new generation) while whatever rings goes on:
@@ -305,14 +321,45 @@ impl World {
             return (before, v.generation);
         }
         let before = self.module_generation();
+        if let ProxyRun::OpenSips(o) = &self._proxy {
+            // OpenSIPS' cvw.so: the way without an MI transport, the watcher seeing the
+            // policy file replaced.
+            let file = self.policy_file();
+            std::fs::write(file, std::fs::read(file).unwrap()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while self.module_generation() == before {
+                assert!(
+                    Instant::now() < deadline,
+                    "no new generation after the policy file changed:\n{}",
+                    o.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return (before, self.module_generation());
+        }
         let file = self.policy_file().display().to_string();
         let swapped = self.kamailio().rpc(&["cvw.swap", &file]).unwrap();
         assert!(swapped.contains("published"), "cvw.swap: {swapped}");
         (before, self.module_generation())
     }
 
-    /// The generation `kamcmd cvw.status` reports.
+    /// The generation `kamcmd cvw.status` reports; for OpenSIPS, the newest the module
+    /// wrote into its work directory (`gen-N.json`).
     pub fn module_generation(&self) -> u64 {
+        if let ProxyRun::OpenSips(_) = &self._proxy {
+            let work = self.policy_file().with_file_name("opensips-cvw-work");
+            return std::fs::read_dir(&work)
+                .unwrap()
+                .filter_map(|e| {
+                    let name = e.ok()?.file_name().into_string().ok()?;
+                    name.strip_prefix("gen-")?
+                        .strip_suffix(".json")?
+                        .parse()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0);
+        }
         let status = self.kamailio().rpc(&["cvw.status"]).unwrap();
         status
             .split_whitespace()
