@@ -17,8 +17,12 @@
 //!   Setups/s (open or closed loop), failed calls, host memory per connected call and host
 //!   CPU per call; `--kamailio` puts a real Kamailio in between as the host's outbound
 //!   proxy.
+//! - `cvw-load failover` ([`failover`]): `cvw serve` killed (SIGKILL) under an open-loop
+//!   load through Kamailio over evapi and started again: time until calls are routed
+//!   plain, calls without a final response, time until the host decides again.
 
 mod decisions;
+mod failover;
 mod measure;
 mod originate;
 mod phones;
@@ -111,6 +115,23 @@ enum Mode {
         #[arg(long)]
         api: bool,
     },
+    /// `cvw serve` killed with SIGKILL under an open-loop load through Kamailio (evapi),
+    /// then started again: how soon calls are routed plain, calls lost, how soon the
+    /// restarted host decides again. Needs `cargo build --release -p cvw` beside this tool.
+    Failover {
+        /// Offered calls/s (open loop).
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 12)]
+        seconds: u64,
+        /// When to kill the host (seconds into the load).
+        #[arg(long, default_value_t = 4)]
+        kill_at: u64,
+        /// When to start it again.
+        #[arg(long, default_value_t = 7)]
+        restart_at: u64,
+    },
     /// The scripted desk and callee phones of `originate` (run by it as a child process).
     #[command(hide = true)]
     Phones,
@@ -194,6 +215,21 @@ fn main() -> anyhow::Result<()> {
                 hold,
                 kamailio: kamailio.then_some(tmp.as_path()),
                 api: api.then_some(tmp.as_path()),
+            },
+        ),
+        Mode::Failover {
+            rate,
+            seconds,
+            kill_at,
+            restart_at,
+        } => failover::run(
+            &load_rt,
+            &tmp,
+            &failover::Options {
+                rate,
+                seconds,
+                kill_at,
+                restart_at,
             },
         ),
         Mode::Phones => service_rt.block_on(phones::serve()),

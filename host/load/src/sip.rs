@@ -13,9 +13,9 @@ use crate::service::{self, ALICE};
 use anyhow::{Context, bail};
 use cvw_sip::message::{Headers, Message, Method, Request, StartLine};
 use cvw_testkit::{kamailio, opensips};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
@@ -149,8 +149,8 @@ pub enum ProxyKind {
 }
 
 /// A UAS that answers every INVITE at once with 486 (like the reference measurement) and
-/// ignores everything else.
-async fn busy_uas(sock: Arc<UdpSocket>) {
+/// ignores everything else; the Call-IDs of the INVITEs it got go to `seen` if given.
+pub(crate) async fn busy_uas(sock: Arc<UdpSocket>, seen: Option<Arc<Mutex<HashSet<String>>>>) {
     let mut buf = vec![0u8; 65536];
     while let Ok((n, from)) = sock.recv_from(&mut buf).await {
         let trace = std::env::var_os("CVW_LOAD_TRACE").is_some();
@@ -172,6 +172,11 @@ async fn busy_uas(sock: Arc<UdpSocket>) {
         if let Message::Request(m) = m
             && m.method == Method::Invite
         {
+            if let Some(seen) = &seen {
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(m.headers.call_id().to_owned());
+            }
             let mut r = m.response(486, "Busy Here");
             r.tag_to("uas");
             let _ = sock.send_to(&r.to_bytes(), from).await;
@@ -250,7 +255,7 @@ pub fn run(
         }
     };
     let pbx = Arc::new(pbx);
-    load_rt.spawn(busy_uas(pbx));
+    load_rt.spawn(busy_uas(pbx, None));
     let mut rss = Vec::new();
     // Analysis only: the module alone.
     if std::env::var_os("CVW_LOAD_MODULE_ONLY").is_none() {
@@ -328,7 +333,7 @@ async fn measure(kam: &Proxied, cfg: &str, decided: &str, o: &Options) -> anyhow
     );
     let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
     register(&client, kam.sip()).await?;
-    let answering = tokio::spawn(busy_uas(client));
+    let answering = tokio::spawn(busy_uas(client, None));
     let static_fork = format!("static fork in {cfg}");
     let timed_static = format!("static fork + desk ring timeout (CVW-51) in {cfg}");
     let variants = [
@@ -341,7 +346,7 @@ async fn measure(kam: &Proxied, cfg: &str, decided: &str, o: &Options) -> anyhow
     // their size. Unwarmed, the first variant measured ran up to a third slower than
     // the same variant in later rounds, so every variant runs once, unmeasured, first.
     for (_, ruri) in variants {
-        calls(kam.sip(), ruri, pace, Duration::from_secs(3)).await?;
+        calls(kam.sip(), ruri, pace, Duration::from_secs(3), None).await?;
     }
     // Rounds of all variants in turn: a machine that slows down for a while slows
     // every variant of a round alike, and the medians of the rounds say the rest.
@@ -428,13 +433,13 @@ async fn variant(
     // Let the previous variant's transactions leave memory (tm's 5 s wait timer).
     tokio::time::sleep(Duration::from_secs(6)).await;
     // Warm up (connections, caches), then measure.
-    let _ = calls(kam.sip(), ruri, pace, Duration::from_secs(1)).await?;
+    let _ = calls(kam.sip(), ruri, pace, Duration::from_secs(1), None).await?;
     let pids = kam.pids();
     let per0: Vec<f64> = pids.iter().map(|p| process_cpu(&[*p])).collect();
     let k0 = process_cpu(&pids);
     let (h0, _) = thread_cpu("cvw-svc");
     let (rate, mut lat, failed, n) =
-        calls(kam.sip(), ruri, pace, Duration::from_secs(seconds)).await?;
+        calls(kam.sip(), ruri, pace, Duration::from_secs(seconds), None).await?;
     let k1 = process_cpu(&pids);
     let (h1, _) = thread_cpu("cvw-svc");
     if std::env::var_os("CVW_LOAD_TRACE").is_some() {
@@ -455,7 +460,7 @@ async fn variant(
     Ok(rate)
 }
 
-async fn register(sock: &UdpSocket, proxy: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn register(sock: &UdpSocket, proxy: SocketAddr) -> anyhow::Result<()> {
     let local = sock.local_addr()?;
     let mut h = Headers::new();
     h.push(
@@ -501,11 +506,20 @@ pub enum Pace {
 /// Calls to `ruri` for `dur`, started as `pace` says; each call is INVITE → final
 /// response → ACK. Returns (calls/s, latencies, calls without a final response,
 /// completed calls).
-async fn calls(
+/// One call of [`calls`]: its Call-ID, when it was sent, and when its final response
+/// came (`None`: never).
+pub struct CallTrace {
+    pub call_id: String,
+    pub sent: Instant,
+    pub final_response: Option<(Instant, u16)>,
+}
+
+pub(crate) async fn calls(
     proxy: SocketAddr,
     ruri: &str,
     pace: Pace,
     dur: Duration,
+    mut traces: Option<&mut Vec<CallTrace>>,
 ) -> anyhow::Result<(f64, Lat, u64, u64)> {
     let sock = UdpSocket::bind("127.0.0.1:0").await?;
     let local = sock.local_addr()?;
@@ -558,6 +572,13 @@ async fn calls(
                 );
             }
             sock.send_to(&m.to_bytes(), proxy).await?;
+            if let Some(t) = traces.as_deref_mut() {
+                t.push(CallTrace {
+                    call_id: m.headers.call_id().to_owned(),
+                    sent: Instant::now(),
+                    final_response: None,
+                });
+            }
             inflight.insert(m.headers.call_id().to_owned(), (Instant::now(), m));
         }
         if sweep.elapsed() > Duration::from_secs(1) {
@@ -592,6 +613,13 @@ async fn calls(
         };
         if let Some((t, inv)) = inflight.remove(resp.headers.call_id()) {
             lat.push(t.elapsed());
+            if let Some(trace) = traces.as_deref_mut().and_then(|ts| {
+                ts.iter_mut()
+                    .rev()
+                    .find(|c| c.call_id == resp.headers.call_id())
+            }) {
+                trace.final_response = Some((Instant::now(), resp.code));
+            }
             done += 1;
             // ACK for a non-2xx final response: hop by hop, the INVITE's Request-URI,
             // Via (same branch), From and Call-ID (RFC 3261 §17.1.1.3), made from the

@@ -1,0 +1,265 @@
+//! `cvw-load failover`: `cvw serve` killed with SIGKILL under an open-loop call load
+//! through Kamailio over evapi (the example config), then started again (issue 11: faults
+//! under load). Each call is a two-branch ring of Alice (her desk through the trunk, her
+//! soft client); a call that reached the desk was decided by the host (forked), one that
+//! did not was routed plain. The figures:
+//!
+//! - how long after the kill calls are routed plain at once (Kamailio sees the evapi
+//!   connection close and stops asking), and how many calls in between waited for the
+//!   config's decision timeout;
+//! - calls left without a final response (the goal is none);
+//! - how long after the restart calls are forked again (the host reconnects to evapi).
+
+use crate::service::{self, ALICE};
+use crate::sip::{CallTrace, Pace, busy_uas, calls, register};
+use anyhow::{Context, bail};
+use cvw_testkit::kamailio;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+
+pub struct Options {
+    pub rate: u32,
+    pub seconds: u64,
+    pub kill_at: u64,
+    pub restart_at: u64,
+}
+
+/// The example's decision timeout (`CVW_DECISION_TIMEOUT_MS`): a call asked of a host
+/// that died waits this long, then is routed plain.
+const DECISION_TIMEOUT_MS: u32 = 500;
+
+pub fn run(load_rt: &tokio::runtime::Runtime, tmp: &Path, o: &Options) -> anyhow::Result<()> {
+    if !(o.kill_at < o.restart_at && o.restart_at < o.seconds) {
+        bail!("--kill-at < --restart-at < --seconds, please");
+    }
+    load_rt.block_on(run_async(tmp, o))
+}
+
+async fn run_async(tmp: &Path, o: &Options) -> anyhow::Result<()> {
+    let pbx = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    let pbx_addr = pbx.local_addr()?;
+    // The directory `cvw serve` reads (the in-process host it also makes is not used).
+    drop(service::alice_policy(
+        tmp,
+        "directory.toml",
+        pbx_addr,
+        "pbx.corp.example",
+    )?);
+    let unused: SocketAddr = "127.0.0.1:9".parse()?;
+    let kam = kamailio::Kamailio::start(&kamailio::Setup {
+        host_jsonrpc: unused,
+        host_http: unused,
+        pbx: pbx_addr,
+        host_ua: unused,
+        decision_timeout_ms: DECISION_TIMEOUT_MS,
+        extra: vec![],
+        transform: None,
+        shm_mb: 1024,
+        janssonrpcc: false,
+        module: None,
+    })?;
+    let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    register(&client, kam.sip).await?;
+    let desk_calls: Arc<Mutex<HashSet<String>>> = Arc::default();
+    tokio::spawn(busy_uas(pbx, Some(desk_calls.clone())));
+    tokio::spawn(busy_uas(client, None));
+
+    let config = host_config(tmp, kam.evapi)?;
+    let mut host = Host::start(&config)?;
+    wait_until_forking(&kam, &desk_calls).await?;
+    println!(
+        "Kamailio {} over evapi, `cvw serve` pid {}; {} calls/s for {} s, SIGKILL at {} s, started again at {} s",
+        kam.sip,
+        host.0.id(),
+        o.rate,
+        o.seconds,
+        o.kill_at,
+        o.restart_at
+    );
+
+    let started = Instant::now();
+    let sip = kam.sip;
+    let seconds = o.seconds;
+    let rate = o.rate;
+    let load = tokio::spawn(async move {
+        let mut traces = Vec::new();
+        let r = calls(
+            sip,
+            ALICE,
+            Pace::Rate(rate),
+            Duration::from_secs(seconds),
+            Some(&mut traces),
+        )
+        .await;
+        r.map(|_| traces)
+    });
+    tokio::time::sleep_until((started + Duration::from_secs(o.kill_at)).into()).await;
+    let killed = Instant::now();
+    host.kill()?;
+    tokio::time::sleep_until((started + Duration::from_secs(o.restart_at)).into()).await;
+    let restarted = Instant::now();
+    let mut host = Host::start(&config)?;
+    let traces = load.await.context("load task")??;
+    host.kill()?;
+
+    let desk = desk_calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    report(&traces, &desk, started, killed, restarted);
+    Ok(())
+}
+
+/// `cvw serve` in a process of its own, so that it can be killed.
+struct Host(Child);
+
+impl Host {
+    fn start(config: &Path) -> anyhow::Result<Host> {
+        let exe = std::env::current_exe()?;
+        let cvw = exe.with_file_name("cvw");
+        if !cvw.exists() {
+            bail!("{} is missing: cargo build --release -p cvw", cvw.display());
+        }
+        let child = Command::new(&cvw)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CVW_ADMIN_TOKEN", "failover-load-token")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", cvw.display()))?;
+        Ok(Host(child))
+    }
+
+    /// SIGKILL: no goodbye on the evapi connection, the kernel closes it.
+    fn kill(&mut self) -> anyhow::Result<()> {
+        self.0.kill()?;
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn host_config(tmp: &Path, evapi: SocketAddr) -> anyhow::Result<PathBuf> {
+    let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let path = tmp.join("failover-cvw.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "directory = \"{}\"\n[control]\nlisten = \"{control}\"\n[decision]\nevapi = \"{evapi}\"\n",
+            tmp.join("directory.toml").display()
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Single calls until one rings the desk: the host is connected and deciding.
+async fn wait_until_forking(
+    kam: &kamailio::Kamailio,
+    desk: &Mutex<HashSet<String>>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let _ = calls(
+            kam.sip,
+            ALICE,
+            Pace::InFlight(1),
+            Duration::from_millis(200),
+            None,
+        )
+        .await?;
+        if !desk.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return Ok(());
+        }
+    }
+    bail!(
+        "the host did not start deciding within 30 s:\n{}",
+        kam.log_tail()
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn report(
+    traces: &[CallTrace],
+    desk: &HashSet<String>,
+    started: Instant,
+    killed: Instant,
+    restarted: Instant,
+) {
+    let forked = |c: &CallTrace| desk.contains(&c.call_id);
+    let latency = |c: &CallTrace| c.final_response.map(|(at, _)| at - c.sent);
+    let quick = |c: &CallTrace| {
+        latency(c).is_some_and(|l| l < Duration::from_millis(u64::from(DECISION_TIMEOUT_MS) / 2))
+    };
+    let lost = traces.iter().filter(|c| c.final_response.is_none()).count();
+    let before = traces.iter().filter(|c| c.sent < killed);
+    let (before_n, before_forked) =
+        before.fold((0, 0), |(n, f), c| (n + 1, f + usize::from(forked(c))));
+    // After the kill: the first call routed plain without waiting for the timeout.
+    let down: Vec<&CallTrace> = traces
+        .iter()
+        .filter(|c| c.sent >= killed && c.sent < restarted)
+        .collect();
+    let plain_at = down
+        .iter()
+        .find(|c| !forked(c) && quick(c))
+        .map(|c| c.sent - killed);
+    let waited: Vec<&&CallTrace> = down.iter().filter(|c| !quick(c)).collect();
+    let waited_max = waited.iter().filter_map(|c| latency(c)).max();
+    // Calls in flight at the kill (sent before it, answered after it): asked of the host
+    // that died, they get their final response once the decision timeout routes them.
+    let in_flight: Vec<&CallTrace> = traces
+        .iter()
+        .filter(|c| c.sent < killed && c.final_response.is_none_or(|(at, _)| at >= killed))
+        .collect();
+    let in_flight_plain = in_flight.iter().filter(|c| !forked(c)).count();
+    let in_flight_max = in_flight.iter().filter_map(|c| latency(c)).max();
+    let up: Vec<&CallTrace> = traces.iter().filter(|c| c.sent >= restarted).collect();
+    let forked_again = up.iter().position(|c| forked(c));
+    let plain_after = forked_again.map_or(0, |i| up[i..].iter().filter(|c| !forked(c)).count());
+
+    let total = traces.len();
+    let wall = traces.last().map_or(Duration::ZERO, |c| {
+        c.sent.saturating_duration_since(started)
+    });
+    println!(
+        "{total} calls in {:.1} s ({:.0} calls/s offered); {lost} without a final response",
+        wall.as_secs_f64(),
+        total as f64 / wall.as_secs_f64().max(0.001)
+    );
+    println!("before the kill: {before_n} calls, {before_forked} forked by the host");
+    println!(
+        "in flight at the kill: {} ({in_flight_plain} of them routed plain; longest {:.0} ms to a final response)",
+        in_flight.len(),
+        in_flight_max.map_or(0.0, ms)
+    );
+    match plain_at {
+        Some(d) => println!(
+            "after the kill: calls routed plain at once from {:.0} ms after it; {} calls waited for the {DECISION_TIMEOUT_MS} ms decision timeout (longest {:.0} ms to their final response)",
+            ms(d),
+            waited.len(),
+            waited_max.map_or(0.0, ms)
+        ),
+        None => println!("after the kill: no call was routed plain at once"),
+    }
+    match forked_again {
+        Some(i) => println!(
+            "after the restart: forked again from {:.0} ms after `cvw serve` was started ({} calls routed plain before that, {plain_after} after)",
+            ms(up[i].sent - restarted),
+            i
+        ),
+        None => println!("after the restart: no call was forked again"),
+    }
+}
