@@ -17,7 +17,11 @@
 //!   Setups/s (open or closed loop), failed calls, host memory per connected call and host
 //!   CPU per call; `--kamailio` puts a real Kamailio in between as the host's outbound
 //!   proxy.
+//! - `cvw-load api` ([`api`]): the click-to-call API of a real `cvw serve` under load and
+//!   abuse: requests/s and server CPU per request with a valid token, a wrong one (401)
+//!   and from a blocked source (429), and RSS with 10 000 idle connections open.
 
+mod api;
 mod decisions;
 mod measure;
 mod originate;
@@ -110,6 +114,25 @@ enum Mode {
         #[arg(long)]
         api: bool,
     },
+    /// The click-to-call API of a `cvw serve` child process: auth throughput, the 401
+    /// path's cost, memory with idle connections.
+    Api {
+        /// The `cvw` binary (default: the one beside this tool).
+        #[arg(long)]
+        cvw: Option<std::path::PathBuf>,
+        /// Seconds per variant and round.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Keep-alive connections sending requests.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Rounds; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Idle connections for the memory figure (0: skip).
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+    },
     /// The scripted desk and callee phones of `originate` (run by it as a child process).
     #[command(hide = true)]
     Phones,
@@ -193,6 +216,23 @@ fn main() -> anyhow::Result<()> {
                 hold,
                 kamailio: kamailio.then_some(tmp.as_path()),
                 api: api.then_some(tmp.as_path()),
+            },
+        ),
+        Mode::Api {
+            cvw,
+            seconds,
+            connections,
+            rounds,
+            idle,
+        } => api::run(
+            &load_rt,
+            &tmp,
+            &api::Options {
+                cvw,
+                seconds,
+                connections,
+                rounds,
+                idle,
             },
         ),
         Mode::Phones => service_rt.block_on(phones::serve()),
