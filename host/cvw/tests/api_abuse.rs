@@ -224,6 +224,7 @@ async fn headers_over_the_limit_are_refused_with_431() {
 
 const SHORT: HttpSettings = HttpSettings {
     max_connections: 1024,
+    max_connections_per_source: 256,
     header_read_timeout_ms: 300,
     body_read_timeout_ms: 300,
     max_header_bytes: 8192,
@@ -326,6 +327,29 @@ async fn connections_over_the_cap_get_503_and_the_cap_frees_up() {
     drop(first);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, body) = raw("127.0.0.1", s.addr, &get("/v1/calls/c1", TOKEN, ""), b"").await;
+    assert_eq!((status, code(&body).as_str()), (404, "not-found"), "{body}");
+}
+
+/// One source cannot take every slot: its connections over its own cap are refused
+/// while another source is still served.
+#[tokio::test]
+async fn one_source_cannot_take_every_connection() {
+    let http = HttpSettings {
+        max_connections: 10,
+        max_connections_per_source: 2,
+        ..HttpSettings::default()
+    };
+    let s = start(http, AuthFailureSettings::default()).await;
+    let _a = connect_from("127.0.0.4", s.addr).await;
+    let _b = connect_from("127.0.0.4", s.addr).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = raw("127.0.0.4", s.addr, &get("/v1/calls/c1", TOKEN, ""), b"").await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (503, "over-capacity"),
+        "{body}"
+    );
+    let (status, body) = raw("127.0.0.5", s.addr, &get("/v1/calls/c1", TOKEN, ""), b"").await;
     assert_eq!((status, code(&body).as_str()), (404, "not-found"), "{body}");
 }
 

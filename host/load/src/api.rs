@@ -336,28 +336,85 @@ fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-/// Open `n` silent connections from 127.0.`net`.x; those still open after a moment.
-async fn open_idle(api: SocketAddr, n: usize, net: u8) -> Vec<TcpStream> {
+/// Open `n` connections, `per_source` from each source address 127.`net`.x.y; with
+/// `request`, each sends one request first and leaves the answer unread (an idle
+/// keep-alive connection, hyper's buffers allocated); without, each stays silent.
+async fn open_idle(
+    api: SocketAddr,
+    n: usize,
+    per_source: usize,
+    net: u8,
+    request: bool,
+) -> Vec<TcpStream> {
+    use tokio::io::AsyncWriteExt;
     let mut streams = Vec::with_capacity(n);
     for i in 0..n {
-        let source = [127, 0, net, 1 + (i / 5000) as u8];
-        if let Ok(stream) = connect_from(source, api).await {
+        let s = i / per_source.max(1) + 1;
+        let source = [127, net, (s >> 8) as u8, (s & 0xff) as u8];
+        if let Ok(mut stream) = connect_from(source, api).await {
+            if request {
+                let _ = stream
+                    .write_all(b"GET /nothing-here HTTP/1.1\r\nHost: cvw\r\n\r\n")
+                    .await;
+            }
             streams.push(stream);
         }
     }
     streams
 }
 
+/// One way of opening the idle connections.
+struct IdleVariant {
+    name: &'static str,
+    /// `[api]` extras of the serve configuration.
+    extra: String,
+    per_source: usize,
+    request: bool,
+    /// Wait out the default header timeout and count what is left.
+    wait_timeout: bool,
+}
+
 fn idle(rt: &Runtime, cvw: &Path, tmp: &Path, o: &Options) -> anyhow::Result<()> {
     let raised = format!(
-        "http = {{ max_connections = {}, header_read_timeout_ms = 600000 }}",
+        "http = {{ max_connections = {}, max_connections_per_source = 0, header_read_timeout_ms = 600000 }}",
         o.idle + 1000
     );
-    let mut held_kib = Vec::new();
-    let mut default_kib = Vec::new();
+    let variants = [
+        IdleVariant {
+            name: "cap raised, silent",
+            extra: raised.clone(),
+            per_source: 100,
+            request: false,
+            wait_timeout: false,
+        },
+        IdleVariant {
+            name: "cap raised, one request each",
+            extra: raised,
+            per_source: 100,
+            request: true,
+            wait_timeout: false,
+        },
+        IdleVariant {
+            name: "defaults, 100 per source",
+            extra: String::new(),
+            per_source: 100,
+            request: true,
+            wait_timeout: true,
+        },
+        IdleVariant {
+            name: "defaults, one source",
+            extra: String::new(),
+            per_source: usize::MAX,
+            request: true,
+            wait_timeout: false,
+        },
+    ];
+    let mut deltas: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut holds: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 1..=o.rounds {
-        for (variant, extra) in [("raised cap", raised.as_str()), ("defaults", "")] {
-            let serve = Serve::start(cvw, tmp, &format!("idle-{round}-{variant}"), extra)?;
+        for (v, variant) in variants.iter().enumerate() {
+            let name = format!("idle-{round}-{v}");
+            let serve = Serve::start(cvw, tmp, &name, &variant.extra)?;
             // A few requests first, so the baseline has the request path warmed up.
             rt.block_on(hammer(
                 serve.api,
@@ -369,57 +426,66 @@ fn idle(rt: &Runtime, cvw: &Path, tmp: &Path, o: &Options) -> anyhow::Result<()>
             ));
             std::thread::sleep(Duration::from_millis(300));
             let (base_kib, base_fds) = (rss_kib(serve.pid()), fds(serve.pid()));
-            let net = u8::try_from(round * 2 + u32::from(variant == "defaults"))
-                .unwrap_or(200)
-                .wrapping_add(10);
-            let streams = rt.block_on(open_idle(serve.api, o.idle, net));
+            let net = u8::try_from(10 + round as usize * variants.len() + v).unwrap_or(250);
+            let streams = rt.block_on(open_idle(
+                serve.api,
+                o.idle,
+                variant.per_source,
+                net,
+                variant.request,
+            ));
             std::thread::sleep(Duration::from_secs(2));
             let (kib, open_fds) = (rss_kib(serve.pid()), fds(serve.pid()));
             let held = open_fds.saturating_sub(base_fds);
-            // Still answering while they are open?
-            let answered = rt
-                .block_on(async {
-                    let until = Instant::now() + Duration::from_millis(500);
-                    hammer(
-                        serve.api,
-                        [127, 0, 0, 1],
-                        TOKEN.into(),
-                        404,
-                        until,
-                        u64::MAX,
-                    )
-                    .await
-                })
-                .0;
+            // Is another client (127.0.0.1) still served while they are open?
+            let (answered, refused) = rt.block_on(async {
+                let until = Instant::now() + Duration::from_millis(500);
+                hammer(
+                    serve.api,
+                    [127, 0, 0, 1],
+                    TOKEN.into(),
+                    404,
+                    until,
+                    u64::MAX,
+                )
+                .await
+            });
             let delta = kib.saturating_sub(base_kib);
             println!(
-                "round {round}, {variant}: {} connected; server holds {held}; RSS {base_kib} KiB -> {kib} KiB \
-                 (+{delta} KiB, {:.1} KiB per held connection); {answered} requests served meanwhile",
+                "round {round}, {}: {} connected, server holds {held}; RSS {base_kib} -> {kib} KiB \
+                 (+{delta} KiB, {:.1} KiB per held connection); another client: {answered} served, \
+                 {refused} refused in 0.5 s",
+                variant.name,
                 streams.len(),
                 delta as f64 / held.max(1) as f64
             );
-            if variant == "defaults" {
-                default_kib.push(delta as f64);
-                // The default header timeout (10 s) closes them all.
+            deltas[v].push(delta as f64);
+            holds[v].push(held as f64);
+            if variant.wait_timeout {
                 std::thread::sleep(Duration::from_secs(11));
                 println!(
-                    "round {round}, defaults: after the header timeout the server holds {} of them; RSS {} KiB",
+                    "round {round}, {}: after the 10 s header timeout the server holds {} of them; RSS {} KiB",
+                    variant.name,
                     fds(serve.pid()).saturating_sub(base_fds),
                     rss_kib(serve.pid())
                 );
-            } else {
-                held_kib.push(delta as f64);
             }
             drop(streams);
         }
     }
     println!(
-        "medians, {} idle connections: RSS +{:.0} KiB with every one held ({:.1} KiB each); \
-         +{:.0} KiB with the default cap",
-        o.idle,
-        median(held_kib.clone()),
-        median(held_kib) / o.idle.max(1) as f64,
-        median(default_kib)
+        "medians over {} rounds, {} idle connections:",
+        o.rounds, o.idle
     );
+    for (v, variant) in variants.iter().enumerate() {
+        let delta = median(deltas[v].clone());
+        let held = median(holds[v].clone());
+        println!(
+            "  {}: server holds {held:.0}, RSS +{:.1} MiB, {:.1} KiB per held connection",
+            variant.name,
+            delta / 1024.0,
+            delta / held.max(1.0)
+        );
+    }
     Ok(())
 }

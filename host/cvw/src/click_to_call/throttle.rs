@@ -52,9 +52,9 @@ impl Default for AuthFailureSettings {
 
 /// A source as counted: an IPv4 address or an IPv6 /64; `None` when the server did not
 /// say where a request came from (all such requests share one count).
-type SourceKey = Option<IpAddr>;
+pub(crate) type SourceKey = Option<IpAddr>;
 
-fn key(source: Option<IpAddr>) -> SourceKey {
+pub(crate) fn key(source: Option<IpAddr>) -> SourceKey {
     source.map(|ip| match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

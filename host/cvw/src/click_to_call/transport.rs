@@ -1,11 +1,14 @@
 //! The API's HTTP front door: what a client may cost the host before a handler runs.
 //!
-//! - At most `max_connections` connections at once; one over the cap gets a `503` and is
-//!   closed at once, so memory stays bounded however many sockets a client opens.
-//! - The request head (request line and headers) must arrive within
-//!   `header_read_timeout_ms`, counted from the connection's start or the previous
-//!   answer, so the same timeout closes slow-header (slowloris) and idle keep-alive
-//!   connections (hyper's `header_read_timeout`).
+//! - At most `max_connections` connections at once, and `max_connections_per_source`
+//!   from one source (an IPv4 address or an IPv6 /64); one over a cap gets a `503` and is
+//!   closed at once, so memory stays bounded however many sockets clients open, and one
+//!   source cannot take every slot.
+//! - A new connection's first byte must arrive within `header_read_timeout_ms`, and then
+//!   its request head (request line and headers) within `header_read_timeout_ms` (hyper's
+//!   `header_read_timeout`), as must each later head counted from the previous answer: the
+//!   same timeout closes slow-header (slowloris), silent and idle keep-alive connections.
+//!   Until its first byte a connection has no read buffer (hyper allocates 8 KiB).
 //! - Headers over `max_header_bytes` get a JSON `431`; a head over twice that is cut off
 //!   by hyper itself (a bare `431`) before it is buffered.
 //! - A body over `max_body_bytes` gets a JSON `413` (from `Content-Length`, or while
@@ -15,7 +18,9 @@
 //! Each request carries its peer address ([`axum::extract::ConnectInfo`]) for the
 //! bad-token throttle ([`super::throttle`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -34,6 +39,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::ApiError;
+use super::throttle::{SourceKey, key};
 use crate::shutdown::Shutdown;
 
 /// `[api.http]` in the serve configuration.
@@ -43,6 +49,9 @@ pub struct HttpSettings {
     /// Connections open at once; more are answered 503 and closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections open at once from one source (IPv4 address, IPv6 /64); 0: no limit.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
     /// Time to send a request's head, from the connection's start or the previous
     /// answer; also closes idle keep-alive connections.
     #[serde(default = "default_timeout_ms")]
@@ -61,6 +70,9 @@ pub struct HttpSettings {
 fn default_max_connections() -> usize {
     1024
 }
+fn default_max_connections_per_source() -> usize {
+    256
+}
 fn default_timeout_ms() -> u64 {
     10_000
 }
@@ -75,6 +87,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             max_connections: default_max_connections(),
+            max_connections_per_source: default_max_connections_per_source(),
             header_read_timeout_ms: default_timeout_ms(),
             body_read_timeout_ms: default_timeout_ms(),
             max_header_bytes: default_max_header_bytes(),
@@ -116,6 +129,11 @@ pub async fn serve(
         ))
         .max_header_size(settings.hard_head_limit())
         .max_buf_size(settings.hard_head_limit());
+    let per_source = Arc::new(PerSource {
+        max: settings.max_connections_per_source,
+        open: Mutex::new(HashMap::new()),
+    });
+    let header_timeout = Duration::from_millis(settings.header_read_timeout_ms.max(1));
     let mut last_warning: Option<Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
@@ -130,42 +148,126 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                warn!(max, %peer, "click-to-call API at its connection limit; refusing connections");
-                last_warning = Some(Instant::now());
+        let slots = permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "its connection limit")
+            .and_then(|permit| {
+                PerSource::take(&per_source, peer.ip())
+                    .map(|slot| (permit, slot))
+                    .ok_or("the connection limit of one source")
+            });
+        let (permit, slot) = match slots {
+            Ok(slots) => slots,
+            Err(which) => {
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    warn!(%peer, "click-to-call API at {which}; refusing connections");
+                    last_warning = Some(Instant::now());
+                }
+                refuse(stream);
+                continue;
             }
-            refuse(stream);
-            continue;
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let http = http.clone();
         let mut signal = signal.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                let mut router = router.clone();
-                tower::Service::call(&mut router, request)
-            });
-            let connection = http.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = signal.wait() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+        let task = async move {
+            // Nothing is buffered for a connection until its first byte has arrived (peeked,
+            // not read: `readable()` wakes at once on a fresh socket): hyper's connection
+            // and its buffers are only allocated then.
+            let mut probe = [0u8; 1];
+            let first_byte = tokio::select! {
+                peeked = tokio::time::timeout(header_timeout, stream.peek(&mut probe)) => {
+                    matches!(peeked, Ok(Ok(1)))
                 }
+                () = signal.wait() => false,
             };
-            if let Err(e) = result {
-                debug!(%peer, "API connection closed: {e}");
+            if first_byte {
+                Box::pin(serve_connection(stream, peer, router, http, signal)).await;
+            } else {
+                debug!(%peer, "API connection closed: nothing received");
             }
-            drop(permit);
-        });
+            drop((permit, slot));
+        };
+        tokio::spawn(task);
     }
     // Wait for the open connections to finish.
     let _ = permits.acquire_many(max as u32).await;
     Ok(())
+}
+
+/// One connection, from its first byte until it closes or `signal` fires (then its
+/// request in progress is finished first).
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    http: hyper::server::conn::http1::Builder,
+    mut signal: Shutdown,
+) {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        tower::Service::call(&mut router, request)
+    });
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = signal.wait() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, "API connection closed: {e}");
+    }
+}
+
+/// Connections open per source.
+struct PerSource {
+    max: usize,
+    open: Mutex<HashMap<SourceKey, usize>>,
+}
+
+/// One open connection of a source, given back when dropped.
+struct SourceSlot {
+    table: Arc<PerSource>,
+    key: SourceKey,
+}
+
+impl PerSource {
+    fn take(table: &Arc<PerSource>, ip: IpAddr) -> Option<SourceSlot> {
+        let key = key(Some(ip));
+        if table.max > 0 {
+            let mut open = table.open.lock().unwrap_or_else(|p| p.into_inner());
+            let count = open.entry(key).or_insert(0);
+            if *count >= table.max {
+                return None;
+            }
+            *count += 1;
+        }
+        Some(SourceSlot {
+            table: table.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        if self.table.max == 0 {
+            return;
+        }
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// A connection over the cap: a 503 if the socket takes it at once, then closed.
@@ -258,6 +360,27 @@ fn closing(error: ApiError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_source_slots_are_counted_and_given_back() {
+        let table = Arc::new(PerSource {
+            max: 2,
+            open: Mutex::new(HashMap::new()),
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = PerSource::take(&table, a).unwrap();
+        let _second = PerSource::take(&table, a).unwrap();
+        assert!(PerSource::take(&table, a).is_none());
+        assert!(PerSource::take(&table, "192.0.2.2".parse().unwrap()).is_some());
+        drop(first);
+        let _third = PerSource::take(&table, a).unwrap();
+        drop(_third);
+        drop(_second);
+        assert!(
+            table.open.lock().unwrap().is_empty(),
+            "entries go with their last slot"
+        );
+    }
 
     #[test]
     fn the_over_capacity_answer_is_well_formed() {
