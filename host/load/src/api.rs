@@ -5,8 +5,9 @@
 //!
 //! - Requests/s and the server's CPU per request over keep-alive connections, in rounds:
 //!   a valid token, a wrong token (401, with the bad-token throttle off so every request
-//!   is checked), and a source the throttle has blocked (429, the default settings), each
-//!   against the valid-token figure of the same round.
+//!   is checked), and a source the throttle has blocked (429; the default settings but
+//!   a window longer than the run), each against the valid-token figure of the same
+//!   round. Any other answer is counted and printed by status (0: no answer).
 //! - Resident memory of `cvw serve` with `--idle` connections open and silent, against
 //!   its RSS before them: with the cap raised above them (every one held), and with the
 //!   default settings (1024 held, the rest refused; after the header timeout, none held).
@@ -21,6 +22,7 @@ use cvw_testkit::process::free_port;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -146,7 +148,8 @@ async fn connect_from(source: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStr
 }
 
 /// One keep-alive connection sending `GET /v1/calls/none` as the bearer of `token` until
-/// `until` or `max` requests; (requests answered `expect`, other answers or errors).
+/// `until` or `max` requests; (requests answered `expect`, other answers or errors, the
+/// other answers' statuses with 0 for no answer).
 async fn hammer(
     api: SocketAddr,
     source: [u8; 4],
@@ -154,18 +157,21 @@ async fn hammer(
     expect: u16,
     until: Instant,
     max: u64,
-) -> (u64, u64) {
+) -> (u64, u64, BTreeMap<u16, u64>) {
     let (mut ok, mut other) = (0u64, 0u64);
+    let mut unexpected = BTreeMap::new();
     let more = |ok: u64, other: u64| Instant::now() < until && ok + other < max;
     'connect: while more(ok, other) {
         let Ok(stream) = connect_from(source, api).await else {
             other += 1;
+            *unexpected.entry(0).or_default() += 1;
             continue;
         };
         let Ok((mut sender, connection)) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
         else {
             other += 1;
+            *unexpected.entry(0).or_default() += 1;
             continue;
         };
         tokio::spawn(connection);
@@ -177,6 +183,7 @@ async fn hammer(
             let Ok(request) = request else { break 'connect };
             if sender.ready().await.is_err() {
                 other += 1;
+                *unexpected.entry(0).or_default() += 1;
                 continue 'connect;
             }
             match sender.send_request(request).await {
@@ -187,22 +194,24 @@ async fn hammer(
                         ok += 1;
                     } else {
                         other += 1;
+                        *unexpected.entry(status).or_default() += 1;
                     }
                 }
                 Err(_) => {
                     other += 1;
+                    *unexpected.entry(0).or_default() += 1;
                     continue 'connect;
                 }
             }
         }
     }
-    (ok, other)
+    (ok, other, unexpected)
 }
 
 struct Figure {
     per_s: f64,
     cpu_us: f64,
-    other: u64,
+    unexpected: BTreeMap<u16, u64>,
 }
 
 /// `connections` connections from `source` for `seconds`: requests/s answered `expect`
@@ -233,18 +242,21 @@ fn load(
             .collect();
         let mut all = Vec::new();
         for task in tasks {
-            all.push(task.await.unwrap_or((0, 1)));
+            all.push(task.await.unwrap_or_default());
         }
         all
     });
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu(&[serve.pid()]) - cpu0;
     let ok: u64 = results.iter().map(|r| r.0).sum();
-    let other = results.iter().map(|r| r.1).sum();
+    let mut unexpected = BTreeMap::new();
+    for (status, n) in results.iter().flat_map(|r| r.2.iter()) {
+        *unexpected.entry(*status).or_default() += n;
+    }
     Figure {
         per_s: ok as f64 / elapsed,
         cpu_us: cpu * 1e6 / ok.max(1) as f64,
-        other,
+        unexpected,
     }
 }
 
@@ -278,7 +290,8 @@ fn throughput(rt: &Runtime, cvw: &Path, tmp: &Path, o: &Options) -> anyhow::Resu
     // Every wrong token is checked: the 401 path itself.
     let open = Serve::start(cvw, tmp, "open", "auth_failures = { max_per_source = 0 }")?;
     // The defaults: a source with 10 bad tokens is blocked.
-    let guarded = Serve::start(cvw, tmp, "guarded", "")?;
+    // A window longer than the run, so the blocked source stays blocked in every round.
+    let guarded = Serve::start(cvw, tmp, "guarded", "auth_failures = { window_s = 3600 }")?;
     let blocked = [127, 0, 0, 9];
     for n in 0..10 {
         let token = format!("guess-{n}");
@@ -293,7 +306,8 @@ fn throughput(rt: &Runtime, cvw: &Path, tmp: &Path, o: &Options) -> anyhow::Resu
         let shut = load(rt, &guarded, blocked, "wrong-token", 429, o);
         println!(
             "round {round}: valid token {:.0}/s {:.1} us CPU each | wrong token (401) {:.0}/s {:.1} us | \
-             throttle on: valid {:.0}/s {:.1} us, blocked source (429) {:.0}/s {:.1} us | unexpected answers {}",
+             throttle on: valid {:.0}/s {:.1} us, blocked source (429) {:.0}/s {:.1} us | \
+             other answers by status (0: none) {:?} {:?} {:?} {:?}",
             good.per_s,
             good.cpu_us,
             bad.per_s,
@@ -302,7 +316,10 @@ fn throughput(rt: &Runtime, cvw: &Path, tmp: &Path, o: &Options) -> anyhow::Resu
             good_g.cpu_us,
             shut.per_s,
             shut.cpu_us,
-            good.other + bad.other + good_g.other + shut.other
+            good.unexpected,
+            bad.unexpected,
+            good_g.unexpected,
+            shut.unexpected
         );
         ratios[0].push(bad.per_s / good.per_s);
         ratios[1].push(bad.cpu_us / good.cpu_us);
@@ -438,7 +455,7 @@ fn idle(rt: &Runtime, cvw: &Path, tmp: &Path, o: &Options) -> anyhow::Result<()>
             let (kib, open_fds) = (rss_kib(serve.pid()), fds(serve.pid()));
             let held = open_fds.saturating_sub(base_fds);
             // Is another client (127.0.0.1) still served while they are open?
-            let (answered, refused) = rt.block_on(async {
+            let (answered, refused, _) = rt.block_on(async {
                 let until = Instant::now() + Duration::from_millis(500);
                 hammer(
                     serve.api,
