@@ -25,7 +25,12 @@ use cvw_sip::ua::{UaConfig, UserAgent};
 use crate::admin::{self, AdminToken};
 use crate::calllog::JsonLinesFile;
 use crate::click_to_call::{
-    self, Api, auth::Tokens, calls::Calls, limits::LimitSettings, limits::Limits,
+    self, Api,
+    auth::Tokens,
+    calls::Calls,
+    limits::{LimitSettings, Limits},
+    throttle::{AuthFailureSettings, AuthThrottle},
+    transport::HttpSettings,
 };
 use crate::deployment::{Deployment, PolicySource};
 use crate::origination::sip::SipOriginator;
@@ -65,6 +70,12 @@ pub struct ApiConfig {
     pub call_log: PathBuf,
     #[serde(default)]
     pub limits: LimitSettings,
+    /// `[api.http]`: connection cap, timeouts and size limits of the HTTP front door.
+    #[serde(default)]
+    pub http: HttpSettings,
+    /// `[api.auth_failures]`: bad tokens per source before it gets 429.
+    #[serde(default)]
+    pub auth_failures: AuthFailureSettings,
     pub sip: SipConfig,
 }
 
@@ -419,7 +430,7 @@ fn start_decision_service(
 async fn start_api(
     config: &ApiConfig,
     deployment: &Arc<Deployment>,
-    mut signal: Shutdown,
+    signal: Shutdown,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     let tokens = Tokens::load(&config.tokens_file)?;
@@ -453,6 +464,7 @@ async fn start_api(
         policy: deployment.host().clone(),
         originator: Arc::new(SipOriginator::new(ua)),
         tokens,
+        throttle: AuthThrottle::new(config.auth_failures),
         limits: Arc::new(Limits::new(config.limits)),
         calls: Arc::new(Calls::default()),
         call_log: Arc::new(call_log),
@@ -461,9 +473,10 @@ async fn start_api(
         .await
         .with_context(|| format!("cannot listen for the API on {}", config.listen))?;
     info!(address = %config.listen, "click-to-call API listening");
+    let router = click_to_call::router(api);
+    let http = config.http;
     tasks.spawn(async move {
-        axum::serve(listener, click_to_call::router(api))
-            .with_graceful_shutdown(async move { signal.wait().await })
+        click_to_call::transport::serve(listener, router, http, signal)
             .await
             .context("click-to-call API failed")
     });
@@ -594,6 +607,9 @@ mod tests {
             .api
             .expect("the example enables the click-to-call API");
         assert!(api.listen.ip().is_loopback());
+        // The example spells out the front door's defaults.
+        assert_eq!(api.http, HttpSettings::default());
+        assert_eq!(api.auth_failures, AuthFailureSettings::default());
         let tokens = Tokens::load(&api.tokens_file).unwrap();
         assert_eq!(
             tokens.user_of("alice-demo-token"),

@@ -88,6 +88,8 @@ struct Harness {
     base: String,
     originator: Arc<ScriptedOriginator>,
     log: Arc<MemorySink>,
+    /// Stops the API when the test ends.
+    _stop: cvw::shutdown::ShutdownTrigger,
 }
 
 impl Harness {
@@ -113,17 +115,26 @@ impl Harness {
             policy,
             originator: originator.clone(),
             tokens: two_users(),
+            throttle: cvw::click_to_call::throttle::AuthThrottle::new(Default::default()),
             limits: Arc::new(Limits::new(limits)),
             calls: Arc::new(Calls::default()),
             call_log: log.clone(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move { axum::serve(listener, router(api)).await });
+        // Through the API's own front door, with its default limits.
+        let (stop, signal) = cvw::shutdown::Shutdown::new();
+        tokio::spawn(cvw::click_to_call::transport::serve(
+            listener,
+            router(api),
+            Default::default(),
+            signal,
+        ));
         Self {
             base,
             originator,
             log,
+            _stop: stop,
         }
     }
 

@@ -20,7 +20,11 @@
 //! - `cvw-load failover` ([`failover`]): `cvw serve` killed (SIGKILL) under an open-loop
 //!   load through Kamailio over evapi and started again: time until calls are routed
 //!   plain, calls without a final response, time until the host decides again.
+//! - `cvw-load api` ([`api`]): the click-to-call API of a real `cvw serve` under load and
+//!   abuse: requests/s and server CPU per request with a valid token, a wrong one (401)
+//!   and from a blocked source (429), and RSS with 10 000 idle connections open.
 
+mod api;
 mod decisions;
 mod failover;
 mod measure;
@@ -132,6 +136,25 @@ enum Mode {
         #[arg(long, default_value_t = 7)]
         restart_at: u64,
     },
+    /// The click-to-call API of a `cvw serve` child process: auth throughput, the 401
+    /// path's cost, memory with idle connections.
+    Api {
+        /// The `cvw` binary (default: the one beside this tool).
+        #[arg(long)]
+        cvw: Option<std::path::PathBuf>,
+        /// Seconds per variant and round.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Keep-alive connections sending requests.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Rounds; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Idle connections for the memory figure (0: skip).
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+    },
     /// The scripted desk and callee phones of `originate` (run by it as a child process).
     #[command(hide = true)]
     Phones,
@@ -230,6 +253,23 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 kill_at,
                 restart_at,
+            },
+        ),
+        Mode::Api {
+            cvw,
+            seconds,
+            connections,
+            rounds,
+            idle,
+        } => api::run(
+            &load_rt,
+            &tmp,
+            &api::Options {
+                cvw,
+                seconds,
+                connections,
+                rounds,
+                idle,
             },
         ),
         Mode::Phones => service_rt.block_on(phones::serve()),

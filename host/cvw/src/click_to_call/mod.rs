@@ -13,14 +13,18 @@
 pub mod auth;
 pub mod calls;
 pub mod limits;
+pub mod throttle;
+pub mod transport;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -33,12 +37,15 @@ use crate::policy::model::{ClickToCall, Decision, DialOut, MeetingKind, Originat
 use auth::Tokens;
 use calls::{Call, Calls, StartedCall};
 use limits::{LimitExceeded, Limits};
+use throttle::AuthThrottle;
 
 /// Everything the API handlers share.
 pub struct Api {
     pub policy: PolicyHost,
     pub originator: Arc<dyn Originator>,
     pub tokens: Tokens,
+    /// Slows down sources that keep presenting bad tokens.
+    pub throttle: AuthThrottle,
     pub limits: Arc<Limits>,
     pub calls: Arc<Calls>,
     pub call_log: Arc<dyn CallLogSink>,
@@ -94,6 +101,9 @@ pub struct ApiError {
     rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sip_code: Option<u16>,
+    /// Sent as `Retry-After`.
+    #[serde(skip)]
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -104,6 +114,7 @@ impl ApiError {
             message: message.into(),
             rule: None,
             sip_code: None,
+            retry_after_s: None,
         }
     }
 }
@@ -116,31 +127,79 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(seconds) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
 
-fn authenticate<'a>(api: &'a Api, headers: &HeaderMap) -> Result<&'a str, ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    auth::bearer(value)
-        .and_then(|token| api.tokens.user_of(token))
-        .ok_or_else(|| {
-            ApiError::new(
+/// Who asks: the `Authorization` header and the peer's address (set by
+/// [`transport::serve`]; absent under another server, where all requests count as one
+/// source).
+pub struct Caller {
+    authorization: Option<HeaderValue>,
+    source: Option<IpAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            authorization: parts.headers.get(header::AUTHORIZATION).cloned(),
+            source: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip()),
+        })
+    }
+}
+
+/// The caller's user, from their token. A source that sent too many bad tokens gets 429
+/// without its token being looked at. Neither the token nor its hash is ever logged.
+fn authenticate<'a>(api: &'a Api, caller: &Caller) -> Result<&'a str, ApiError> {
+    let now = Instant::now();
+    if let Err(retry) = api.throttle.check(caller.source, now) {
+        let retry_after_s = retry.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-bad-tokens",
+                format!(
+                    "too many failed authentications from your address; try again in {retry_after_s} s"
+                ),
+            )
+        });
+    }
+    let value = caller.authorization.as_ref().and_then(|v| v.to_str().ok());
+    match auth::bearer(value).and_then(|token| api.tokens.user_of(token)) {
+        Some(user) => Ok(user),
+        None => {
+            if api.throttle.failed(caller.source, now) {
+                let source = caller
+                    .source
+                    .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+                tracing::warn!(%source, "click-to-call API: too many bad tokens from one source; refusing it for a while");
+            }
+            Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "a valid per-user bearer token is required",
-            )
-        })
+            ))
+        }
+    }
 }
 
 async fn start_call(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Json(body): Json<StartCall>,
 ) -> Result<Response, ApiError> {
-    let user = authenticate(&api, &headers)?.to_owned();
+    let user = authenticate(&api, &caller)?.to_owned();
     let request = ClickToCall {
         user: user.clone(),
         destination: body.destination,
@@ -153,27 +212,27 @@ async fn start_call(
 
 async fn join_meeting(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Json(body): Json<JoinMeeting>,
 ) -> Result<Response, ApiError> {
-    dial_out(&api, &headers, body, MeetingKind::Scheduled)
+    dial_out(&api, &caller, body, MeetingKind::Scheduled)
 }
 
 async fn meet_now(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Json(body): Json<JoinMeeting>,
 ) -> Result<Response, ApiError> {
-    dial_out(&api, &headers, body, MeetingKind::MeetNow)
+    dial_out(&api, &caller, body, MeetingKind::MeetNow)
 }
 
 fn dial_out(
     api: &Api,
-    headers: &HeaderMap,
+    caller: &Caller,
     body: JoinMeeting,
     kind: MeetingKind,
 ) -> Result<Response, ApiError> {
-    let user = authenticate(api, headers)?.to_owned();
+    let user = authenticate(api, caller)?.to_owned();
     let request = DialOut {
         user: user.clone(),
         conference_uri: body.conference_uri,
@@ -278,12 +337,19 @@ fn plan_of(decision: Decision, user: &str) -> Result<OriginationPlan, ApiError> 
 }
 
 fn limit_error(err: LimitExceeded) -> ApiError {
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit", err.to_string())
+    let retry_after_s = match &err {
+        LimitExceeded::Rate { retry_after_s, .. } => Some(*retry_after_s),
+        LimitExceeded::Concurrent { .. } => None,
+    };
+    ApiError {
+        retry_after_s,
+        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit", err.to_string())
+    }
 }
 
 /// The authenticated user's call `id`; another user's call is "not found" too.
-fn own_call(api: &Api, headers: &HeaderMap, id: &str) -> Result<Arc<Call>, ApiError> {
-    let user = authenticate(api, headers)?;
+fn own_call(api: &Api, caller: &Caller, id: &str) -> Result<Arc<Call>, ApiError> {
+    let user = authenticate(api, caller)?;
     api.calls.get(id, user).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -295,30 +361,30 @@ fn own_call(api: &Api, headers: &HeaderMap, id: &str) -> Result<Arc<Call>, ApiEr
 
 async fn show_call(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let call = own_call(&api, &headers, &id)?;
+    let call = own_call(&api, &caller, &id)?;
     Ok(Json(call.snapshot()).into_response())
 }
 
 async fn hang_up(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let call = own_call(&api, &headers, &id)?;
+    let call = own_call(&api, &caller, &id)?;
     call.hang_up();
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn events(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let call = own_call(&api, &headers, &id)?;
+    let call = own_call(&api, &caller, &id)?;
     let wait = Duration::from_secs(query.wait_s.min(30));
     let (events, next) = call.events_after(query.since, wait).await;
     Ok(Json(json!({ "events": events, "next": next })).into_response())

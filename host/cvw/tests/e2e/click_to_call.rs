@@ -147,6 +147,7 @@ impl ClickWorld {
             policy,
             originator: Arc::new(SipOriginator::new(ua)),
             tokens,
+            throttle: cvw::click_to_call::throttle::AuthThrottle::new(Default::default()),
             limits: Arc::new(Limits::new(LimitSettings::default())),
             calls: Arc::new(Calls::default()),
             call_log: log.clone(),

@@ -41,6 +41,7 @@ pub async fn serve(
         policy,
         originator: Arc::new(originator),
         tokens: Tokens::single(ALICE, TOKEN),
+        throttle: cvw::click_to_call::throttle::AuthThrottle::new(Default::default()),
         limits: Arc::new(Limits::new(LimitSettings {
             calls_per_window: u32::MAX,
             window_s: 1,
