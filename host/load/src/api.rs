@@ -17,7 +17,8 @@
 //! TIME_WAIT ports.
 
 use crate::measure::{median_percent, process_cpu, rss_kib};
-use anyhow::{Context, bail};
+use crate::serve::{ServeProcess, cvw_binary};
+use anyhow::bail;
 use cvw_testkit::process::free_port;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -25,7 +26,6 @@ use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
@@ -41,22 +41,15 @@ pub struct Options {
     pub idle: usize,
 }
 
-/// A `cvw serve` child process, killed when dropped.
+/// A `cvw serve` child process and where its API listens.
 struct Serve {
-    child: Child,
+    process: ServeProcess,
     api: SocketAddr,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Serve {
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Start `cvw serve` with `[api]` extras (`http = {...}`, `auth_failures = {...}`).
@@ -81,19 +74,8 @@ impl Serve {
              [api.sip]\nbind = \"127.0.0.1:0\"\noutbound_proxy = \"sip:127.0.0.1:9\"\n"
         );
         std::fs::write(dir.join("cvw.toml"), config)?;
-        let log = std::fs::File::create(dir.join("serve.log"))?;
-        let child = Command::new(cvw)
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("cvw.toml"))
-            .env("CVW_ADMIN_TOKEN", "load-admin-token")
-            .env("RUST_LOG", "warn")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", cvw.display()))?;
-        let serve = Serve { child, api };
+        let process = ServeProcess::spawn(cvw, &dir.join("cvw.toml"), &dir.join("serve.log"))?;
+        let serve = Serve { process, api };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(api).is_err() {
             if Instant::now() > deadline {
@@ -103,21 +85,6 @@ impl Serve {
         }
         Ok(serve)
     }
-}
-
-/// The `cvw` binary: `--cvw`, or the one built beside this tool.
-fn cvw_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = match given {
-        Some(path) => path,
-        None => std::env::current_exe()?.with_file_name("cvw"),
-    };
-    if !path.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build -p cvw` (same profile), or pass --cvw",
-            path.display()
-        );
-    }
-    Ok(path)
 }
 
 /// Open files allowed, raised to the hard limit if `needed` is more (the children inherit it).

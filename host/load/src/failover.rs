@@ -10,6 +10,7 @@
 //! - calls left without a final response (the goal is none);
 //! - how long after the restart calls are forked again (the host reconnects to evapi).
 
+use crate::serve::{ServeProcess, cvw_binary};
 use crate::service::{self, ALICE};
 use crate::sip::{CallTrace, Pace, busy_uas, calls, register};
 use anyhow::{Context, bail};
@@ -17,7 +18,6 @@ use cvw_testkit::kamailio;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -69,13 +69,15 @@ async fn run_async(tmp: &Path, o: &Options) -> anyhow::Result<()> {
     tokio::spawn(busy_uas(pbx, Some(desk_calls.clone())));
     tokio::spawn(busy_uas(client, None));
 
+    let cvw = cvw_binary(None)?;
     let config = host_config(tmp, kam.evapi)?;
-    let mut host = Host::start(&config)?;
+    let log = tmp.join("failover-serve.log");
+    let mut host = ServeProcess::spawn(&cvw, &config, &log)?;
     wait_until_forking(&kam, &desk_calls).await?;
     println!(
         "Kamailio {} over evapi, `cvw serve` pid {}; {} calls/s for {} s, SIGKILL at {} s, started again at {} s",
         kam.sip,
-        host.0.id(),
+        host.pid(),
         o.rate,
         o.seconds,
         o.kill_at,
@@ -103,50 +105,13 @@ async fn run_async(tmp: &Path, o: &Options) -> anyhow::Result<()> {
     host.kill()?;
     tokio::time::sleep_until((started + Duration::from_secs(o.restart_at)).into()).await;
     let restarted = Instant::now();
-    let mut host = Host::start(&config)?;
+    let mut host = ServeProcess::spawn(&cvw, &config, &log)?;
     let traces = load.await.context("load task")??;
     host.kill()?;
 
     let desk = desk_calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
     report(&traces, &desk, started, killed, restarted);
     Ok(())
-}
-
-/// `cvw serve` in a process of its own, so that it can be killed.
-struct Host(Child);
-
-impl Host {
-    fn start(config: &Path) -> anyhow::Result<Host> {
-        let exe = std::env::current_exe()?;
-        let cvw = exe.with_file_name("cvw");
-        if !cvw.exists() {
-            bail!("{} is missing: cargo build --release -p cvw", cvw.display());
-        }
-        let child = Command::new(&cvw)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("CVW_ADMIN_TOKEN", "failover-load-token")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("start {}", cvw.display()))?;
-        Ok(Host(child))
-    }
-
-    /// SIGKILL: no goodbye on the evapi connection, the kernel closes it.
-    fn kill(&mut self) -> anyhow::Result<()> {
-        self.0.kill()?;
-        self.0.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn host_config(tmp: &Path, evapi: SocketAddr) -> anyhow::Result<PathBuf> {

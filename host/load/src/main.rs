@@ -30,6 +30,7 @@ mod failover;
 mod measure;
 mod originate;
 mod phones;
+mod serve;
 mod service;
 mod sip;
 
