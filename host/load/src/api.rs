@@ -74,7 +74,8 @@ impl Serve {
              [api.sip]\nbind = \"127.0.0.1:0\"\noutbound_proxy = \"sip:127.0.0.1:9\"\n"
         );
         std::fs::write(dir.join("cvw.toml"), config)?;
-        let process = ServeProcess::spawn(cvw, &dir.join("cvw.toml"), &dir.join("serve.log"))?;
+        let process =
+            ServeProcess::spawn(cvw, &dir.join("cvw.toml"), &dir.join("serve.log"), "warn")?;
         let serve = Serve { process, api };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(api).is_err() {

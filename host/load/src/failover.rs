@@ -8,7 +8,13 @@
 //!   connection close and stops asking), and how many calls in between waited for the
 //!   config's decision timeout;
 //! - calls left without a final response (the goal is none);
-//! - how long after the restart calls are forked again (the host reconnects to evapi).
+//! - how long after the restart calls are forked again (the host reconnects to evapi);
+//! - then Kamailio itself restarted under the same load (`--kamailio-restart-at`): how
+//!   long after it is back the host decides again, and what became of the calls it had
+//!   when it stopped (they die with it; a phone would send its INVITE again, this load
+//!   generator does not) — every call without a final response must be one of those or
+//!   one sent while Kamailio was down, and the host logs the decisions it could not
+//!   deliver.
 
 use crate::serve::{ServeProcess, cvw_binary};
 use crate::service::{self, ALICE};
@@ -27,6 +33,8 @@ pub struct Options {
     pub seconds: u64,
     pub kill_at: u64,
     pub restart_at: u64,
+    /// 0: Kamailio is not restarted.
+    pub kamailio_restart_at: u64,
 }
 
 /// The example's decision timeout (`CVW_DECISION_TIMEOUT_MS`): a call asked of a host
@@ -36,6 +44,11 @@ const DECISION_TIMEOUT_MS: u32 = 500;
 pub fn run(load_rt: &tokio::runtime::Runtime, tmp: &Path, o: &Options) -> anyhow::Result<()> {
     if !(o.kill_at < o.restart_at && o.restart_at < o.seconds) {
         bail!("--kill-at < --restart-at < --seconds, please");
+    }
+    if o.kamailio_restart_at != 0
+        && !(o.restart_at < o.kamailio_restart_at && o.kamailio_restart_at < o.seconds)
+    {
+        bail!("--restart-at < --kamailio-restart-at < --seconds, please");
     }
     load_rt.block_on(run_async(tmp, o))
 }
@@ -51,7 +64,7 @@ async fn run_async(tmp: &Path, o: &Options) -> anyhow::Result<()> {
         "pbx.corp.example",
     )?);
     let unused: SocketAddr = "127.0.0.1:9".parse()?;
-    let kam = kamailio::Kamailio::start(&kamailio::Setup {
+    let mut kam = kamailio::Kamailio::start(&kamailio::Setup {
         host_jsonrpc: unused,
         host_http: unused,
         pbx: pbx_addr,
@@ -72,7 +85,7 @@ async fn run_async(tmp: &Path, o: &Options) -> anyhow::Result<()> {
     let cvw = cvw_binary(None)?;
     let config = host_config(tmp, kam.evapi)?;
     let log = tmp.join("failover-serve.log");
-    let mut host = ServeProcess::spawn(&cvw, &config, &log)?;
+    let mut host = ServeProcess::spawn(&cvw, &config, &log, "cvw=info")?;
     wait_until_forking(&kam, &desk_calls).await?;
     println!(
         "Kamailio {} over evapi, `cvw serve` pid {}; {} calls/s for {} s, SIGKILL at {} s, started again at {} s",
@@ -105,12 +118,45 @@ async fn run_async(tmp: &Path, o: &Options) -> anyhow::Result<()> {
     host.kill()?;
     tokio::time::sleep_until((started + Duration::from_secs(o.restart_at)).into()).await;
     let restarted = Instant::now();
-    let mut host = ServeProcess::spawn(&cvw, &config, &log)?;
+    let mut host = ServeProcess::spawn(&cvw, &config, &log, "cvw=info")?;
+    let mut proxy_restart = None;
+    if o.kamailio_restart_at != 0 {
+        tokio::time::sleep_until((started + Duration::from_secs(o.kamailio_restart_at)).into())
+            .await;
+        let stopped = Instant::now();
+        // Blocking (stop, start, wait until it listens): off the load's one thread.
+        kam = tokio::task::spawn_blocking(move || kam.restart().map(|()| kam))
+            .await
+            .context("restart task")??;
+        proxy_restart = Some((stopped, Instant::now()));
+    }
     let traces = load.await.context("load task")??;
     host.kill()?;
 
     let desk = desk_calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    report(&traces, &desk, started, killed, restarted);
+    let host_restart = (started, killed, restarted);
+    report(&traces, &desk, host_restart, proxy_restart.map(|(s, _)| s));
+    if let Some((stopped, back)) = proxy_restart {
+        report_proxy_restart(&traces, &desk, stopped, back);
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let undelivered: u64 = log
+            .lines()
+            .filter_map(|l| {
+                l.split("undelivered=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        println!(
+            "the host logged {undelivered} decisions it could not deliver, {} lost connections and {} reconnections",
+            log.matches("connection lost").count() + log.matches("closed the connection").count(),
+            log.matches("Kamailio confirmed the connection").count()
+        );
+    }
+    drop(kam);
     Ok(())
 }
 
@@ -156,12 +202,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The host's kill and restart; `until`: where the proxy's restart begins (calls from
+/// then on are [`report_proxy_restart`]'s).
 fn report(
     traces: &[CallTrace],
     desk: &HashSet<String>,
-    started: Instant,
-    killed: Instant,
-    restarted: Instant,
+    (started, killed, restarted): (Instant, Instant, Instant),
+    until: Option<Instant>,
 ) {
     let forked = |c: &CallTrace| desk.contains(&c.call_id);
     let latency = |c: &CallTrace| c.final_response.map(|(at, _)| at - c.sent);
@@ -191,7 +238,10 @@ fn report(
         .collect();
     let in_flight_plain = in_flight.iter().filter(|c| !forked(c)).count();
     let in_flight_max = in_flight.iter().filter_map(|c| latency(c)).max();
-    let up: Vec<&CallTrace> = traces.iter().filter(|c| c.sent >= restarted).collect();
+    let up: Vec<&CallTrace> = traces
+        .iter()
+        .filter(|c| c.sent >= restarted && until.is_none_or(|u| c.sent < u))
+        .collect();
     let forked_again = up.iter().position(|c| forked(c));
     let plain_after = forked_again.map_or(0, |i| up[i..].iter().filter(|c| !forked(c)).count());
 
@@ -226,5 +276,49 @@ fn report(
             i
         ),
         None => println!("after the restart: no call was forked again"),
+    }
+}
+
+/// Kamailio stopped at `stopped` and listening again at `back`.
+fn report_proxy_restart(
+    traces: &[CallTrace],
+    desk: &HashSet<String>,
+    stopped: Instant,
+    back: Instant,
+) {
+    let forked = |c: &CallTrace| desk.contains(&c.call_id);
+    let answered_by = |c: &CallTrace, t: Instant| c.final_response.is_some_and(|(at, _)| at < t);
+    let in_flight: Vec<&CallTrace> = traces
+        .iter()
+        .filter(|c| c.sent < stopped && !answered_by(c, stopped))
+        .collect();
+    let in_flight_lost = in_flight
+        .iter()
+        .filter(|c| c.final_response.is_none())
+        .count();
+    let down: Vec<&CallTrace> = traces
+        .iter()
+        .filter(|c| c.sent >= stopped && c.sent < back)
+        .collect();
+    let down_lost = down.iter().filter(|c| c.final_response.is_none()).count();
+    let after: Vec<&CallTrace> = traces.iter().filter(|c| c.sent >= back).collect();
+    let after_lost = after.iter().filter(|c| c.final_response.is_none()).count();
+    let forked_again = after.iter().position(|c| forked(c));
+    println!(
+        "Kamailio restarted: down for {:.0} ms; {} calls in flight when it stopped ({in_flight_lost} died with it), {} sent while it was down ({down_lost} unanswered)",
+        ms(back - stopped),
+        in_flight.len(),
+        down.len()
+    );
+    match forked_again {
+        Some(i) => println!(
+            "after Kamailio was back: forked again from {:.0} ms ({i} calls routed plain before that); {after_lost} of {} calls without a final response",
+            ms(after[i].sent - back),
+            after.len()
+        ),
+        None => println!(
+            "after Kamailio was back: no call was forked again; {after_lost} of {} calls without a final response",
+            after.len()
+        ),
     }
 }

@@ -128,7 +128,7 @@ enum Mode {
         #[arg(long, default_value_t = 500)]
         rate: u32,
         /// Seconds of load.
-        #[arg(long, default_value_t = 12)]
+        #[arg(long, default_value_t = 14)]
         seconds: u64,
         /// When to kill the host (seconds into the load).
         #[arg(long, default_value_t = 4)]
@@ -136,6 +136,9 @@ enum Mode {
         /// When to start it again.
         #[arg(long, default_value_t = 7)]
         restart_at: u64,
+        /// When to restart Kamailio itself (0: not).
+        #[arg(long, default_value_t = 10)]
+        kamailio_restart_at: u64,
     },
     /// The click-to-call API of a `cvw serve` child process: auth throughput, the 401
     /// path's cost, memory with idle connections.
@@ -246,6 +249,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             kill_at,
             restart_at,
+            kamailio_restart_at,
         } => failover::run(
             &load_rt,
             &tmp,
@@ -254,6 +258,7 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 kill_at,
                 restart_at,
+                kamailio_restart_at,
             },
         ),
         Mode::Api {

@@ -9,15 +9,20 @@ use std::process::{Child, Command, Stdio};
 pub struct ServeProcess(Child);
 
 impl ServeProcess {
-    /// `cvw serve --config config`, its output into `log`.
-    pub fn spawn(cvw: &Path, config: &Path, log: &Path) -> anyhow::Result<ServeProcess> {
+    /// `cvw serve --config config`, its output into `log` at `RUST_LOG` level `level`.
+    pub fn spawn(
+        cvw: &Path,
+        config: &Path,
+        log: &Path,
+        level: &str,
+    ) -> anyhow::Result<ServeProcess> {
         let log = std::fs::File::create(log)?;
         let child = Command::new(cvw)
             .arg("serve")
             .arg("--config")
             .arg(config)
             .env("CVW_ADMIN_TOKEN", "load-admin-token")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())

@@ -72,10 +72,39 @@ pub fn module_path(profile: &str) -> anyhow::Result<PathBuf> {
 
 pub struct Kamailio {
     process: ProxyProcess,
+    /// How it was started, to start it again ([`Kamailio::restart`]).
+    launch: Launch,
     pub sip: SocketAddr,
     /// Where its evapi listens for the host (`CVW_EVAPI_ADDR`).
     pub evapi: SocketAddr,
     pub dir: PathBuf,
+}
+
+/// The command line a Kamailio was started with.
+struct Launch {
+    bin: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Launch {
+    /// The command, in a process group of its own, its output into the log (`append`: after
+    /// what an earlier run wrote).
+    fn command(&self, append: bool) -> anyhow::Result<Command> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&self.log)?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        Ok(cmd)
+    }
 }
 
 /// Fails (never skips) when Kamailio is not installed: these tests are the proof that the
@@ -211,7 +240,6 @@ impl Kamailio {
         values.extend(setup.extra.iter().cloned());
         let cfg = write_config(&dir, &values, setup.transform)?;
         let log_path = dir.join("kamailio.log");
-        let log = std::fs::File::create(&log_path)?;
         let defines: &[&str] = if setup.module.is_some() {
             &["-A", "WITH_CVW_MODULE"]
         } else if setup.janssonrpcc {
@@ -219,32 +247,50 @@ impl Kamailio {
         } else {
             &[]
         };
-        let mut cmd = Command::new(bin);
-        cmd.args(defines)
-            .arg("-f")
-            .arg(&cfg)
-            .args(["-DD", "-E", "-m", &setup.shm_mb.to_string(), "-M", "16"])
-            .args(
-                std::env::var("CVW_KAMAILIO_ARGS")
-                    .unwrap_or_default()
-                    .split_whitespace(),
-            )
-            .arg("-P")
-            .arg(dir.join("kamailio.pid"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0);
-        let mut process =
-            ProxyProcess::spawn("kamailio", cmd, dir.clone(), log_path, "CVW_KEEP_KAMAILIO")?;
+        let mut args: Vec<String> = defines.iter().map(|d| (*d).to_owned()).collect();
+        args.extend(["-f".to_owned(), cfg.display().to_string()]);
+        args.extend(["-DD", "-E", "-m"].map(str::to_owned));
+        args.extend([setup.shm_mb.to_string(), "-M".to_owned(), "16".to_owned()]);
+        args.extend(
+            std::env::var("CVW_KAMAILIO_ARGS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        args.extend([
+            "-P".to_owned(),
+            dir.join("kamailio.pid").display().to_string(),
+        ]);
+        let launch = Launch {
+            bin,
+            args,
+            log: log_path.clone(),
+        };
+        let mut process = ProxyProcess::spawn(
+            "kamailio",
+            launch.command(false)?,
+            dir.clone(),
+            log_path,
+            "CVW_KEEP_KAMAILIO",
+        )?;
         let sip = SocketAddr::from(([127, 0, 0, 1], port));
         process.wait_listening(sip, Duration::from_secs(10))?;
         Ok(Kamailio {
             process,
+            launch,
             sip,
             evapi,
             dir,
         })
+    }
+
+    /// Stops this Kamailio (SIGTERM to all its processes) and starts it again with the
+    /// same config and ports, as an operator's restart would; returns once it listens.
+    /// Its log goes on in the same file.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.respawn(self.launch.command(true)?)?;
+        self.process
+            .wait_listening(self.sip, Duration::from_secs(10))
     }
 
     pub fn log_tail(&self) -> String {

@@ -127,8 +127,9 @@ impl ProxyProcess {
     }
 }
 
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
+impl ProxyProcess {
+    /// Stops the whole process group (SIGTERM, then SIGKILL after 3 s) and waits for it.
+    fn stop_group(&mut self) {
         // The proxy forks its workers into the group we created: signal the whole group.
         let group = format!("-{}", self.child.id());
         let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
@@ -144,6 +145,22 @@ impl Drop for ProxyProcess {
             .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
+    }
+
+    /// Stops the proxy and starts `cmd` (the same proxy, set up as for
+    /// [`ProxyProcess::spawn`]) in its place, keeping the run directory.
+    pub fn respawn(&mut self, mut cmd: Command) -> anyhow::Result<()> {
+        self.stop_group();
+        self.child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("spawn {} again: {e}", self.name))?;
+        Ok(())
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.stop_group();
         if std::thread::panicking() {
             eprintln!(
                 "{} log kept in {}; its end:\n{}",

@@ -154,6 +154,7 @@ async fn connection(
         }
         acknowledge_at_once(&stream);
         out.clear();
+        let mut answers = 0usize;
         while let Some(frame) = codec
             .decode(&mut input)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
@@ -177,12 +178,21 @@ async fn connection(
                 codec
                     .encode(answer.as_str().as_bytes(), &mut out)
                     .map_err(io::Error::other)?;
+                answers += 1;
             }
         }
         // Whole frames only, in one write: evapi's reader is safest with whole frames,
         // and the answers to what one read brought leave together, at once.
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
+        if !out.is_empty()
+            && let Err(e) = stream.write_all(&out).await
+        {
+            // Not silent: each of these calls waits in Kamailio for its decision timeout
+            // (then is routed plain), or died with a Kamailio that went away.
+            tracing::warn!(
+                undelivered = answers,
+                "evapi: {answers} decisions not delivered ({e}); Kamailio routes those calls plain when its decision timeout fires"
+            );
+            return Err(e);
         }
     }
 }
