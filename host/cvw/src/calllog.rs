@@ -5,9 +5,10 @@
 //! database can follow the JSON-lines file.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -82,10 +83,12 @@ pub enum CallLogError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write call log {path}: {source}")]
+    #[error("cannot write call log {path}: {source} ({lost} records lost since the start)")]
     Write {
         path: PathBuf,
         source: std::io::Error,
+        /// Records this log could not write so far, this one included.
+        lost: u64,
     },
     #[error("cannot encode call record {id}: {source}")]
     Encode {
@@ -94,11 +97,14 @@ pub enum CallLogError {
     },
 }
 
-/// JSON lines appended to a file, one record a line, flushed per record so that a crash
-/// loses nothing already ended.
+/// JSON lines appended to a file, one record a line, each written whole with one call so
+/// that a crash loses nothing already ended. A record that cannot be written (disk full,
+/// file gone read-only) is counted and reported, never half-kept: no buffer holds a
+/// partial line for the next record to complete.
 pub struct JsonLinesFile {
     path: PathBuf,
-    out: Mutex<BufWriter<File>>,
+    out: Mutex<File>,
+    lost: AtomicU64,
 }
 
 impl JsonLinesFile {
@@ -113,8 +119,14 @@ impl JsonLinesFile {
             })?;
         Ok(Self {
             path: path.to_owned(),
-            out: Mutex::new(BufWriter::new(file)),
+            out: Mutex::new(file),
+            lost: AtomicU64::new(0),
         })
+    }
+
+    /// Records not written so far.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 }
 
@@ -128,12 +140,11 @@ impl CallLogSink for JsonLinesFile {
         // A poisoned lock only means another writer panicked mid-line; the file is still
         // append-only, so keep logging.
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.write_all(&line)
-            .and_then(|()| out.flush())
-            .map_err(|source| CallLogError::Write {
-                path: self.path.clone(),
-                source,
-            })
+        out.write_all(&line).map_err(|source| CallLogError::Write {
+            path: self.path.clone(),
+            source,
+            lost: self.lost.fetch_add(1, Ordering::Relaxed) + 1,
+        })
     }
 }
 
@@ -333,6 +344,18 @@ mod tests {
             .write(&record("c"))
             .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn a_full_disk_loses_records_counted_and_named() {
+        // /dev/full: every write fails with ENOSPC, as on a full disk.
+        let full = JsonLinesFile::open(Path::new("/dev/full")).unwrap();
+        for n in 1..=3 {
+            let err = full.write(&record("a")).expect_err("disk full").to_string();
+            assert!(err.contains("/dev/full"), "{err}");
+            assert!(err.contains(&format!("{n} records lost")), "{err}");
+        }
+        assert_eq!(full.lost(), 3);
     }
 
     fn fork() -> ForkedCall {

@@ -94,6 +94,15 @@ struct Harness {
 
 impl Harness {
     async fn start(script: Script, limits: LimitSettings) -> Self {
+        Self::with_call_log(script, limits, None).await
+    }
+
+    /// Logging into `call_log` instead of the harness's memory.
+    async fn with_call_log(
+        script: Script,
+        limits: LimitSettings,
+        call_log: Option<Arc<dyn cvw::calllog::CallLogSink>>,
+    ) -> Self {
         let directory = Directory::load(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/directory.toml"),
         )
@@ -118,7 +127,7 @@ impl Harness {
             throttle: cvw::click_to_call::throttle::AuthThrottle::new(Default::default()),
             limits: Arc::new(Limits::new(limits)),
             calls: Arc::new(Calls::default()),
-            call_log: log.clone(),
+            call_log: call_log.unwrap_or_else(|| log.clone()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = listener.local_addr().unwrap().to_string();
@@ -234,6 +243,41 @@ async fn click_to_call_follows_states_hangs_up_and_is_logged() {
     assert!(records[0].connected_ms.is_some());
     assert!(records[0].policy_generation >= 1);
     assert!(!records[0].policy_digest.is_empty());
+}
+
+// Issue 11: the call log's disk full (/dev/full fails every write with ENOSPC): calls go on
+// being placed and ended, and each lost record is counted.
+#[tokio::test]
+async fn a_full_call_log_disk_loses_no_call_and_counts_the_lost_records() {
+    let full = Arc::new(cvw::calllog::JsonLinesFile::open(Path::new("/dev/full")).unwrap());
+    let limits = LimitSettings {
+        max_concurrent: 10,
+        ..LimitSettings::default()
+    };
+    let h = Harness::with_call_log(Script::Connect, limits, Some(full.clone())).await;
+    for n in 1..=3u64 {
+        let (status, body) = h.click_to_call(Some(ALICE_TOKEN), "+14255550142").await;
+        assert_eq!(status, 201, "call {n}: {body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let (status, _) = h
+            .call(
+                "DELETE",
+                &format!("/v1/calls/{id}"),
+                Some(ALICE_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 202, "call {n} hangs up");
+        let events = h.follow(&id).await;
+        assert_eq!(states(&events).last().copied(), Some("ended"), "call {n}");
+        for _ in 0..100 {
+            if full.lost() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(full.lost(), n, "call {n}'s record counted as lost");
+    }
 }
 
 async fn wait_for_records(h: &Harness, n: usize) -> Vec<cvw::calllog::CallRecord> {
