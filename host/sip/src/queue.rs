@@ -93,6 +93,14 @@ impl<T> Receiver<T> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    /// Closes the queue: later sends fail, handing their item back, and what was still
+    /// waiting is returned, so that nothing sent is dropped unseen.
+    pub fn close(&mut self) -> VecDeque<T> {
+        let mut state = lock(&self.0);
+        state.receiver_alive = false;
+        std::mem::take(&mut state.items)
+    }
+
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut state = lock(&self.0);
         if let Some(item) = state.items.pop_front() {
@@ -159,6 +167,15 @@ mod tests {
         tokio::task::yield_now().await;
         tx.send("bye").unwrap();
         assert_eq!(waiting.await.unwrap(), Some("bye"));
+    }
+
+    #[test]
+    fn close_returns_what_waited_and_refuses_later_sends() {
+        let (tx, mut rx) = queue();
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(rx.close(), [1, 2]);
+        assert_eq!(tx.send(3), Err(3));
     }
 
     #[test]

@@ -302,3 +302,51 @@ async fn requests_outside_a_dialog_get_481_and_new_calls_480_when_refused() {
     }
     assert_eq!(r.code, 480);
 }
+
+/// A 2xx that reached a leg but was never read before the leg was dropped (the call had
+/// given the leg up, e.g. on Timer B, and was still clearing the other leg when the late
+/// answer came) is ACKed and ended with BYE like one that came after (§13.2.2.4): the
+/// answering phone is not left in a call nobody is in. Found by the 50 % loss run of
+/// tests/faults.rs.
+#[tokio::test]
+async fn a_2xx_still_queued_when_the_leg_is_dropped_is_acked_then_ended_with_bye() {
+    let (ua, _calls) = UserAgent::bind(fast()).await.unwrap();
+    let (socket, me) = raw().await;
+    let leg = {
+        let mut leg = ua.leg(LegSpec {
+            target: format!("sip:b@{me}"),
+            from: NameAddr::new("", "sip:cvw@host"),
+            to: NameAddr::new("", format!("sip:b@{me}")),
+            asserted: None,
+            role: None,
+            headers: Vec::new(),
+        });
+        leg.invite(None).unwrap();
+        leg
+    };
+    let (invite, _) = recv_request(&socket, Method::Invite).await;
+    let mut ok = invite.response(200, "OK");
+    ok.headers.set("To", format!("<sip:b@{me}>;tag=late"));
+    ok.headers.push("Contact", format!("<sip:b@{me}>"));
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n".to_vec();
+    socket
+        .send_to(
+            &Message::Response(ok).to_bytes(),
+            ua.local_addr(Protocol::Udp),
+        )
+        .await
+        .unwrap();
+    // Queued on the leg, never read; then the leg goes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(leg);
+    let (ack, _) = recv_request(&socket, Method::Ack).await;
+    assert_eq!(ack.headers.to_tag(), Some("late"));
+    assert_eq!(
+        cvw_sip::sdp::media_ports(&ack.body),
+        vec![0],
+        "the offer of the 2xx is answered with every stream refused"
+    );
+    let (bye, _) = recv_request(&socket, Method::Bye).await;
+    assert_eq!(bye.headers.call_id(), invite.headers.call_id());
+}

@@ -5,6 +5,9 @@
 //! [`wire::Phone`] is driven step by step by the test (register, invite, ring, answer,
 //! cancel, hang up, each message built by hand) over UDP or TCP through a proxy.
 //!
+//! Between the user agent and a phone, a [`relay::Relay`] can lose a share of the UDP
+//! datagrams each way, or all of them (a phone that vanished), for fault tests.
+//!
 //! A [`TestPhone`] answers every INVITE it gets as its [`PhoneScript`] says (ring, answer
 //! with SDP or answer a media-less offer, reject, never answer, hang up, send INFO, meet
 //! a re-INVITE with 491 or 488) and records every request it received, so that tests
@@ -18,6 +21,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::message::{Method, Request, Response};
 
+pub mod relay;
 pub mod wire;
 use crate::sdp;
 use crate::ua::{Body, IncomingCall, IncomingRequest, Leg, LegEvent, UaConfig, UaError, UserAgent};

@@ -116,6 +116,22 @@ impl std::fmt::Debug for Leg {
 impl Drop for Leg {
     fn drop(&mut self) {
         guard(&self.inner.legs).remove(&*self.call_id);
+        // What reached the leg but was never read is handled as if it came after the leg
+        // was gone: a 2xx of an INVITE never answered here (the call gave the leg up on
+        // Timer B or its ring timeout while the answer was on its way) is ACKed and ended
+        // with BYE, a request gets 481. Dropped unread, the answering phone stayed in a
+        // call nobody was in. Any other 2xx belongs to a dialog this leg had (a
+        // retransmission, or the answer to a re-INVITE): ending it was the call's business.
+        for event in self.events.close() {
+            match *event {
+                LegEvent::Response(r)
+                    if r.is_success()
+                        && r.method() == Some(Method::Invite)
+                        && (self.answered_cseq.is_some()
+                            || matches!(self.state, LegState::Uas(_))) => {}
+                event => orphan(&self.inner, event, Some(!self.offerless)),
+            }
+        }
     }
 }
 
