@@ -32,7 +32,7 @@ use crate::deployment::{Deployment, ReloadError};
 use crate::policy::{MetricsSnapshot, PolicyVersion};
 
 /// Largest module upload; axum's default of 2 MiB is smaller than a debug-built policy.
-const MAX_MODULE_BYTES: usize = 64 << 20;
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
 
 /// Environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "CVW_ADMIN_TOKEN";

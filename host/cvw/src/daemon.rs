@@ -370,12 +370,22 @@ pub async fn run(
     }
 
     let router = admin::router(deployment.clone(), token);
-    let mut control_signal = signal.clone();
+    // The click-to-call API's front door (connection caps, slow and idle clients timed
+    // out, head size), with room for a policy module in a swap's body.
+    let control_http = crate::click_to_call::transport::HttpSettings {
+        max_body_bytes: admin::MAX_MODULE_BYTES,
+        ..Default::default()
+    };
+    let control_signal = signal.clone();
     tasks.spawn(async move {
-        axum::serve(control_listener, router)
-            .with_graceful_shutdown(async move { control_signal.wait().await })
-            .await
-            .context("control API failed")
+        crate::click_to_call::transport::serve(
+            control_listener,
+            router,
+            control_http,
+            control_signal,
+        )
+        .await
+        .context("control API failed")
     });
 
     tokio::select! {

@@ -355,6 +355,39 @@ fn serve_control_api_requires_the_admin_token() {
     assert_eq!(server.policy()["generation"], 1, "nothing was swapped");
 }
 
+// Issue 11: the control API is not held open by a client that never finishes its request
+// (slowloris): its header timeout (10 s) closes the connection.
+#[test]
+fn serve_control_api_closes_a_client_that_never_finishes_its_request() {
+    use std::io::{Read, Write};
+    let server = Server::start("serve-slow", &default_policy());
+    let addr = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /v1/policy HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(25)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = slow.read_to_end(&mut answer);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(20),
+        "still open after {waited:?} ({read:?})"
+    );
+    // Closed (or reset) without a response to a request it never finished.
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The API still serves everyone else.
+    assert_eq!(server.policy()["generation"], 1);
+}
+
 #[test]
 fn cvw_52_swaps_via_api_and_file_show_in_get_policy_and_bad_modules_keep_the_old() {
     let first = default_policy();
