@@ -164,6 +164,20 @@ impl Harness {
     }
 
     /// Follow the feed until `ended`, as a requester would.
+    /// Alice hangs up call `id` (202); its events to the end.
+    async fn hang_up(&self, id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .call(
+                "DELETE",
+                &format!("/v1/calls/{id}"),
+                Some(ALICE_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 202, "hang up {id}: {body}");
+        self.follow(id).await
+    }
+
     async fn follow(&self, id: &str) -> Vec<Value> {
         support::http::follow(&self.base, ALICE_TOKEN, id).await
     }
@@ -215,16 +229,7 @@ async fn click_to_call_follows_states_hangs_up_and_is_logged() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, _) = h
-        .call(
-            "DELETE",
-            &format!("/v1/calls/{id}"),
-            Some(ALICE_TOKEN),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202);
-    let events = h.follow(&id).await;
+    let events = h.hang_up(&id).await;
     assert_eq!(
         states(&events),
         [
@@ -259,16 +264,7 @@ async fn a_full_call_log_disk_loses_no_call_and_counts_the_lost_records() {
         let (status, body) = h.click_to_call(Some(ALICE_TOKEN), "+14255550142").await;
         assert_eq!(status, 201, "call {n}: {body}");
         let id = body["id"].as_str().unwrap().to_owned();
-        let (status, _) = h
-            .call(
-                "DELETE",
-                &format!("/v1/calls/{id}"),
-                Some(ALICE_TOKEN),
-                None,
-            )
-            .await;
-        assert_eq!(status, 202, "call {n} hangs up");
-        let events = h.follow(&id).await;
+        let events = h.hang_up(&id).await;
         assert_eq!(states(&events).last().copied(), Some("ended"), "call {n}");
         for _ in 0..100 {
             if full.lost() >= n {
