@@ -299,6 +299,14 @@ impl World {
         }
     }
 
+    /// The OpenSIPS in front (for its log and processes).
+    pub fn opensips(&self) -> &OpenSips {
+        match &self._proxy {
+            ProxyRun::OpenSips(o) => o,
+            ProxyRun::Kamailio(_) => panic!("a world with Kamailio in front"),
+        }
+    }
+
     /// The policy file `cvw.so` loads.
     pub fn policy_file(&self) -> &Path {
         self.policy_file.as_deref().expect("a world with a cvw.so")
