@@ -302,6 +302,45 @@ async fn without_credentials_for_the_realm_the_challenge_is_the_outcome() {
     }
 }
 
+/// RFC 2617 §3.2.2.3: a PBX that offers only `qop="auth-int"` gets an answer that hashes
+/// the body sent (here the INVITE's SDP offer) into it, so it proves the body too.
+#[tokio::test]
+async fn an_auth_int_challenge_is_answered_with_the_body_hashed_in() {
+    let (ua, _calls) = UserAgent::bind(config(trunk_account("trunk-pw")))
+        .await
+        .unwrap();
+    let pbx = Pbx::bind().await;
+    let mut leg = leg_to(&ua, pbx.addr);
+    let offer = cvw_sip::sdp::media_less_offer("127.0.0.1", 1);
+    leg.invite(Some(cvw_sip::ua::Body::sdp(offer.clone())))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut events = Vec::new();
+    let (first, from) = next_request(&pbx, &mut seen, &mut leg, &mut events).await;
+    let auth_int =
+        format!("Digest realm=\"{REALM}\", nonce=\"n-int\", qop=\"auth-int\", algorithm=MD5");
+    pbx.respond(&first, from, 401, &[("WWW-Authenticate", &auth_int)])
+        .await;
+    let second = loop {
+        let (r, _) = next_request(&pbx, &mut seen, &mut leg, &mut events).await;
+        if r.method == Method::Invite {
+            break r;
+        }
+    };
+    assert!(events.is_empty(), "the 401 reached the caller: {events:?}");
+    assert_eq!(cseq(&second), (2, Method::Invite));
+    assert_eq!(second.body, offer);
+    let value = second.headers.get("Authorization").expect("Authorization");
+    assert_eq!(param(value, "qop"), Some("auth-int"), "{value}");
+    let cnonce = param(value, "cnonce").expect("cnonce");
+    let nc = param(value, "nc").expect("nc");
+    let ha1 = md5(&format!("cvw-host:{REALM}:trunk-pw"));
+    let body_hash = md5(std::str::from_utf8(&second.body).unwrap());
+    let ha2 = md5(&format!("INVITE:{}:{body_hash}", second.uri));
+    let want = md5(&format!("{ha1}:n-int:{nc}:{cnonce}:auth-int:{ha2}"));
+    assert_eq!(param(value, "response"), Some(want.as_str()), "{value}");
+}
+
 /// RFC 3262: a PBX that sends its provisionals reliably gets each PRACKed once, in the
 /// early dialog, with the RAck naming it; a retransmitted one is not PRACKed again, and
 /// the confirmed dialog's requests continue above the PRACKs' CSeq numbers.

@@ -734,7 +734,8 @@ impl Leg {
                         continue;
                     };
                     let sent = &auth.sent[at].request;
-                    let answer = challenge.answer(credentials, sent.method.as_str(), &sent.uri);
+                    let answer =
+                        challenge.answer(credentials, sent.method.as_str(), &sent.uri, &sent.body);
                     answers.push((challenge.answer_header(), answer));
                 }
                 Err(e) => warn!(error = %e, code = response.code, "challenge not answered"),
