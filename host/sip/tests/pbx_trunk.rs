@@ -596,3 +596,174 @@ async fn a_shorter_session_expires_from_the_pbx_sets_the_refresh_pace() {
     assert!(update.headers.get("Session-Expires").is_some());
     call.hangup();
 }
+
+fn refreshing_every(interval: Duration) -> UaConfig {
+    UaConfig {
+        session_refresh: Some(interval),
+        ..config(Vec::new())
+    }
+}
+
+/// RFC 4028 §7.4: the PBX's minimum session interval is longer than what the INVITE asks
+/// for; it answers 422 with `Min-SE: 4`, the INVITE goes again (new CSeq and branch, same
+/// Call-ID and From tag) with `Session-Expires: 4` and `Min-SE: 4`, and the refreshes of
+/// the call carry both too, within half of it (the host refreshes every second).
+#[tokio::test]
+async fn a_422_is_answered_with_the_pbx_min_se_and_the_refreshes_follow_it() {
+    use cvw_sip::testing::{PhoneScript, TestPhone, phone_sdp};
+    use cvw_sip::third_party::{CallPlan, Flow, LegPlan, TwoLegCall};
+
+    let ua = UserAgent::bind(refreshing_every(Duration::from_secs(1)))
+        .await
+        .unwrap()
+        .0;
+    let a = TestPhone::start(PhoneScript::default()).await.unwrap();
+    let pbx = Pbx::bind().await;
+    let plan = CallPlan {
+        callback: LegPlan {
+            uri: a.uri("+14255550101"),
+            shows: NameAddr::new("Call via Work", "tel:+14255550000"),
+            ring_timeout: Duration::from_secs(2),
+        },
+        callee: LegPlan {
+            uri: format!("sip:+14255550142@{};user=phone", pbx.addr),
+            shows: NameAddr::new("Alice", "tel:+14255550101"),
+            ring_timeout: Duration::from_secs(5),
+        },
+        flow: Flow::Iv,
+        max_duration: Duration::from_secs(60),
+        headers: Vec::new(),
+        continue_when_diverted: false,
+    };
+    let (call, _states) = TwoLegCall::start(&ua, plan);
+    let mut seen = Vec::new();
+    let (first, from) = pbx.request(&mut seen).await;
+    assert_eq!(cseq(&first), (1, Method::Invite));
+    assert_eq!(
+        first.headers.get("Session-Expires"),
+        Some("2;refresher=uac")
+    );
+    assert!(first.headers.get("Min-SE").is_none());
+    pbx.respond(&first, from, 422, &[("Min-SE", "4")]).await;
+    let (second, from) = loop {
+        let (r, from) = pbx.request(&mut seen).await;
+        if r.method == Method::Invite {
+            break (r, from);
+        }
+    };
+    assert_eq!(cseq(&second), (2, Method::Invite));
+    assert_eq!(second.headers.call_id(), first.headers.call_id());
+    assert_eq!(second.headers.from_tag(), first.headers.from_tag());
+    assert_ne!(second.headers.top_branch(), first.headers.top_branch());
+    assert_eq!(
+        second.headers.get("Session-Expires"),
+        Some("4;refresher=uac")
+    );
+    assert_eq!(second.headers.get("Min-SE"), Some("4"));
+    assert_eq!(
+        second.headers.get("Supported"),
+        first.headers.get("Supported")
+    );
+
+    let mut ok = second.response(200, "OK");
+    ok.headers.set(
+        "To",
+        format!("{};tag=b1", second.headers.get("To").unwrap()),
+    );
+    ok.headers.push("Contact", format!("<sip:b@{}>", pbx.addr));
+    ok.headers.push("Require", "timer");
+    ok.headers.push("Session-Expires", "4;refresher=uac");
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = phone_sdp(None, 50_000);
+    pbx.socket
+        .send_to(&Message::Response(ok).to_bytes(), from)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let update = loop {
+        let (r, from) = pbx.request(&mut seen).await;
+        if r.method == Method::Update {
+            pbx.respond(&r, from, 200, &[]).await;
+            break r;
+        }
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refreshed after {:?}, later than half the session interval",
+        started.elapsed()
+    );
+    assert_eq!(
+        update.headers.get("Session-Expires"),
+        Some("4;refresher=uac")
+    );
+    assert_eq!(update.headers.get("Min-SE"), Some("4"));
+    // The callback leg had no 422: its refreshes ask for what the host does.
+    let mut a_update = a.requests(Method::Update);
+    for _ in 0..50 {
+        if !a_update.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        a_update = a.requests(Method::Update);
+    }
+    assert!(!a_update.is_empty(), "the callback leg is refreshed too");
+    assert!(
+        a_update.iter().all(
+            |u| u.headers.get("Session-Expires") == Some("2;refresher=uac")
+                && u.headers.get("Min-SE").is_none()
+        ),
+        "{a_update:?}"
+    );
+    call.hangup();
+}
+
+/// No loop and no guess: a second 422 that asks for no more than the retry did, or a 422
+/// without Min-SE, is the INVITE's failure, reported as the 422.
+#[tokio::test]
+async fn a_422_without_a_longer_min_se_fails_the_leg() {
+    for min_ses in [&["4", "4"][..], &["4", "3"], &[""]] {
+        let (ua, _calls) = UserAgent::bind(refreshing_every(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let pbx = Pbx::bind().await;
+        let mut leg = leg_to(&ua, pbx.addr);
+        leg.invite(None).unwrap();
+        let mut seen = Vec::new();
+        let mut invites = Vec::new();
+        let failure = loop {
+            tokio::select! {
+                (r, from) = pbx.request(&mut seen) => {
+                    if r.method == Method::Invite {
+                        let extra: &[(&str, &str)] = match min_ses.get(invites.len()) {
+                            Some(&"") => &[],
+                            Some(min_se) => &[("Min-SE", min_se)],
+                            None => panic!("INVITE sent again after {min_ses:?}: {r:?}"),
+                        };
+                        pbx.respond(&r, from, 422, extra).await;
+                        invites.push(r);
+                    }
+                }
+                event = leg.next() => match event {
+                    Some(LegEvent::Response(r)) if !r.is_provisional() => break r,
+                    _ => {}
+                },
+            }
+        };
+        assert_eq!(failure.code, 422, "{min_ses:?}");
+        assert_eq!(invites.len(), min_ses.len(), "{min_ses:?}");
+        // Give a wrongly sent retry the time to arrive.
+        let late = timeout(Duration::from_millis(300), async {
+            loop {
+                let (r, _) = pbx.request(&mut seen).await;
+                if r.method == Method::Invite {
+                    break r;
+                }
+            }
+        })
+        .await;
+        assert!(late.is_err(), "{min_ses:?}: {late:?}");
+        if min_ses.len() == 2 {
+            assert_eq!(invites[1].headers.get("Min-SE"), Some("4"));
+        }
+    }
+}

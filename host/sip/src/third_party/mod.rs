@@ -23,7 +23,9 @@ use tracing::{Instrument, debug, info, info_span};
 use crate::message::{Method, NameAddr, Response};
 use crate::queue::{self, Receiver, Sender};
 use crate::sdp;
-use crate::ua::{Body, IncomingRequest, Leg, LegEvent, LegRole, LegSpec, UserAgent, glare_delay};
+use crate::ua::{
+    Body, IncomingRequest, Leg, LegEvent, LegRole, LegSpec, UserAgent, glare_delay, session_expires,
+};
 
 mod connected;
 

@@ -29,6 +29,10 @@ struct UacState {
     client: Option<InviteClient>,
     /// A CANCEL was asked for: a challenge to the INVITE is then not answered.
     cancelled: bool,
+    /// The initial INVITE as last sent, while a 422 may ask to send it again with a longer
+    /// Session-Expires (RFC 4028 §7.4); kept only with session refreshes on, boxed, and
+    /// dropped at the final response.
+    invite: Option<Box<(Request, Destination)>>,
 }
 
 #[derive(Debug)]
@@ -81,6 +85,9 @@ pub struct Leg {
     /// Highest CSeq number sent before the dialog was confirmed (PRACKs go in the early
     /// dialog): the confirmed dialog's requests continue above it.
     early_cseq: u32,
+    /// The largest Min-SE of a 422 to our INVITE (RFC 4028 §7.4): the session refreshes
+    /// of this dialog carry it and a Session-Expires no shorter.
+    min_se: Option<u32>,
 }
 
 /// A request in flight that a 401/407 may ask to send again with credentials.
@@ -159,6 +166,7 @@ impl Leg {
                 })),
                 client: None,
                 cancelled: false,
+                invite: None,
             }),
             dialog: None,
             last_ack: None,
@@ -170,6 +178,7 @@ impl Leg {
             auth: None,
             last_rseq: None,
             early_cseq: 0,
+            min_se: None,
         }
     }
 
@@ -196,6 +205,7 @@ impl Leg {
             auth: None,
             last_rseq: None,
             early_cseq: 0,
+            min_se: None,
         }
     }
 
@@ -219,6 +229,12 @@ impl Leg {
 
     pub fn timers(&self) -> Timers {
         self.inner.config.timers
+    }
+
+    /// The Min-SE a 422 to our INVITE set (RFC 4028 §7.4): a session refresh in this
+    /// dialog carries it, with a Session-Expires at least that long.
+    pub fn min_se(&self) -> Option<u32> {
+        self.min_se
     }
 
     /// Sends the initial INVITE, with an offer or without (then the 2xx carries the offer).
@@ -279,6 +295,14 @@ impl Leg {
         if let Some(supported) = supported {
             headers.push("Supported", supported);
         }
+        // The session interval we ask for (RFC 4028 §7.1), the one our refreshes carry: a
+        // PBX with a larger minimum says so with a 422, and the INVITE goes again.
+        if let Some(interval) = inner.config.session_refresh {
+            headers.push(
+                "Session-Expires",
+                format!("{};refresher=uac", session_expires(interval)),
+            );
+        }
         let mut request = Request {
             method: Method::Invite,
             uri: spec.target,
@@ -299,9 +323,12 @@ impl Leg {
         let sink = self.sink(request.body.is_empty());
         self.offerless = request.body.is_empty();
         self.keep_for_auth(1, &request, to);
+        let kept =
+            (self.inner.config.session_refresh.is_some()).then(|| Box::new((request.clone(), to)));
         let client = self.inner.layer.send_invite(request, to, sink);
         if let LegState::Uac(uac) = &mut self.state {
             uac.client = Some(client);
+            uac.invite = kept;
         }
         Ok(())
     }
@@ -528,6 +555,13 @@ impl Leg {
             }
             self.forget_sent(r);
         }
+        if let LegEvent::Response(r) = &event
+            && r.code == 422
+            && r.method() == Some(Method::Invite)
+            && self.session_too_small(r)
+        {
+            return None;
+        }
         match event {
             LegEvent::Response(r) if r.method() == Some(Method::Invite) && r.is_success() => {
                 self.on_invite_2xx(r)
@@ -542,6 +576,7 @@ impl Leg {
                     && self.dialog.is_none()
                 {
                     uac.client = None;
+                    uac.invite = None;
                 }
                 Some(LegEvent::Response(r))
             }
@@ -581,6 +616,7 @@ impl Leg {
                 self.answered(&response, number);
                 if let LegState::Uac(uac) = &mut self.state {
                     uac.client = None;
+                    uac.invite = None;
                 }
                 Some(LegEvent::Response(response))
             }
@@ -645,6 +681,72 @@ impl Leg {
         let sink = self.sink(true);
         self.inner.layer.send_request(prack, to, sink);
         Some(LegEvent::Response(response))
+    }
+
+    /// RFC 4028 §7.4: a 422 to our initial INVITE names the shortest session interval the
+    /// PBX (or a proxy) accepts in Min-SE; the INVITE goes again with that Session-Expires
+    /// and the Min-SE, a new CSeq and branch, the same Call-ID and tags. Only when the
+    /// Min-SE is longer than what we asked for, so a second 422 with the same or a smaller
+    /// one (or one without Min-SE) is the leg's failure instead of a loop. `true` when
+    /// sent again (the 422 is then not reported).
+    fn session_too_small(&mut self, response: &Response) -> bool {
+        let _span = info_span!("sip", call_id = %self.call_id).entered();
+        let number = response.headers.cseq().map(|c| c.number);
+        let LegState::Uac(uac) = &mut self.state else {
+            return false;
+        };
+        if self.dialog.is_some() || uac.cancelled || number != Some(self.invite_cseq) {
+            return false;
+        }
+        let Some(kept) = uac.invite.as_deref() else {
+            return false;
+        };
+        let seconds = |value: Option<&str>| value?.split(';').next()?.trim().parse::<u32>().ok();
+        let Some(min_se) = seconds(response.headers.get("Min-SE")) else {
+            warn!("422 without a valid Min-SE: the INVITE fails");
+            return false;
+        };
+        let asked = seconds(kept.0.headers.get("Session-Expires")).unwrap_or(u32::MAX);
+        if min_se <= asked {
+            warn!(
+                min_se,
+                asked, "422 asking for no more than we did: the INVITE fails"
+            );
+            return false;
+        }
+        let (old, to) = (kept.0.clone(), kept.1);
+        let number = self.invite_cseq.max(self.early_cseq) + 1;
+        let mut headers = Headers::new();
+        headers.push("Via", self.inner.via(to.protocol, &random::branch()));
+        for h in old.headers.iter() {
+            let name = h.name.as_str();
+            let replaced = ["Via", "CSeq", "Session-Expires", "Min-SE"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name));
+            if !replaced {
+                headers.push(name, h.value.as_str());
+            }
+        }
+        headers.push("CSeq", format!("{number} INVITE"));
+        headers.push("Session-Expires", format!("{min_se};refresher=uac"));
+        headers.push("Min-SE", min_se.to_string());
+        let request = Request { headers, ..old };
+        debug!(
+            min_se,
+            cseq = number,
+            "422: INVITE sent again with the PBX's Min-SE"
+        );
+        self.invite_cseq = number;
+        self.min_se = Some(min_se);
+        self.keep_for_auth(number, &request, to);
+        let sink = self.sink(request.body.is_empty());
+        let kept = Box::new((request.clone(), to));
+        let client = self.inner.layer.send_invite(request, to, sink);
+        if let LegState::Uac(uac) = &mut self.state {
+            uac.client = Some(client);
+            uac.invite = Some(kept);
+        }
+        true
     }
 
     /// The dialog's Call-ID is the leg's (it was routed here by it): one string for both.
@@ -796,9 +898,12 @@ impl Leg {
         if request.method == Method::Invite {
             self.invite_cseq = number;
             let sink = self.sink(request.body.is_empty());
+            let kept = (initial_invite && self.inner.config.session_refresh.is_some())
+                .then(|| Box::new((request.clone(), old.to)));
             let client = self.inner.layer.send_invite(request, old.to, sink);
             if initial_invite && let LegState::Uac(uac) = &mut self.state {
                 uac.client = Some(client);
+                uac.invite = kept;
             }
         } else {
             let sink = self.sink(true);

@@ -86,6 +86,12 @@ impl Default for UaConfig {
     }
 }
 
+/// The session interval (Session-Expires, seconds) asked for when refreshing every
+/// `interval`: twice it, so one lost refresh does not end the session (RFC 4028 §10).
+pub fn session_expires(interval: Duration) -> u64 {
+    interval.as_secs().max(1) * 2
+}
+
 /// Which leg of a two-leg call a request belongs to (the marker's value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LegRole {
