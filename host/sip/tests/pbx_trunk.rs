@@ -767,3 +767,83 @@ async fn a_422_without_a_longer_min_se_fails_the_leg() {
         }
     }
 }
+
+/// RFC 3262 §5 with an offerless INVITE (Flow IV's callee leg): a PBX that requires 100rel
+/// would put its offer in the first reliable provisional, whose PRACK must answer it, and
+/// the answer only exists once the callback phone was re-INVITEd with that offer. So the
+/// INVITE still does not offer 100rel, a 421 `Require: 100rel` is not answered by sending
+/// it again with it, and the call ends saying why (the callback phone's BYE Reason).
+#[tokio::test]
+async fn a_pbx_requiring_100rel_on_an_offerless_invite_fails_the_leg_by_name() {
+    use cvw_sip::testing::{PhoneScript, TestPhone};
+    use cvw_sip::third_party::{
+        CallPlan, CallState, EndReason, Ended, Flow, LegPlan, Side, TwoLegCall,
+    };
+
+    let ua = UserAgent::bind(config(Vec::new())).await.unwrap().0;
+    let a = TestPhone::start(PhoneScript::default()).await.unwrap();
+    let pbx = Pbx::bind().await;
+    let plan = CallPlan {
+        callback: LegPlan {
+            uri: a.uri("+14255550101"),
+            shows: NameAddr::new("Call via Work", "tel:+14255550000"),
+            ring_timeout: Duration::from_secs(2),
+        },
+        callee: LegPlan {
+            uri: format!("sip:+14255550142@{};user=phone", pbx.addr),
+            shows: NameAddr::new("Alice", "tel:+14255550101"),
+            ring_timeout: Duration::from_secs(5),
+        },
+        flow: Flow::Iv,
+        max_duration: Duration::from_secs(60),
+        headers: Vec::new(),
+        continue_when_diverted: false,
+    };
+    let (_call, mut states) = TwoLegCall::start(&ua, plan);
+    let mut seen = Vec::new();
+    let (invite, from) = pbx.request(&mut seen).await;
+    assert!(
+        invite.body.is_empty(),
+        "Flow IV's callee INVITE has no offer"
+    );
+    let supported = invite.headers.get("Supported").unwrap_or_default();
+    assert!(!supported.contains("100rel"), "Supported: {supported:?}");
+    pbx.respond(&invite, from, 421, &[("Require", "100rel")])
+        .await;
+    let ended = timeout(Duration::from_secs(5), async {
+        loop {
+            match states.recv().await {
+                Some(CallState::Ended(e)) => break e,
+                Some(_) => {}
+                None => panic!("no outcome"),
+            }
+        }
+    })
+    .await
+    .expect("an outcome");
+    assert_eq!(
+        ended,
+        Ended {
+            reason: EndReason::CalleeFailed,
+            code: Some(421),
+            side: Side::Callee
+        }
+    );
+    let again = timeout(Duration::from_millis(300), async {
+        loop {
+            let (r, _) = pbx.request(&mut seen).await;
+            if r.method == Method::Invite {
+                break r;
+            }
+        }
+    })
+    .await;
+    assert!(again.is_err(), "INVITE sent again: {again:?}");
+    let byes = a.requests(Method::Bye);
+    assert_eq!(byes.len(), 1, "the callback phone is hung up");
+    let reason = byes[0].headers.get("Reason").unwrap_or_default();
+    assert!(
+        reason.contains("cause=421") && reason.contains("100rel"),
+        "Reason: {reason}"
+    );
+}

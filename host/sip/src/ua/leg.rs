@@ -283,9 +283,18 @@ impl Leg {
         headers.push("Allow", "INVITE, ACK, CANCEL, BYE, INFO, UPDATE, PRACK");
         // A PBX that sends its provisionals reliably (RFC 3262) gets them PRACKed; one
         // that runs session timers (RFC 4028) may leave the refreshing to us when we do.
-        // Not 100rel without an offer: the first reliable provisional with SDP would then
-        // be an offer that the PRACK must answer (RFC 3262 §5), and the callee leg of Flow
-        // IV has no answer until the callback phone gives one.
+        //
+        // Not 100rel without an offer, neither supported nor, after a 421, required: the
+        // UAS must then put its offer in the first reliable provisional (RFC 3262 §5,
+        // RFC 3261 §13.2.1: the first reliable non-failure message), and the PRACK must
+        // carry the answer. Our answer to an offer in an INVITE's response comes from the
+        // other leg, later: Flow IV's callee offer goes to the callback phone in a
+        // re-INVITE only once the callee has answered (its answer then goes in the ACK,
+        // `pending_offer`), and Flow I's callback offer goes to a callee not yet dialled.
+        // Waiting for it would hold the PRACK past the PBX's retransmissions (64·T1), and
+        // answering with a placeholder (ports 0) would reject every stream. So a PBX that
+        // answers an offerless INVITE 421 `Require: 100rel` fails the leg, by name
+        // (`requires_100rel`), rather than getting an offer/answer we cannot keep.
         let supported = match (body.is_some(), inner.config.session_refresh.is_some()) {
             (true, true) => Some("100rel, timer"),
             (true, false) => Some("100rel"),
@@ -577,6 +586,9 @@ impl Leg {
                 {
                     uac.client = None;
                     uac.invite = None;
+                    if self.offerless && requires_100rel(&r) {
+                        warn!(call_id = %self.call_id, "421: the PBX requires 100rel on an INVITE without an offer, whose answer would have to go in a PRACK before the other leg gives one; the leg fails");
+                    }
                 }
                 Some(LegEvent::Response(r))
             }
@@ -995,6 +1007,16 @@ impl Leg {
         }
         self.dialog = None;
     }
+}
+
+/// A 421 naming `100rel` in its Require: the peer sends its provisionals reliably or not
+/// at all. An offerless INVITE is not sent again with it (see [`Leg::invite`]).
+pub fn requires_100rel(response: &Response) -> bool {
+    response.code == 421
+        && response
+            .headers
+            .get_all("Require")
+            .any(|o| o.trim().eq_ignore_ascii_case("100rel"))
 }
 
 /// While clearing, requests from the peer still get an answer (BYE crossing ours: 200).

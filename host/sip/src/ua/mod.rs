@@ -34,7 +34,7 @@ use crate::transport::{BindError, Destination, Inbound, Protocol, Transport};
 
 mod leg;
 
-pub use leg::{Leg, glare_delay};
+pub use leg::{Leg, glare_delay, requires_100rel};
 
 /// The marker header on every request the host originates (CVW-34). The proxy config
 /// (examples/kamailio) classifies a request as `origination` when it carries this header
