@@ -70,20 +70,44 @@ impl Algorithm {
     }
 
     fn hash(self, text: &str) -> String {
+        self.hash_bytes(text.as_bytes())
+    }
+
+    fn hash_bytes(self, bytes: &[u8]) -> String {
         match self {
             Algorithm::Md5 | Algorithm::Md5Sess => {
                 use md5::Digest;
-                format!("{:x}", md5::Md5::digest(text.as_bytes()))
+                format!("{:x}", md5::Md5::digest(bytes))
             }
             Algorithm::Sha256 | Algorithm::Sha256Sess => {
                 use sha2::Digest;
-                format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
+                format!("{:x}", sha2::Sha256::digest(bytes))
             }
         }
     }
 
     fn session(self) -> bool {
         matches!(self, Algorithm::Md5Sess | Algorithm::Sha256Sess)
+    }
+}
+
+/// The quality of protection an answer is computed with (RFC 2617 §3.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Qop {
+    /// No qop offered: the RFC 2069 form.
+    None,
+    Auth,
+    /// Only `auth-int` offered: the body is hashed into the answer (RFC 2617 §3.2.2.3).
+    AuthInt,
+}
+
+impl Qop {
+    fn name(self) -> Option<&'static str> {
+        match self {
+            Qop::None => None,
+            Qop::Auth => Some("auth"),
+            Qop::AuthInt => Some("auth-int"),
+        }
     }
 }
 
@@ -96,8 +120,8 @@ pub struct Challenge {
     nonce: String,
     opaque: Option<String>,
     algorithm: Algorithm,
-    /// `qop=auth` was offered (RFC 2617 §3.2.1); without it the RFC 2069 form is used.
-    qop_auth: bool,
+    /// `auth` when offered, else `auth-int` when that alone is offered.
+    qop: Qop,
     /// The nonce was merely old (RFC 2617 §3.2.1): answering again is not a new failure.
     pub stale: bool,
 }
@@ -111,7 +135,7 @@ pub enum ChallengeError {
     Missing(&'static str),
     #[error("algorithm {0:?} is not supported (MD5, MD5-sess, SHA-256, SHA-256-sess are)")]
     Algorithm(String),
-    #[error("qop {0:?} is not supported (only auth is)")]
+    #[error("qop {0:?} is not supported (auth and auth-int are)")]
     Qop(String),
 }
 
@@ -165,15 +189,15 @@ impl Challenge {
         let algorithm_name = algorithm.clone();
         let algorithm = Algorithm::parse(algorithm.as_deref())
             .ok_or_else(|| ChallengeError::Algorithm(algorithm_name.unwrap_or_default()))?;
-        let qop_auth = match &qop {
-            None => false,
-            Some(list)
-                if list
-                    .split(',')
-                    .any(|q| q.trim().eq_ignore_ascii_case("auth")) =>
-            {
-                true
-            }
+        // `auth` is preferred when both are offered: it does not depend on the body.
+        let offered = |name: &str| {
+            qop.as_deref()
+                .is_some_and(|list| list.split(',').any(|q| q.trim().eq_ignore_ascii_case(name)))
+        };
+        let qop = match &qop {
+            None => Qop::None,
+            Some(_) if offered("auth") => Qop::Auth,
+            Some(_) if offered("auth-int") => Qop::AuthInt,
             Some(list) => return Err(ChallengeError::Qop(list.clone())),
         };
         Ok(Challenge {
@@ -182,7 +206,7 @@ impl Challenge {
             nonce: nonce.ok_or(ChallengeError::Missing("nonce"))?,
             opaque,
             algorithm,
-            qop_auth,
+            qop,
             stale,
         })
     }
@@ -204,23 +228,44 @@ impl Challenge {
     }
 
     /// The `Authorization`/`Proxy-Authorization` value for `method` to `uri` (the
-    /// Request-URI as sent), with a fresh client nonce.
-    pub fn answer(&self, credentials: &Credentials, method: &str, uri: &str) -> String {
-        self.answer_with(credentials, method, uri, &random::token(8))
+    /// Request-URI as sent) with `body` (the message body as sent, hashed for
+    /// `qop=auth-int`), with a fresh client nonce.
+    pub fn answer(
+        &self,
+        credentials: &Credentials,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+    ) -> String {
+        self.answer_with(credentials, method, uri, body, &random::token(8))
     }
 
-    fn answer_with(&self, c: &Credentials, method: &str, uri: &str, cnonce: &str) -> String {
+    fn answer_with(
+        &self,
+        c: &Credentials,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+        cnonce: &str,
+    ) -> String {
         let h = |text: &str| self.algorithm.hash(text);
         let mut ha1 = h(&format!("{}:{}:{}", c.username, self.realm, c.password));
         if self.algorithm.session() {
             ha1 = h(&format!("{ha1}:{}:{cnonce}", self.nonce));
         }
-        let ha2 = h(&format!("{method}:{uri}"));
+        // RFC 2617 §3.2.2.3 (RFC 7616 §3.4.3): auth-int adds H(entity-body), the body's
+        // hash with the challenge's algorithm (of nothing when there is no body).
+        let ha2 = match self.qop {
+            Qop::AuthInt => h(&format!(
+                "{method}:{uri}:{}",
+                self.algorithm.hash_bytes(body)
+            )),
+            Qop::None | Qop::Auth => h(&format!("{method}:{uri}")),
+        };
         const NC: &str = "00000001";
-        let response = if self.qop_auth {
-            h(&format!("{ha1}:{}:{NC}:{cnonce}:auth:{ha2}", self.nonce))
-        } else {
-            h(&format!("{ha1}:{}:{ha2}", self.nonce))
+        let response = match self.qop.name() {
+            Some(qop) => h(&format!("{ha1}:{}:{NC}:{cnonce}:{qop}:{ha2}", self.nonce)),
+            None => h(&format!("{ha1}:{}:{ha2}", self.nonce)),
         };
         let mut value = format!(
             "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", \
@@ -230,11 +275,11 @@ impl Challenge {
             quoted(&self.nonce),
             self.algorithm.name(),
         );
-        if self.qop_auth || self.algorithm.session() {
+        if self.qop != Qop::None || self.algorithm.session() {
             value.push_str(&format!(", cnonce=\"{cnonce}\""));
         }
-        if self.qop_auth {
-            value.push_str(&format!(", qop=auth, nc={NC}"));
+        if let Some(qop) = self.qop.name() {
+            value.push_str(&format!(", qop={qop}, nc={NC}"));
         }
         if let Some(opaque) = &self.opaque {
             value.push_str(&format!(", opaque=\"{}\"", quoted(opaque)));
@@ -312,7 +357,7 @@ mod tests {
         );
         let c = Challenge::all_of(&r).remove(0).unwrap();
         let creds = Credentials::new(None, "Mufasa", "Circle Of Life".into());
-        let value = c.answer_with(&creds, "GET", "/dir/index.html", "0a4f113b");
+        let value = c.answer_with(&creds, "GET", "/dir/index.html", b"", "0a4f113b");
         assert!(
             value.contains("response=\"6629fae49393a05397450978507c4ef1\""),
             "{value}"
@@ -337,6 +382,7 @@ mod tests {
             &creds,
             "GET",
             "/dir/index.html",
+            b"",
             "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
         );
         assert!(
@@ -363,7 +409,7 @@ mod tests {
         assert_eq!(c.credentials(&all).map(|c| c.username.as_str()), Some("b"));
         assert_eq!(c.credentials(&all[..1]), None);
         // RFC 2069 form without qop: MD5(HA1:nonce:HA2).
-        let value = c.answer_with(&all[1], "INVITE", "sip:+1425@pbx", "x");
+        let value = c.answer_with(&all[1], "INVITE", "sip:+1425@pbx", b"", "x");
         let ha1 = Algorithm::Md5.hash("b:pbx-b:pb");
         let ha2 = Algorithm::Md5.hash("INVITE:sip:+1425@pbx");
         let want = Algorithm::Md5.hash(&format!("{ha1}:n1:{ha2}"));
@@ -384,7 +430,7 @@ mod tests {
         let r = challenge(
             401,
             "WWW-Authenticate",
-            "Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\"",
+            "Digest realm=\"r\", nonce=\"n\", qop=\"auth-conf\"",
         );
         assert!(matches!(
             &Challenge::all_of(&r)[0],
@@ -419,7 +465,7 @@ mod tests {
         );
         let c = Challenge::all_of(&r).remove(0).unwrap();
         let creds = Credentials::new(None, "u", "p".into());
-        let value = c.answer_with(&creds, "INVITE", "sip:x@h", "c");
+        let value = c.answer_with(&creds, "INVITE", "sip:x@h", b"", "c");
         assert!(value.contains("realm=\"a\\\"b\""), "{value}");
     }
 }

@@ -302,6 +302,45 @@ async fn without_credentials_for_the_realm_the_challenge_is_the_outcome() {
     }
 }
 
+/// RFC 2617 §3.2.2.3: a PBX that offers only `qop="auth-int"` gets an answer that hashes
+/// the body sent (here the INVITE's SDP offer) into it, so it proves the body too.
+#[tokio::test]
+async fn an_auth_int_challenge_is_answered_with_the_body_hashed_in() {
+    let (ua, _calls) = UserAgent::bind(config(trunk_account("trunk-pw")))
+        .await
+        .unwrap();
+    let pbx = Pbx::bind().await;
+    let mut leg = leg_to(&ua, pbx.addr);
+    let offer = cvw_sip::sdp::media_less_offer("127.0.0.1", 1);
+    leg.invite(Some(cvw_sip::ua::Body::sdp(offer.clone())))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut events = Vec::new();
+    let (first, from) = next_request(&pbx, &mut seen, &mut leg, &mut events).await;
+    let auth_int =
+        format!("Digest realm=\"{REALM}\", nonce=\"n-int\", qop=\"auth-int\", algorithm=MD5");
+    pbx.respond(&first, from, 401, &[("WWW-Authenticate", &auth_int)])
+        .await;
+    let second = loop {
+        let (r, _) = next_request(&pbx, &mut seen, &mut leg, &mut events).await;
+        if r.method == Method::Invite {
+            break r;
+        }
+    };
+    assert!(events.is_empty(), "the 401 reached the caller: {events:?}");
+    assert_eq!(cseq(&second), (2, Method::Invite));
+    assert_eq!(second.body, offer);
+    let value = second.headers.get("Authorization").expect("Authorization");
+    assert_eq!(param(value, "qop"), Some("auth-int"), "{value}");
+    let cnonce = param(value, "cnonce").expect("cnonce");
+    let nc = param(value, "nc").expect("nc");
+    let ha1 = md5(&format!("cvw-host:{REALM}:trunk-pw"));
+    let body_hash = md5(std::str::from_utf8(&second.body).unwrap());
+    let ha2 = md5(&format!("INVITE:{}:{body_hash}", second.uri));
+    let want = md5(&format!("{ha1}:n-int:{nc}:{cnonce}:auth-int:{ha2}"));
+    assert_eq!(param(value, "response"), Some(want.as_str()), "{value}");
+}
+
 /// RFC 3262: a PBX that sends its provisionals reliably gets each PRACKed once, in the
 /// early dialog, with the RAck naming it; a retransmitted one is not PRACKed again, and
 /// the confirmed dialog's requests continue above the PRACKs' CSeq numbers.
@@ -556,4 +595,255 @@ async fn a_shorter_session_expires_from_the_pbx_sets_the_refresh_pace() {
     );
     assert!(update.headers.get("Session-Expires").is_some());
     call.hangup();
+}
+
+fn refreshing_every(interval: Duration) -> UaConfig {
+    UaConfig {
+        session_refresh: Some(interval),
+        ..config(Vec::new())
+    }
+}
+
+/// RFC 4028 §7.4: the PBX's minimum session interval is longer than what the INVITE asks
+/// for; it answers 422 with `Min-SE: 4`, the INVITE goes again (new CSeq and branch, same
+/// Call-ID and From tag) with `Session-Expires: 4` and `Min-SE: 4`, and the refreshes of
+/// the call carry both too, within half of it (the host refreshes every second).
+#[tokio::test]
+async fn a_422_is_answered_with_the_pbx_min_se_and_the_refreshes_follow_it() {
+    use cvw_sip::testing::{PhoneScript, TestPhone, phone_sdp};
+    use cvw_sip::third_party::{CallPlan, Flow, LegPlan, TwoLegCall};
+
+    let ua = UserAgent::bind(refreshing_every(Duration::from_secs(1)))
+        .await
+        .unwrap()
+        .0;
+    let a = TestPhone::start(PhoneScript::default()).await.unwrap();
+    let pbx = Pbx::bind().await;
+    let plan = CallPlan {
+        callback: LegPlan {
+            uri: a.uri("+14255550101"),
+            shows: NameAddr::new("Call via Work", "tel:+14255550000"),
+            ring_timeout: Duration::from_secs(2),
+        },
+        callee: LegPlan {
+            uri: format!("sip:+14255550142@{};user=phone", pbx.addr),
+            shows: NameAddr::new("Alice", "tel:+14255550101"),
+            ring_timeout: Duration::from_secs(5),
+        },
+        flow: Flow::Iv,
+        max_duration: Duration::from_secs(60),
+        headers: Vec::new(),
+        continue_when_diverted: false,
+    };
+    let (call, _states) = TwoLegCall::start(&ua, plan);
+    let mut seen = Vec::new();
+    let (first, from) = pbx.request(&mut seen).await;
+    assert_eq!(cseq(&first), (1, Method::Invite));
+    assert_eq!(
+        first.headers.get("Session-Expires"),
+        Some("2;refresher=uac")
+    );
+    assert!(first.headers.get("Min-SE").is_none());
+    pbx.respond(&first, from, 422, &[("Min-SE", "4")]).await;
+    let (second, from) = loop {
+        let (r, from) = pbx.request(&mut seen).await;
+        if r.method == Method::Invite {
+            break (r, from);
+        }
+    };
+    assert_eq!(cseq(&second), (2, Method::Invite));
+    assert_eq!(second.headers.call_id(), first.headers.call_id());
+    assert_eq!(second.headers.from_tag(), first.headers.from_tag());
+    assert_ne!(second.headers.top_branch(), first.headers.top_branch());
+    assert_eq!(
+        second.headers.get("Session-Expires"),
+        Some("4;refresher=uac")
+    );
+    assert_eq!(second.headers.get("Min-SE"), Some("4"));
+    assert_eq!(
+        second.headers.get("Supported"),
+        first.headers.get("Supported")
+    );
+
+    let mut ok = second.response(200, "OK");
+    ok.headers.set(
+        "To",
+        format!("{};tag=b1", second.headers.get("To").unwrap()),
+    );
+    ok.headers.push("Contact", format!("<sip:b@{}>", pbx.addr));
+    ok.headers.push("Require", "timer");
+    ok.headers.push("Session-Expires", "4;refresher=uac");
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = phone_sdp(None, 50_000);
+    pbx.socket
+        .send_to(&Message::Response(ok).to_bytes(), from)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let update = loop {
+        let (r, from) = pbx.request(&mut seen).await;
+        if r.method == Method::Update {
+            pbx.respond(&r, from, 200, &[]).await;
+            break r;
+        }
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refreshed after {:?}, later than half the session interval",
+        started.elapsed()
+    );
+    assert_eq!(
+        update.headers.get("Session-Expires"),
+        Some("4;refresher=uac")
+    );
+    assert_eq!(update.headers.get("Min-SE"), Some("4"));
+    // The callback leg had no 422: its refreshes ask for what the host does.
+    let mut a_update = a.requests(Method::Update);
+    for _ in 0..50 {
+        if !a_update.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        a_update = a.requests(Method::Update);
+    }
+    assert!(!a_update.is_empty(), "the callback leg is refreshed too");
+    assert!(
+        a_update.iter().all(
+            |u| u.headers.get("Session-Expires") == Some("2;refresher=uac")
+                && u.headers.get("Min-SE").is_none()
+        ),
+        "{a_update:?}"
+    );
+    call.hangup();
+}
+
+/// No loop and no guess: a second 422 that asks for no more than the retry did, or a 422
+/// without Min-SE, is the INVITE's failure, reported as the 422.
+#[tokio::test]
+async fn a_422_without_a_longer_min_se_fails_the_leg() {
+    for min_ses in [&["4", "4"][..], &["4", "3"], &[""]] {
+        let (ua, _calls) = UserAgent::bind(refreshing_every(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let pbx = Pbx::bind().await;
+        let mut leg = leg_to(&ua, pbx.addr);
+        leg.invite(None).unwrap();
+        let mut seen = Vec::new();
+        let mut invites = Vec::new();
+        let failure = loop {
+            tokio::select! {
+                (r, from) = pbx.request(&mut seen) => {
+                    if r.method == Method::Invite {
+                        let extra: &[(&str, &str)] = match min_ses.get(invites.len()) {
+                            Some(&"") => &[],
+                            Some(min_se) => &[("Min-SE", min_se)],
+                            None => panic!("INVITE sent again after {min_ses:?}: {r:?}"),
+                        };
+                        pbx.respond(&r, from, 422, extra).await;
+                        invites.push(r);
+                    }
+                }
+                event = leg.next() => match event {
+                    Some(LegEvent::Response(r)) if !r.is_provisional() => break r,
+                    _ => {}
+                },
+            }
+        };
+        assert_eq!(failure.code, 422, "{min_ses:?}");
+        assert_eq!(invites.len(), min_ses.len(), "{min_ses:?}");
+        // Give a wrongly sent retry the time to arrive.
+        let late = timeout(Duration::from_millis(300), async {
+            loop {
+                let (r, _) = pbx.request(&mut seen).await;
+                if r.method == Method::Invite {
+                    break r;
+                }
+            }
+        })
+        .await;
+        assert!(late.is_err(), "{min_ses:?}: {late:?}");
+        if min_ses.len() == 2 {
+            assert_eq!(invites[1].headers.get("Min-SE"), Some("4"));
+        }
+    }
+}
+
+/// RFC 3262 §5 with an offerless INVITE (Flow IV's callee leg): a PBX that requires 100rel
+/// would put its offer in the first reliable provisional, whose PRACK must answer it, and
+/// the answer only exists once the callback phone was re-INVITEd with that offer. So the
+/// INVITE still does not offer 100rel, a 421 `Require: 100rel` is not answered by sending
+/// it again with it, and the call ends saying why (the callback phone's BYE Reason).
+#[tokio::test]
+async fn a_pbx_requiring_100rel_on_an_offerless_invite_fails_the_leg_by_name() {
+    use cvw_sip::testing::{PhoneScript, TestPhone};
+    use cvw_sip::third_party::{
+        CallPlan, CallState, EndReason, Ended, Flow, LegPlan, Side, TwoLegCall,
+    };
+
+    let ua = UserAgent::bind(config(Vec::new())).await.unwrap().0;
+    let a = TestPhone::start(PhoneScript::default()).await.unwrap();
+    let pbx = Pbx::bind().await;
+    let plan = CallPlan {
+        callback: LegPlan {
+            uri: a.uri("+14255550101"),
+            shows: NameAddr::new("Call via Work", "tel:+14255550000"),
+            ring_timeout: Duration::from_secs(2),
+        },
+        callee: LegPlan {
+            uri: format!("sip:+14255550142@{};user=phone", pbx.addr),
+            shows: NameAddr::new("Alice", "tel:+14255550101"),
+            ring_timeout: Duration::from_secs(5),
+        },
+        flow: Flow::Iv,
+        max_duration: Duration::from_secs(60),
+        headers: Vec::new(),
+        continue_when_diverted: false,
+    };
+    let (_call, mut states) = TwoLegCall::start(&ua, plan);
+    let mut seen = Vec::new();
+    let (invite, from) = pbx.request(&mut seen).await;
+    assert!(
+        invite.body.is_empty(),
+        "Flow IV's callee INVITE has no offer"
+    );
+    let supported = invite.headers.get("Supported").unwrap_or_default();
+    assert!(!supported.contains("100rel"), "Supported: {supported:?}");
+    pbx.respond(&invite, from, 421, &[("Require", "100rel")])
+        .await;
+    let ended = timeout(Duration::from_secs(5), async {
+        loop {
+            match states.recv().await {
+                Some(CallState::Ended(e)) => break e,
+                Some(_) => {}
+                None => panic!("no outcome"),
+            }
+        }
+    })
+    .await
+    .expect("an outcome");
+    assert_eq!(
+        ended,
+        Ended {
+            reason: EndReason::CalleeFailed,
+            code: Some(421),
+            side: Side::Callee
+        }
+    );
+    let again = timeout(Duration::from_millis(300), async {
+        loop {
+            let (r, _) = pbx.request(&mut seen).await;
+            if r.method == Method::Invite {
+                break r;
+            }
+        }
+    })
+    .await;
+    assert!(again.is_err(), "INVITE sent again: {again:?}");
+    let byes = a.requests(Method::Bye);
+    assert_eq!(byes.len(), 1, "the callback phone is hung up");
+    let reason = byes[0].headers.get("Reason").unwrap_or_default();
+    assert!(
+        reason.contains("cause=421") && reason.contains("100rel"),
+        "Reason: {reason}"
+    );
 }

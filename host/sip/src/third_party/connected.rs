@@ -112,17 +112,25 @@ impl Call {
         let Some(interval) = self.settings.session_refresh else {
             return;
         };
-        let expires = vec![
-            (
-                "Session-Expires".to_owned(),
-                format!("{};refresher=uac", interval.as_secs().max(1) * 2),
-            ),
-            ("Supported".to_owned(), "timer".to_owned()),
-        ];
         // Not cleared: a refresh still waiting (Timer F can outlast a short interval) must
         // still end the call when it fails; each entry goes with its final response.
         for side in [Side::Callback, Side::Callee] {
             let (leg, _) = self.legs(side);
+            // A leg whose INVITE got a 422 refreshes with its Min-SE and a Session-Expires
+            // no shorter (RFC 4028 §7.4), or the PBX would refuse the refresh too; the pace
+            // (this interval) stays below half of either.
+            let min_se = leg.min_se();
+            let seconds = session_expires(interval).max(min_se.map_or(0, u64::from));
+            let mut expires = vec![
+                (
+                    "Session-Expires".to_owned(),
+                    format!("{seconds};refresher=uac"),
+                ),
+                ("Supported".to_owned(), "timer".to_owned()),
+            ];
+            if let Some(min_se) = min_se {
+                expires.push(("Min-SE".to_owned(), min_se.to_string()));
+            }
             if let Ok(cseq) = leg.request(Method::Update, None, &expires) {
                 self.refreshes.push((side, cseq));
             }

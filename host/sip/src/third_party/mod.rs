@@ -23,7 +23,10 @@ use tracing::{Instrument, debug, info, info_span};
 use crate::message::{Method, NameAddr, Response};
 use crate::queue::{self, Receiver, Sender};
 use crate::sdp;
-use crate::ua::{Body, IncomingRequest, Leg, LegEvent, LegRole, LegSpec, UserAgent, glare_delay};
+use crate::ua::{
+    Body, IncomingRequest, Leg, LegEvent, LegRole, LegSpec, UserAgent, glare_delay,
+    requires_100rel, session_expires,
+};
 
 mod connected;
 
@@ -481,7 +484,14 @@ impl Call {
                     if r.is_success() {
                         return Ok(r);
                     }
-                    self.a.clear(Some(&reason(r.code, &r.reason))).await;
+                    // The callee's PBX insists on an offer/answer we cannot complete in
+                    // time (see `Leg::invite`): said so, not in the PBX's own words.
+                    let text = if requires_100rel(&r) {
+                        "Callee requires 100rel on an INVITE without an offer"
+                    } else {
+                        &r.reason
+                    };
+                    self.a.clear(Some(&reason(r.code, text))).await;
                     let why = match r.code {
                         486 | 600 => EndReason::CalleeBusy,
                         603 => EndReason::CalleeDeclined,

@@ -29,6 +29,10 @@ struct UacState {
     client: Option<InviteClient>,
     /// A CANCEL was asked for: a challenge to the INVITE is then not answered.
     cancelled: bool,
+    /// The initial INVITE as last sent, while a 422 may ask to send it again with a longer
+    /// Session-Expires (RFC 4028 §7.4); kept only with session refreshes on, boxed, and
+    /// dropped at the final response.
+    invite: Option<Box<(Request, Destination)>>,
 }
 
 #[derive(Debug)]
@@ -81,6 +85,9 @@ pub struct Leg {
     /// Highest CSeq number sent before the dialog was confirmed (PRACKs go in the early
     /// dialog): the confirmed dialog's requests continue above it.
     early_cseq: u32,
+    /// The largest Min-SE of a 422 to our INVITE (RFC 4028 §7.4): the session refreshes
+    /// of this dialog carry it and a Session-Expires no shorter.
+    min_se: Option<u32>,
 }
 
 /// A request in flight that a 401/407 may ask to send again with credentials.
@@ -159,6 +166,7 @@ impl Leg {
                 })),
                 client: None,
                 cancelled: false,
+                invite: None,
             }),
             dialog: None,
             last_ack: None,
@@ -170,6 +178,7 @@ impl Leg {
             auth: None,
             last_rseq: None,
             early_cseq: 0,
+            min_se: None,
         }
     }
 
@@ -196,6 +205,7 @@ impl Leg {
             auth: None,
             last_rseq: None,
             early_cseq: 0,
+            min_se: None,
         }
     }
 
@@ -219,6 +229,12 @@ impl Leg {
 
     pub fn timers(&self) -> Timers {
         self.inner.config.timers
+    }
+
+    /// The Min-SE a 422 to our INVITE set (RFC 4028 §7.4): a session refresh in this
+    /// dialog carries it, with a Session-Expires at least that long.
+    pub fn min_se(&self) -> Option<u32> {
+        self.min_se
     }
 
     /// Sends the initial INVITE, with an offer or without (then the 2xx carries the offer).
@@ -267,9 +283,18 @@ impl Leg {
         headers.push("Allow", "INVITE, ACK, CANCEL, BYE, INFO, UPDATE, PRACK");
         // A PBX that sends its provisionals reliably (RFC 3262) gets them PRACKed; one
         // that runs session timers (RFC 4028) may leave the refreshing to us when we do.
-        // Not 100rel without an offer: the first reliable provisional with SDP would then
-        // be an offer that the PRACK must answer (RFC 3262 §5), and the callee leg of Flow
-        // IV has no answer until the callback phone gives one.
+        //
+        // Not 100rel without an offer, neither supported nor, after a 421, required: the
+        // UAS must then put its offer in the first reliable provisional (RFC 3262 §5,
+        // RFC 3261 §13.2.1: the first reliable non-failure message), and the PRACK must
+        // carry the answer. Our answer to an offer in an INVITE's response comes from the
+        // other leg, later: Flow IV's callee offer goes to the callback phone in a
+        // re-INVITE only once the callee has answered (its answer then goes in the ACK,
+        // `pending_offer`), and Flow I's callback offer goes to a callee not yet dialled.
+        // Waiting for it would hold the PRACK past the PBX's retransmissions (64·T1), and
+        // answering with a placeholder (ports 0) would reject every stream. So a PBX that
+        // answers an offerless INVITE 421 `Require: 100rel` fails the leg, by name
+        // (`requires_100rel`), rather than getting an offer/answer we cannot keep.
         let supported = match (body.is_some(), inner.config.session_refresh.is_some()) {
             (true, true) => Some("100rel, timer"),
             (true, false) => Some("100rel"),
@@ -278,6 +303,14 @@ impl Leg {
         };
         if let Some(supported) = supported {
             headers.push("Supported", supported);
+        }
+        // The session interval we ask for (RFC 4028 §7.1), the one our refreshes carry: a
+        // PBX with a larger minimum says so with a 422, and the INVITE goes again.
+        if let Some(interval) = inner.config.session_refresh {
+            headers.push(
+                "Session-Expires",
+                format!("{};refresher=uac", session_expires(interval)),
+            );
         }
         let mut request = Request {
             method: Method::Invite,
@@ -299,9 +332,12 @@ impl Leg {
         let sink = self.sink(request.body.is_empty());
         self.offerless = request.body.is_empty();
         self.keep_for_auth(1, &request, to);
+        let kept =
+            (self.inner.config.session_refresh.is_some()).then(|| Box::new((request.clone(), to)));
         let client = self.inner.layer.send_invite(request, to, sink);
         if let LegState::Uac(uac) = &mut self.state {
             uac.client = Some(client);
+            uac.invite = kept;
         }
         Ok(())
     }
@@ -528,6 +564,13 @@ impl Leg {
             }
             self.forget_sent(r);
         }
+        if let LegEvent::Response(r) = &event
+            && r.code == 422
+            && r.method() == Some(Method::Invite)
+            && self.session_too_small(r)
+        {
+            return None;
+        }
         match event {
             LegEvent::Response(r) if r.method() == Some(Method::Invite) && r.is_success() => {
                 self.on_invite_2xx(r)
@@ -542,6 +585,10 @@ impl Leg {
                     && self.dialog.is_none()
                 {
                     uac.client = None;
+                    uac.invite = None;
+                    if self.offerless && requires_100rel(&r) {
+                        warn!(call_id = %self.call_id, "421: the PBX requires 100rel on an INVITE without an offer, whose answer would have to go in a PRACK before the other leg gives one; the leg fails");
+                    }
                 }
                 Some(LegEvent::Response(r))
             }
@@ -581,6 +628,7 @@ impl Leg {
                 self.answered(&response, number);
                 if let LegState::Uac(uac) = &mut self.state {
                     uac.client = None;
+                    uac.invite = None;
                 }
                 Some(LegEvent::Response(response))
             }
@@ -645,6 +693,72 @@ impl Leg {
         let sink = self.sink(true);
         self.inner.layer.send_request(prack, to, sink);
         Some(LegEvent::Response(response))
+    }
+
+    /// RFC 4028 §7.4: a 422 to our initial INVITE names the shortest session interval the
+    /// PBX (or a proxy) accepts in Min-SE; the INVITE goes again with that Session-Expires
+    /// and the Min-SE, a new CSeq and branch, the same Call-ID and tags. Only when the
+    /// Min-SE is longer than what we asked for, so a second 422 with the same or a smaller
+    /// one (or one without Min-SE) is the leg's failure instead of a loop. `true` when
+    /// sent again (the 422 is then not reported).
+    fn session_too_small(&mut self, response: &Response) -> bool {
+        let _span = info_span!("sip", call_id = %self.call_id).entered();
+        let number = response.headers.cseq().map(|c| c.number);
+        let LegState::Uac(uac) = &mut self.state else {
+            return false;
+        };
+        if self.dialog.is_some() || uac.cancelled || number != Some(self.invite_cseq) {
+            return false;
+        }
+        let Some(kept) = uac.invite.as_deref() else {
+            return false;
+        };
+        let seconds = |value: Option<&str>| value?.split(';').next()?.trim().parse::<u32>().ok();
+        let Some(min_se) = seconds(response.headers.get("Min-SE")) else {
+            warn!("422 without a valid Min-SE: the INVITE fails");
+            return false;
+        };
+        let asked = seconds(kept.0.headers.get("Session-Expires")).unwrap_or(u32::MAX);
+        if min_se <= asked {
+            warn!(
+                min_se,
+                asked, "422 asking for no more than we did: the INVITE fails"
+            );
+            return false;
+        }
+        let (old, to) = (kept.0.clone(), kept.1);
+        let number = self.invite_cseq.max(self.early_cseq) + 1;
+        let mut headers = Headers::new();
+        headers.push("Via", self.inner.via(to.protocol, &random::branch()));
+        for h in old.headers.iter() {
+            let name = h.name.as_str();
+            let replaced = ["Via", "CSeq", "Session-Expires", "Min-SE"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name));
+            if !replaced {
+                headers.push(name, h.value.as_str());
+            }
+        }
+        headers.push("CSeq", format!("{number} INVITE"));
+        headers.push("Session-Expires", format!("{min_se};refresher=uac"));
+        headers.push("Min-SE", min_se.to_string());
+        let request = Request { headers, ..old };
+        debug!(
+            min_se,
+            cseq = number,
+            "422: INVITE sent again with the PBX's Min-SE"
+        );
+        self.invite_cseq = number;
+        self.min_se = Some(min_se);
+        self.keep_for_auth(number, &request, to);
+        let sink = self.sink(request.body.is_empty());
+        let kept = Box::new((request.clone(), to));
+        let client = self.inner.layer.send_invite(request, to, sink);
+        if let LegState::Uac(uac) = &mut self.state {
+            uac.client = Some(client);
+            uac.invite = Some(kept);
+        }
+        true
     }
 
     /// The dialog's Call-ID is the leg's (it was routed here by it): one string for both.
@@ -734,7 +848,8 @@ impl Leg {
                         continue;
                     };
                     let sent = &auth.sent[at].request;
-                    let answer = challenge.answer(credentials, sent.method.as_str(), &sent.uri);
+                    let answer =
+                        challenge.answer(credentials, sent.method.as_str(), &sent.uri, &sent.body);
                     answers.push((challenge.answer_header(), answer));
                 }
                 Err(e) => warn!(error = %e, code = response.code, "challenge not answered"),
@@ -795,9 +910,12 @@ impl Leg {
         if request.method == Method::Invite {
             self.invite_cseq = number;
             let sink = self.sink(request.body.is_empty());
+            let kept = (initial_invite && self.inner.config.session_refresh.is_some())
+                .then(|| Box::new((request.clone(), old.to)));
             let client = self.inner.layer.send_invite(request, old.to, sink);
             if initial_invite && let LegState::Uac(uac) = &mut self.state {
                 uac.client = Some(client);
+                uac.invite = kept;
             }
         } else {
             let sink = self.sink(true);
@@ -889,6 +1007,16 @@ impl Leg {
         }
         self.dialog = None;
     }
+}
+
+/// A 421 naming `100rel` in its Require: the peer sends its provisionals reliably or not
+/// at all. An offerless INVITE is not sent again with it (see [`Leg::invite`]).
+pub fn requires_100rel(response: &Response) -> bool {
+    response.code == 421
+        && response
+            .headers
+            .get_all("Require")
+            .any(|o| o.trim().eq_ignore_ascii_case("100rel"))
 }
 
 /// While clearing, requests from the peer still get an answer (BYE crossing ours: 200).

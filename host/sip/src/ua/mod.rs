@@ -34,7 +34,7 @@ use crate::transport::{BindError, Destination, Inbound, Protocol, Transport};
 
 mod leg;
 
-pub use leg::{Leg, glare_delay};
+pub use leg::{Leg, glare_delay, requires_100rel};
 
 /// The marker header on every request the host originates (CVW-34). The proxy config
 /// (examples/kamailio) classifies a request as `origination` when it carries this header
@@ -84,6 +84,12 @@ impl Default for UaConfig {
             credentials: Vec::new(),
         }
     }
+}
+
+/// The session interval (Session-Expires, seconds) asked for when refreshing every
+/// `interval`: twice it, so one lost refresh does not end the session (RFC 4028 §10).
+pub fn session_expires(interval: Duration) -> u64 {
+    interval.as_secs().max(1) * 2
 }
 
 /// Which leg of a two-leg call a request belongs to (the marker's value).
