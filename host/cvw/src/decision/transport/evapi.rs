@@ -158,25 +158,15 @@ async fn connection(
             .decode(&mut input)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
         {
-            if let Some(r) = frame.strip_prefix(b"ready ") {
-                if r == nonce.as_bytes() {
+            match read_frame(svc, &frame, &nonce) {
+                Frame::Ready => {
                     tracing::info!("evapi: Kamailio confirmed the connection; deciding its calls");
                     ready.send_replace(true);
                 }
-                continue;
-            }
-            if frame.starts_with(b"{\"call\"") {
-                // What became of a call: no answer, it only completes its call-log record.
-                match call_event(&frame) {
-                    Ok(event) => svc.call_event(event),
-                    Err(e) => tracing::warn!("evapi: unreadable call event dropped: {e}"),
-                }
-                continue;
-            }
-            if let Some(answer) = answer_event(svc, &frame) {
-                codec
+                Frame::Answer(answer) => codec
                     .encode(answer.as_str().as_bytes(), &mut out)
-                    .map_err(io::Error::other)?;
+                    .map_err(io::Error::other)?,
+                Frame::Nothing => {}
             }
         }
         // Whole frames only, in one write: evapi's reader is safest with whole frames,
@@ -207,6 +197,39 @@ fn nonce() -> io::Result<String> {
     getrandom::getrandom(&mut bytes)
         .map_err(|e| io::Error::other(format!("no random nonce: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What one frame from Kamailio comes to.
+#[derive(Debug)]
+pub enum Frame {
+    /// `ready <nonce>` with this connection's nonce: Kamailio confirmed the connection.
+    Ready,
+    /// A route event's answer, to write back.
+    Answer(ProxyAnswer),
+    /// Nothing to answer: a call event (it only completes a call-log record), a `ready`
+    /// with another nonce, or an event that does not even name its transaction.
+    Nothing,
+}
+
+/// Reads one frame's payload: the whole of what the host does with Kamailio's bytes
+/// besides the netstring framing, without I/O (the connection loop and the fuzz target
+/// `evapi_event` call it).
+pub fn read_frame(svc: &DecisionService, frame: &[u8], nonce: &str) -> Frame {
+    if let Some(r) = frame.strip_prefix(b"ready ") {
+        return if r == nonce.as_bytes() {
+            Frame::Ready
+        } else {
+            Frame::Nothing
+        };
+    }
+    if frame.starts_with(b"{\"call\"") {
+        match call_event(frame) {
+            Ok(event) => svc.call_event(event),
+            Err(e) => tracing::warn!("evapi: unreadable call event dropped: {e}"),
+        }
+        return Frame::Nothing;
+    }
+    answer_event(svc, frame).map_or(Frame::Nothing, Frame::Answer)
 }
 
 /// A call event, its Call-ID base64 as the config sends it.
