@@ -282,6 +282,12 @@ struct TransactionOnly {
 /// The answer frame payload for one evapi event; `None` when the event does not even
 /// name its transaction (Kamailio's decision timeout then routes the call on).
 pub fn answer_event(svc: &DecisionService, payload: &[u8]) -> Option<ProxyAnswer> {
+    // An event is a JSON object (`route[CVW]` builds one). serde would also read an array,
+    // positionally, and answer for whatever transaction its elements happen to name.
+    if !payload.trim_ascii_start().starts_with(b"{") {
+        tracing::warn!("evapi: an event that is not a JSON object dropped");
+        return None;
+    }
     let event: RouteEvent = match serde_json::from_slice(payload) {
         Ok(e) => e,
         Err(e) => {
@@ -389,6 +395,19 @@ mod tests {
             ctx.contacts[0].user_agent.as_deref(),
             Some("UC \"Desktop\"/1.0")
         );
+    }
+
+    /// Found by the fuzz target `evapi_event` (fuzz/corpus/evapi_event/crash-209654a8…):
+    /// `["lw", 4, 0]` was read positionally as hook, tindex and tlabel and answered for
+    /// transaction 4/0.
+    #[test]
+    fn an_event_that_is_not_an_object_is_dropped() {
+        let (s, fake) = svc();
+        assert!(answer_event(&s, br#"["lw", 4, 0]"#).is_none());
+        let array = format!(r#" ["route", 4, 0, "uc", [], "{}"]"#, b64(INVITE));
+        assert!(answer_event(&s, array.as_bytes()).is_none());
+        assert!(fake.seen.lock().unwrap().is_empty());
+        assert!(answer_event(&s, &event(4, "", &b64(INVITE))).is_some());
     }
 
     #[test]
