@@ -14,8 +14,8 @@
 use arbitrary::{Arbitrary, Unstructured};
 use cvw::decision::dialect::{Dialect, KamailioEvapi, KamailioJson, NativeAnswer, OpenSipsJson};
 use cvw::decision::{DecisionService, HookArgs, HookCall};
-use cvw::policy::model::{Decision, RequestContext, Source};
 use cvw::policy::bounds::MAX_JSON_ANSWER;
+use cvw::policy::model::{Decision, RequestContext, Source};
 use cvw_fuzz::Fixed;
 use cvw_sip::message::{Message, NameAddr};
 use cvw_sip::ua::{Body, LegRole, LegSpec, UaConfig, UserAgent};
