@@ -599,7 +599,13 @@ pub fn normalize_address(address: &str) -> Option<String> {
     }
     let (user, host) = rest.split_once('@')?;
     let host = host.split([';', '?', ':']).next().unwrap_or_default();
-    if user.is_empty() || host.is_empty() {
+    // No URI holds these; kept, they would make the form depend on how often it was
+    // normalised (a trailing space or `>` of the host is trimmed the second time).
+    let bad = |part: &str| {
+        part.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+    };
+    if user.is_empty() || host.is_empty() || bad(user) || bad(host) {
         return None;
     }
     Some(format!("{scheme}:{user}@{}", host.to_ascii_lowercase()))
@@ -634,6 +640,24 @@ pub fn number_digits(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzz target `directory_toml` (fuzz/corpus/directory_toml/crash-e7ef0213…):
+    /// a host with a space before its port was kept with the space, and normalising the
+    /// result again trimmed it, so a user's own normalised address no longer found them.
+    #[test]
+    fn normalising_twice_changes_nothing_and_white_space_is_no_address() {
+        for address in [
+            "sip:# Th@e directory\0\0\0P of :vgicemail@pbx]",
+            "sip:alice@corp.example :5060",
+            "sip:alice@corp.example >;x",
+            "sip:al ice@corp.example",
+        ] {
+            assert_eq!(normalize_address(address), None, "{address:?}");
+        }
+        let once = normalize_address(" <SIP:alice@Corp.Example:5060;transport=tcp>").unwrap();
+        assert_eq!(once, "sip:alice@corp.example");
+        assert_eq!(normalize_address(&once).as_deref(), Some(once.as_str()));
+    }
 
     #[test]
     fn numbers_compare_by_digits_in_every_spelling() {

@@ -29,9 +29,19 @@ pub const MAX_DISPLAY: usize = 128;
 pub const MAX_RING_TIMEOUT_MS: u32 = 300_000;
 /// One day: the toll-fraud bound of a two-leg call.
 pub const MAX_DURATION_S: u32 = 86_400;
-/// All the text of one decision: keeps every proxy answer well under the 32 KB that
-/// Kamailio's evapi reads in one frame, even base64-encoded.
+/// All the text of one decision. It bounds every proxy answer: the evapi answer may take
+/// 16 KiB of the 32 KB Kamailio's evapi reads in one frame (a bigger one becomes an `E`
+/// answer, `decision::dialect::evapi::MAX_ANSWER`), and a JSON answer stays within
+/// [`MAX_JSON_ANSWER`].
 pub const MAX_DECISION_BYTES: usize = 16 * 1024;
+/// The most a JSON answer (Kamailio JSON, OpenSIPS JSON) to a decision within these
+/// bounds takes: JSON escaping at most doubles the text (control characters other than a
+/// header value's tab are refused; `\t`, `\"` and `\\` take two bytes), Kamailio's answer
+/// carries the text once more as the base64 branch table (4/3), and each branch adds its
+/// field names: 2 + 4/3 times [`MAX_DECISION_BYTES`] plus under 4 KiB. Not a check: what
+/// the checks above guarantee, shown by the fuzz target `decision_adapters` and by
+/// `decision::dialect::kamailio`'s test `the_largest_answer_within_bounds_fits`.
+pub const MAX_JSON_ANSWER: usize = 64 * 1024;
 
 /// What `describe` may say, after [`printable`].
 pub const MAX_INFO_NAME: usize = 64;

@@ -143,6 +143,10 @@ pub enum ParseError {
     ParserPanicked,
     #[error("mandatory header {0} is missing")]
     Missing(&'static str),
+    /// rsip reads a line break or other control character into the Request-URI; written
+    /// back it would end the start line and add a header of the sender's choosing.
+    #[error("the Request-URI {0:?} has white space or a control character")]
+    BadUri(String),
 }
 
 impl Message {
@@ -151,7 +155,7 @@ impl Message {
     /// with it.
     pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         let message = match guarded(|| rsip::SipMessage::try_from(bytes))? {
-            rsip::SipMessage::Request(r) => Message::Request(Request::from_rsip(r)),
+            rsip::SipMessage::Request(r) => Message::Request(Request::from_rsip(r)?),
             rsip::SipMessage::Response(r) => Message::Response(Response {
                 code: r.status_code.code(),
                 reason: reason_phrase(bytes),
@@ -221,16 +225,22 @@ impl Request {
     /// hands over (Kamailio's `$mb`) is read, not answered, so only its reader knows which
     /// headers it needs. The body is kept whole.
     pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
-        guarded(|| rsip::Request::try_from(bytes)).map(Request::from_rsip)
+        guarded(|| rsip::Request::try_from(bytes)).and_then(Request::from_rsip)
     }
 
-    fn from_rsip(r: rsip::Request) -> Request {
-        Request {
+    /// The request rsip read, once its Request-URI is one token (RFC 3261 §25.1: no white
+    /// space or control character), as the start line needs it.
+    fn from_rsip(r: rsip::Request) -> Result<Request, ParseError> {
+        let uri = r.uri.to_string();
+        if uri.is_empty() || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ParseError::BadUri(uri));
+        }
+        Ok(Request {
             method: Method::parse(&r.method.to_string()),
-            uri: r.uri.to_string(),
+            uri,
             headers: Headers::from_rsip(r.headers),
             body: r.body,
-        }
+        })
     }
 
     /// `INVITE sip:alice@corp.example SIP/2.0`.
@@ -316,7 +326,8 @@ impl Message {
 
 fn encode(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
     let mut out = String::with_capacity(512 + body.len());
-    out.push_str(start);
+    // The start line too: a line break there would start a header.
+    out.extend(start.chars().map(|c| if c.is_control() { ' ' } else { c }));
     out.push_str("\r\n");
     for h in headers.iter() {
         // Values may come from a policy or a peer: a header is never allowed to break the
@@ -551,5 +562,26 @@ mod tests {
             text,
             "OPTIONS sip:x SIP/2.0\r\nX-Policy: a  BYE: injected\r\nContent-Length: 0\r\n\r\n"
         );
+        let text = String::from_utf8(encode("OPTIONS sip:x\r\nBYE: y SIP/2.0", &headers, b""));
+        assert!(
+            text.unwrap()
+                .starts_with("OPTIONS sip:x  BYE: y SIP/2.0\r\nX-Policy")
+        );
+    }
+
+    /// Found by the fuzz target `sip_message` (fuzz/corpus/sip_message/crash-6ca7f2ab…):
+    /// rsip read `sip\nMa:a@pbx` as the Request-URI, and the writer put the line break
+    /// back on the wire, ending the start line early.
+    #[test]
+    fn a_request_uri_with_a_line_break_is_refused() {
+        let crash = b"INVITE sip\nMa:a@pbx SIP/2.0\r\nVia: SIP/2.0/UDP 127.0all-ID: c1\r\n\
+            CSeq: 1 I\0VITE\r\nCantcot: <sip:cvw@127.0.0&1:5060>\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(Request::parse(crash), Err(ParseError::BadUri(_))));
+        let invite = String::from_utf8(INVITE.as_bytes().to_vec()).unwrap();
+        for uri in ["sip:bob@127.0.0.1\nX: 1", "sip:bob@127.0.0.1\rX: 1"] {
+            let bytes = invite.replacen("sip:bob@127.0.0.1:5060", uri, 1);
+            assert!(Message::parse(bytes.as_bytes()).is_err(), "{uri:?}");
+            assert!(Request::parse(bytes.as_bytes()).is_err(), "{uri:?}");
+        }
     }
 }

@@ -239,6 +239,32 @@ impl Leg {
 
     /// Sends the initial INVITE, with an offer or without (then the 2xx carries the offer).
     pub fn invite(&mut self, body: Option<Body>) -> Result<(), SendError> {
+        let (request, to) = self.initial_invite(body)?;
+        let _span = info_span!("sip", call_id = %self.call_id).entered();
+        debug!(to = %to.addr, "INVITE");
+        let sink = self.sink(request.body.is_empty());
+        self.offerless = request.body.is_empty();
+        self.keep_for_auth(1, &request, to);
+        let kept =
+            (self.inner.config.session_refresh.is_some()).then(|| Box::new((request.clone(), to)));
+        let client = self.inner.layer.send_invite(request, to, sink);
+        if let LegState::Uac(uac) = &mut self.state {
+            uac.client = Some(client);
+            uac.invite = kept;
+        }
+        Ok(())
+    }
+
+    /// The initial INVITE [`Leg::invite`] would send, built but not sent: for the fuzz
+    /// target that checks what a policy's plan can make the user agent write
+    /// (`fuzz/fuzz_targets/decision_adapters.rs`). Only in builds with `--cfg fuzzing`.
+    #[cfg(fuzzing)]
+    pub fn invite_request(&mut self, body: Option<Body>) -> Result<Request, SendError> {
+        self.initial_invite(body).map(|(request, _)| request)
+    }
+
+    /// The initial INVITE and where it goes; the leg's spec is used up.
+    fn initial_invite(&mut self, body: Option<Body>) -> Result<(Request, Destination), SendError> {
         let LegState::Uac(UacState { spec, .. }) = &mut self.state else {
             return Err(SendError::AlreadyInvited);
         };
@@ -327,19 +353,7 @@ impl Leg {
             self.role,
             &spec.headers,
         );
-        let _span = info_span!("sip", call_id = %self.call_id).entered();
-        debug!(to = %to.addr, "INVITE");
-        let sink = self.sink(request.body.is_empty());
-        self.offerless = request.body.is_empty();
-        self.keep_for_auth(1, &request, to);
-        let kept =
-            (self.inner.config.session_refresh.is_some()).then(|| Box::new((request.clone(), to)));
-        let client = self.inner.layer.send_invite(request, to, sink);
-        if let LegState::Uac(uac) = &mut self.state {
-            uac.client = Some(client);
-            uac.invite = kept;
-        }
-        Ok(())
+        Ok((request, to))
     }
 
     /// Responses of this leg's client transactions go to its event queue; once the leg is

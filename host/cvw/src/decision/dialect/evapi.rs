@@ -16,8 +16,8 @@
 use super::kamailio::{BranchTable, Rtjson, routes};
 use super::{Dialect, MapError, ProxyAnswer, final_reply};
 use crate::decision::Verdict;
-use crate::policy::Outcome;
 use crate::policy::model::{Decision, ForkMode};
+use crate::policy::{Outcome, bounds};
 use std::fmt::Write as _;
 
 /// The layout version, the answer's first field. A config checks it before reading on.
@@ -69,9 +69,10 @@ impl KamailioEvapi {
     }
 
     /// An `E` answer: no decision, part 1 says why (the config logs it and routes as
-    /// without Call via Work).
+    /// without Call via Work). One printable line: `why` may quote what the caller sent
+    /// (rsip's errors quote the message), and a line break would forge a log line.
     pub fn error(&self, why: &str) -> ProxyAnswer {
-        self.layout('E', why, "")
+        self.layout('E', &bounds::printable(why, bounds::MAX_LOG_LINE), "")
     }
 
     /// An answer too big for evapi's buffer becomes an error answer, so the call still goes
@@ -249,6 +250,21 @@ mod tests {
             "{answer}"
         );
         assert!(answer.ends_with("exceeds evapi's 16384"), "{answer}");
+    }
+
+    /// Found by the fuzz target `evapi_event` (fuzz/corpus/evapi_event/crash-0d5d24c9…): a
+    /// message with bare LF line ends made rsip's error quote it, line breaks and all, into
+    /// the `E` answer the config logs.
+    #[test]
+    fn an_error_answer_is_one_printable_line() {
+        let why = "params.msg: not a SIP request: could not tokenize: \nVia: x\r\nL_FORGED";
+        let answer = KamailioEvapi::new(3, 77).error(why).into_string();
+        assert!(!answer.contains(['\r', '\n']), "{answer:?}");
+        assert!(answer.ends_with("tokenize: \u{fffd}Via: x\u{fffd}\u{fffd}L_FORGED"));
+        let long = KamailioEvapi::new(3, 77)
+            .error(&"y".repeat(5000))
+            .into_string();
+        assert!(long.len() < 1100, "cut to a log line: {}", long.len());
     }
 
     #[test]

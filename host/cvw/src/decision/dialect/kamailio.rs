@@ -287,6 +287,40 @@ pub(super) mod tests {
         }
     }
 
+    /// The worst case of `bounds::MAX_JSON_ANSWER`: 16 branches whose text is all quotes
+    /// (two bytes each in JSON, and again in the base64 branch table): over 48 KiB, more
+    /// than the 32 KB the bounds' documentation once promised for every answer. The fuzz
+    /// target `decision_adapters` asserts the bound for any decision within bounds.
+    #[test]
+    fn the_largest_answer_within_bounds_fits() {
+        use crate::policy::bounds::{self, MAX_DECISION_BYTES, MAX_JSON_ANSWER, MAX_TARGETS};
+        let per_target = MAX_DECISION_BYTES / MAX_TARGETS;
+        let uri = "sip:a@b";
+        let label = "\"".repeat(bounds::MAX_LABEL);
+        let value = "\"".repeat(per_target - uri.len() - label.len() - 1);
+        let target = Target {
+            label,
+            uri: uri.into(),
+            next_hop: None,
+            from: None,
+            asserted_identity: None,
+            headers: vec![Header {
+                name: "X".into(),
+                value,
+            }],
+            ring_timeout_ms: Some(bounds::MAX_RING_TIMEOUT_MS),
+        };
+        let d = Decision::Fork(Fork {
+            mode: ForkMode::Parallel,
+            targets: vec![target; MAX_TARGETS],
+        });
+        assert_eq!(bounds::check(&d), Ok(()));
+        let size = KamailioJson.decision(&d, u64::MAX).unwrap().as_str().len();
+        assert!(size > 48 * 1024 && size <= MAX_JSON_ANSWER, "{size} bytes");
+        let opensips = super::super::OpenSipsJson.decision(&d, u64::MAX).unwrap();
+        assert!(opensips.as_str().len() <= MAX_JSON_ANSWER);
+    }
+
     /// The branch table read the way the config reads it: route `i` is field `i + 1`
     /// between `|`, its fields between `.`, base64 but for the ring timeout.
     pub(crate) fn read_table(table: &str) -> Vec<Vec<String>> {

@@ -159,26 +159,16 @@ async fn connection(
             .decode(&mut input)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
         {
-            if let Some(r) = frame.strip_prefix(b"ready ") {
-                if r == nonce.as_bytes() {
+            match read_frame(svc, &frame, &nonce) {
+                Frame::Ready => {
                     tracing::info!("evapi: Kamailio confirmed the connection; deciding its calls");
                     ready.send_replace(true);
                 }
-                continue;
-            }
-            if frame.starts_with(b"{\"call\"") {
-                // What became of a call: no answer, it only completes its call-log record.
-                match call_event(&frame) {
-                    Ok(event) => svc.call_event(event),
-                    Err(e) => tracing::warn!("evapi: unreadable call event dropped: {e}"),
-                }
-                continue;
-            }
-            if let Some(answer) = answer_event(svc, &frame) {
-                codec
+                Frame::Answer(answer) => codec
                     .encode(answer.as_str().as_bytes(), &mut out)
-                    .map_err(io::Error::other)?;
-                answers += 1;
+                    .map_err(io::Error::other)
+                    .map(|()| answers += 1)?,
+                Frame::Nothing => {}
             }
         }
         // Whole frames only, in one write: evapi's reader is safest with whole frames,
@@ -217,6 +207,39 @@ fn nonce() -> io::Result<String> {
     getrandom::getrandom(&mut bytes)
         .map_err(|e| io::Error::other(format!("no random nonce: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What one frame from Kamailio comes to.
+#[derive(Debug)]
+pub enum Frame {
+    /// `ready <nonce>` with this connection's nonce: Kamailio confirmed the connection.
+    Ready,
+    /// A route event's answer, to write back.
+    Answer(ProxyAnswer),
+    /// Nothing to answer: a call event (it only completes a call-log record), a `ready`
+    /// with another nonce, or an event that does not even name its transaction.
+    Nothing,
+}
+
+/// Reads one frame's payload: the whole of what the host does with Kamailio's bytes
+/// besides the netstring framing, without I/O (the connection loop and the fuzz target
+/// `evapi_event` call it).
+pub fn read_frame(svc: &DecisionService, frame: &[u8], nonce: &str) -> Frame {
+    if let Some(r) = frame.strip_prefix(b"ready ") {
+        return if r == nonce.as_bytes() {
+            Frame::Ready
+        } else {
+            Frame::Nothing
+        };
+    }
+    if frame.starts_with(b"{\"call\"") {
+        match call_event(frame) {
+            Ok(event) => svc.call_event(event),
+            Err(e) => tracing::warn!("evapi: unreadable call event dropped: {e}"),
+        }
+        return Frame::Nothing;
+    }
+    answer_event(svc, frame).map_or(Frame::Nothing, Frame::Answer)
 }
 
 /// A call event, its Call-ID base64 as the config sends it.
@@ -269,6 +292,12 @@ struct TransactionOnly {
 /// The answer frame payload for one evapi event; `None` when the event does not even
 /// name its transaction (Kamailio's decision timeout then routes the call on).
 pub fn answer_event(svc: &DecisionService, payload: &[u8]) -> Option<ProxyAnswer> {
+    // An event is a JSON object (`route[CVW]` builds one). serde would also read an array,
+    // positionally, and answer for whatever transaction its elements happen to name.
+    if !payload.trim_ascii_start().starts_with(b"{") {
+        tracing::warn!("evapi: an event that is not a JSON object dropped");
+        return None;
+    }
     let event: RouteEvent = match serde_json::from_slice(payload) {
         Ok(e) => e,
         Err(e) => {
@@ -376,6 +405,19 @@ mod tests {
             ctx.contacts[0].user_agent.as_deref(),
             Some("UC \"Desktop\"/1.0")
         );
+    }
+
+    /// Found by the fuzz target `evapi_event` (fuzz/corpus/evapi_event/crash-209654a8…):
+    /// `["lw", 4, 0]` was read positionally as hook, tindex and tlabel and answered for
+    /// transaction 4/0.
+    #[test]
+    fn an_event_that_is_not_an_object_is_dropped() {
+        let (s, fake) = svc();
+        assert!(answer_event(&s, br#"["lw", 4, 0]"#).is_none());
+        let array = format!(r#" ["route", 4, 0, "uc", [], "{}"]"#, b64(INVITE));
+        assert!(answer_event(&s, array.as_bytes()).is_none());
+        assert!(fake.seen.lock().unwrap().is_empty());
+        assert!(answer_event(&s, &event(4, "", &b64(INVITE))).is_some());
     }
 
     #[test]
