@@ -52,22 +52,7 @@ pub struct ModuleFiles {
 /// `cvw.so` as `scripts/build-kamailio-module` builds it for the tests (debug, or
 /// `release`). Fails, never skips, when it is missing.
 pub fn module_path(profile: &str) -> anyhow::Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let so = target.join("kamailio-module").join(profile).join("cvw.so");
-    if !so.exists() {
-        bail!(
-            "{} is missing: build it with scripts/build-kamailio-module{} (scripts/setup and scripts/test do)",
-            so.display(),
-            if profile == "release" {
-                " --release"
-            } else {
-                ""
-            }
-        );
-    }
-    Ok(so)
+    crate::process::built_module("kamailio-module", "build-kamailio-module", profile)
 }
 
 pub struct Kamailio {

@@ -118,22 +118,7 @@ const ROUTES_INCLUDE: &str = "include_file \"cvw-routes.cfg\"";
 /// `cvw.so` for OpenSIPS as `scripts/build-opensips-module` builds it (debug, or
 /// `release`). Fails, never skips, when it is missing.
 pub fn module_path(profile: &str) -> anyhow::Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    let so = target.join("opensips-module").join(profile).join("cvw.so");
-    if !so.exists() {
-        let flag = if profile == "release" {
-            " --release"
-        } else {
-            ""
-        };
-        bail!(
-            "{} is missing: build it with scripts/build-opensips-module{flag} (scripts/setup and scripts/test do)",
-            so.display()
-        );
-    }
-    Ok(so)
+    crate::process::built_module("opensips-module", "build-opensips-module", profile)
 }
 
 /// The example's text with the shared routes in place of their `include_file` (the

@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,27 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port");
+}
+
+/// A `cvw.so` that `scripts/<script>` builds into `target/<dir>/<profile>/` (debug, or
+/// `release`). Fails, never skips, when it is missing.
+pub fn built_module(dir: &str, script: &str, profile: &str) -> anyhow::Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let so = target.join(dir).join(profile).join("cvw.so");
+    if !so.exists() {
+        let flag = if profile == "release" {
+            " --release"
+        } else {
+            ""
+        };
+        bail!(
+            "{} is missing: build it with scripts/{script}{flag} (scripts/setup and scripts/test do)",
+            so.display()
+        );
+    }
+    Ok(so)
 }
 
 /// A proxy started in a process group of its own, writing `log` in its run directory
