@@ -103,12 +103,8 @@ impl ClickWorld {
         let module = proxy.is_module().then(|| {
             let wasm = dir.join("policy.wasm");
             std::fs::write(&wasm, builtin::default_policy().unwrap()).unwrap();
-            let so = match proxy {
-                Proxy::OpenSipsModule => support::opensips::module_path("debug"),
-                _ => support::kamailio::module_path("debug"),
-            };
             ModuleFiles {
-                so: so.unwrap(),
+                so: proxy.module_so(),
                 policy: wasm,
                 directory: directory.clone(),
                 call_log: None,

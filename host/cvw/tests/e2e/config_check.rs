@@ -46,7 +46,7 @@ fn opensips_accepts_the_example_config_as_shipped() {
 
 #[test]
 fn opensips_accepts_the_module_config_as_shipped() {
-    let so = support::opensips::module_path("debug").unwrap();
+    let so = Proxy::OpenSipsModule.module_so();
     check_as_shipped(
         &support::opensips::module_config(),
         &[(

@@ -261,29 +261,6 @@ per_proxy!(
     [kamailio_evapi, kamailio_module]
 );
 
-/// Puts `bytes` in place of the policy file of OpenSIPS' `cvw.so` (written beside it,
-/// then renamed, as an operator's copy would land) and waits until the watcher either
-/// publishes it or refuses it: the generation after, or the same one when refused.
-async fn replace_opensips_policy(w: &World, bytes: &[u8]) -> (u64, u64) {
-    let before = w.module_generation();
-    let tmp = w.policy_file().with_extension("new");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, w.policy_file()).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = w.opensips().log();
-        if w.module_generation() != before || log.contains("refused at") {
-            return (before, w.module_generation());
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the watcher neither published nor refused the file in 20 s:\n{}",
-            w.opensips().log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// OpenSIPS' `cvw.so` with a policy that traps, loops or exhausts its memory in its
 /// workers: each call gets the failure mode's decision (open: routed plain), and no
 /// OpenSIPS process dies.
@@ -292,7 +269,7 @@ async fn opensips_module_survives_a_policy_that_traps_or_loops() {
     let w = World::new(Proxy::OpenSipsModule).await;
     let processes = w.opensips().pids().len();
     let misbehaving = std::fs::read(builtin::MISBEHAVING_PATH).unwrap();
-    let (before, after) = replace_opensips_policy(&w, &misbehaving).await;
+    let (before, after) = w.replace_policy_file(&misbehaving).await;
     assert!(after > before, "published:\n{}", w.opensips().log_tail());
     for user in ["trap", "loop", "bomb", "trap"] {
         routed_plain(&w, user).await;
@@ -314,20 +291,26 @@ async fn opensips_module_survives_a_policy_that_traps_or_loops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensips_module_refuses_a_corrupt_policy_file_and_keeps_serving() {
     let mut w = World::new(Proxy::OpenSipsModule).await;
-    let (before, after) = replace_opensips_policy(&w, b"\0asm\x0d\0\x01\0 not a component").await;
+    let (before, after) = w
+        .replace_policy_file(b"\0asm\x0d\0\x01\0 not a component")
+        .await;
     assert_eq!(after, before, "the generation stays");
     assert!(
         w.opensips().log().contains("refused at compile"),
         "the log names the step:\n{}",
         w.opensips().log_tail()
     );
-    let (mut c1, _c2) = w.alice_clients().await;
+    let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
-    let mut call = bob.invite(ALICE, BOB, &[]);
-    let desk = w.pbx.expect_invite(WAIT).await;
-    let i1 = c1.expect_invite(WAIT).await;
+    let Ringing {
+        mut call,
+        desk,
+        i1,
+        i2,
+    } = w.ring_alice(&mut bob, &mut c1, &mut c2).await;
     bob.cancel(&call);
     w.pbx.expect_cancel(&desk, WAIT).await;
     c1.expect_cancel(&i1, WAIT).await;
+    c2.expect_cancel(&i2, WAIT).await;
     assert_eq!(bob.final_response(&mut call, WAIT).await.code, 487);
 }

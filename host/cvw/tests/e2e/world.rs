@@ -39,6 +39,15 @@ impl Proxy {
     pub fn is_module(self) -> bool {
         matches!(self, Proxy::KamailioModule | Proxy::OpenSipsModule)
     }
+
+    /// The debug `cvw.so` this kind loads (a module kind).
+    pub fn module_so(self) -> PathBuf {
+        match self {
+            Proxy::OpenSipsModule => support::opensips::module_path("debug"),
+            _ => support::kamailio::module_path("debug"),
+        }
+        .unwrap()
+    }
 }
 
 /// A running proxy of any kind.
@@ -200,12 +209,8 @@ impl World {
                 std::fs::write(&file, directory_text(fixture, pbx_addr)).unwrap();
                 let wasm = dir.join("policy.wasm");
                 std::fs::write(&wasm, builtin::default_policy().unwrap()).unwrap();
-                let so = match proxy {
-                    Proxy::OpenSipsModule => support::opensips::module_path("debug"),
-                    _ => support::kamailio::module_path("debug"),
-                };
                 module = Some(ModuleFiles {
-                    so: so.unwrap(),
+                    so: proxy.module_so(),
                     policy: wasm.clone(),
                     directory: file.clone(),
                     call_log: Some(dir.join("calls.jsonl")),
@@ -329,26 +334,42 @@ impl World {
             return (before, v.generation);
         }
         let before = self.module_generation();
-        if let ProxyRun::OpenSips(o) = &self._proxy {
+        if let ProxyRun::OpenSips(_) = &self._proxy {
             // OpenSIPS' cvw.so: the way without an MI transport, the watcher seeing the
             // policy file replaced.
-            let file = self.policy_file();
-            std::fs::write(file, std::fs::read(file).unwrap()).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while self.module_generation() == before {
-                assert!(
-                    Instant::now() < deadline,
-                    "no new generation after the policy file changed:\n{}",
-                    o.log_tail()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            return (before, self.module_generation());
+            let (before, after) = self
+                .replace_policy_file(&std::fs::read(self.policy_file()).unwrap())
+                .await;
+            assert!(after > before, "{}", self.opensips().log_tail());
+            return (before, after);
         }
         let file = self.policy_file().display().to_string();
         let swapped = self.kamailio().rpc(&["cvw.swap", &file]).unwrap();
         assert!(swapped.contains("published"), "cvw.swap: {swapped}");
         (before, self.module_generation())
+    }
+
+    /// Puts `bytes` in place of the policy file of OpenSIPS' `cvw.so` (written beside it,
+    /// then renamed, as an operator's copy would land) and waits until the watcher either
+    /// publishes it or refuses it: the generations before and after (the same when
+    /// refused).
+    pub async fn replace_policy_file(&self, bytes: &[u8]) -> (u64, u64) {
+        let before = self.module_generation();
+        let tmp = self.policy_file().with_extension("new");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, self.policy_file()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.module_generation() != before || self.opensips().log().contains("refused at") {
+                return (before, self.module_generation());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the watcher neither published nor refused the file in 20 s:\n{}",
+                self.opensips().log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The generation `kamcmd cvw.status` reports; for OpenSIPS, the newest the module
