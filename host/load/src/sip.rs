@@ -523,7 +523,9 @@ pub(crate) async fn calls(
 ) -> anyhow::Result<(f64, Lat, u64, u64)> {
     let sock = UdpSocket::bind("127.0.0.1:0").await?;
     let local = sock.local_addr()?;
-    let mut inflight: HashMap<String, (Instant, Request)> = HashMap::new();
+    // Each call in flight: when it was sent, its INVITE (for the ACK), and where its trace
+    // is (with `traces`).
+    let mut inflight: HashMap<String, (Instant, Request, usize)> = HashMap::new();
     let mut seq = 0u64;
     let mut lat = Lat::default();
     let mut failed = 0u64;
@@ -572,19 +574,20 @@ pub(crate) async fn calls(
                 );
             }
             sock.send_to(&m.to_bytes(), proxy).await?;
-            if let Some(t) = traces.as_deref_mut() {
+            let trace = traces.as_deref_mut().map_or(0, |t| {
                 t.push(CallTrace {
                     call_id: m.headers.call_id().to_owned(),
                     sent: Instant::now(),
                     final_response: None,
                 });
-            }
-            inflight.insert(m.headers.call_id().to_owned(), (Instant::now(), m));
+                t.len() - 1
+            });
+            inflight.insert(m.headers.call_id().to_owned(), (Instant::now(), m, trace));
         }
         if sweep.elapsed() > Duration::from_secs(1) {
             // A call without a final response in 8 s is lost: free its slot.
             let before = inflight.len();
-            inflight.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(8));
+            inflight.retain(|_, (t, _, _)| t.elapsed() < Duration::from_secs(8));
             failed += (before - inflight.len()) as u64;
             sweep = Instant::now();
         }
@@ -611,13 +614,9 @@ pub(crate) async fn calls(
         let Ok(Message::Response(resp)) = Message::parse(&buf[..n]) else {
             continue;
         };
-        if let Some((t, inv)) = inflight.remove(resp.headers.call_id()) {
+        if let Some((t, inv, trace)) = inflight.remove(resp.headers.call_id()) {
             lat.push(t.elapsed());
-            if let Some(trace) = traces.as_deref_mut().and_then(|ts| {
-                ts.iter_mut()
-                    .rev()
-                    .find(|c| c.call_id == resp.headers.call_id())
-            }) {
+            if let Some(trace) = traces.as_deref_mut().and_then(|ts| ts.get_mut(trace)) {
                 trace.final_response = Some((Instant::now(), resp.code));
             }
             done += 1;
