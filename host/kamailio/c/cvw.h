@@ -99,9 +99,6 @@ int cvw_rs_failure(cvw_str_t request, cvw_str_t reply, int code, cvw_str_t label
 int cvw_rs_serial_next(cvw_str_t rest, cvw_answer_t *out);
 /* 1: cancel the branch; -1: let it ring; -2: no decision. */
 int cvw_rs_reply(cvw_str_t request, cvw_str_t reply, cvw_str_t label);
-/* OpenSIPS' cvw.so: the hook's JSON document (the HTTP endpoint's answer) in *out, valid
- * until this process's next call of it. 1, or -1: no decision. */
-int cvw_rs_document(cvw_str_t hook, cvw_str_t msg, cvw_str_t params, cvw_str_t *out);
 int cvw_rs_swap(cvw_str_t path, cvw_emit_f emit, void *ctx);
 int cvw_rs_status(cvw_emit_f emit, void *ctx);
 int cvw_rs_watch(void);

@@ -262,43 +262,6 @@ pub unsafe extern "C" fn cvw_rs_reply(request: KStr, reply: KStr, label: KStr) -
     })
 }
 
-/// `cvw_decide(hook, params, $out)` of OpenSIPS' `cvw.so`: the hook's answer as the JSON
-/// document OpenSIPS' script applies (see [`hooks::document`]) in `out`, valid until
-/// this process's next call of it. 1, or -1 when there is no decision (logged; route
-/// without Call via Work).
-///
-/// # Safety
-/// The `str`s are valid; `out` is writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cvw_rs_document(
-    hook: KStr,
-    msg: KStr,
-    params: KStr,
-    out: *mut KStr,
-) -> c_int {
-    guard("cvw_decide", ERROR, || {
-        // SAFETY: the caller's promises.
-        let (hook, msg, params) = unsafe { (text(hook), msg.bytes(), params.bytes()) };
-        // SAFETY: `out` is writable or null.
-        let Some(out) = (unsafe { out.as_mut() }) else {
-            return ERROR;
-        };
-        match hooks::document(hook, msg, params) {
-            Ok(doc) => {
-                *out = answer::hold_text(doc);
-                OK
-            }
-            Err(e) => {
-                log::line(
-                    LogLevel::Warn,
-                    &format!("cvw: {hook} hook not decided: {e}; routing without Call via Work"),
-                );
-                ERROR
-            }
-        }
-    })
-}
-
 /// `cvw.swap FILE` (or `cvw.reload` with an empty `path`: the current generation's file
 /// and the directory read again): compiles and checks here, then every worker switches at
 /// its next request. Emits one line saying what happened.

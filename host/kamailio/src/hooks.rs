@@ -3,9 +3,9 @@
 
 use crate::calls;
 use crate::worker::{self, Worker, WorkerError};
-use cvw::decision::dialect::{NativeAnswer, NativeBranch, OpenSipsJson, native};
-use cvw::decision::request::{Params, source_named};
-use cvw::decision::{Decider, Hook, HookArgs, HookCall, HookError, Verdict};
+use cvw::decision::dialect::{NativeAnswer, NativeBranch, native};
+use cvw::decision::request::source_named;
+use cvw::decision::{Decider, HookArgs, HookCall, HookError, Verdict};
 use cvw::policy::Outcome;
 use cvw::policy::model::{BranchReply, Contact, Header, RequestContext};
 use cvw_sip::message::Message;
@@ -83,22 +83,6 @@ pub fn reply(request: &[u8], reply: &[u8], label: &str) -> Result<bool, CallErro
         matches!(outcome.value, Verdict::ReplyAction(a) if native::cancels_branch(a))
     })
     .map_err(CallError::from)
-}
-
-/// A hook answered as the JSON document the HTTP endpoint gives OpenSIPS, for a module
-/// whose script applies the decision itself (OpenSIPS' `cvw.so`): `hook` is `route`,
-/// `reply` or `failure`, `msg` the request as received, `params` the endpoint's body
-/// without its `msg`.
-pub fn document(hook: &str, msg: &[u8], params: &[u8]) -> Result<String, CallError> {
-    let hook: Hook = hook.parse()?;
-    let params: Params = serde_json::from_slice(params).map_err(HookError::Params)?;
-    let call = HookCall::of_bytes_with(hook, msg, params)?;
-    worker::with(|w| {
-        let started = Instant::now();
-        let (answer, failed) = w.service.handle_reporting(&call, &OpenSipsJson);
-        w.count(failed, started.elapsed());
-        Ok(answer?.into_string())
-    })?
 }
 
 /// The next target of a serial fork, from what the transaction kept (JSON of
@@ -201,20 +185,6 @@ mod tests {
         assert_eq!(branches, vec![b("sip:a@x"), b("sip:b@x")]);
         assert_eq!(serial_next(b"[]").unwrap(), None);
         assert!(serial_next(b"{").is_err());
-    }
-
-    #[test]
-    fn a_document_call_names_what_is_wrong_before_asking_the_policy() {
-        let invite = b"INVITE sip:alice@corp.example SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK1\r\nFrom: <sip:bob@corp.example>;tag=1\r\nTo: <sip:alice@corp.example>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
-        let err = |hook: &str, msg: &[u8], params: &[u8]| {
-            document(hook, msg, params)
-                .expect_err("refused")
-                .to_string()
-        };
-        assert!(err("invite", invite, b"{}").contains("unknown method \"invite\""));
-        assert!(err("route", invite, b"{\"contacts\": 3}").starts_with("params:"));
-        assert!(err("reply", invite, b"{}").contains("params.reply: missing"));
-        assert!(err("route", b"SIP/2.0 200 OK\r\n\r\n", b"{}").contains("params.msg"));
     }
 
     #[test]

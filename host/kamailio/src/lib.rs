@@ -11,10 +11,9 @@
 //! Data flows one way: Kamailio's request (bytes, source, contacts) → [`hooks`] →
 //! the policy → [`answer::Held`] (what C applies).
 //!
-//! OpenSIPS' `cvw.so` (`host/opensips/c/`) links this same library: the same generations,
-//! workers, watcher and swap, with one entry of its own ([`hooks::document`]) that answers
-//! in the JSON document the host's HTTP endpoint gives OpenSIPS, which its script applies.
-//! The crate keeps its first name; nothing in it is Kamailio's but the C half's use of it.
+//! OpenSIPS' `cvw.so` (`host/opensips/c/`) links this same library and applies the same
+//! answers with OpenSIPS' C API. The crate keeps its first name; nothing in it is
+//! Kamailio's but the C half's use of it.
 //!
 //! Kamailio's process model shapes [`worker`] and [`generations`]: `mod_init` runs in the
 //! main process before the workers fork, so it compiles and checks the policy once and

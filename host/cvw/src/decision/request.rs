@@ -126,18 +126,6 @@ impl HookCall {
                 .as_deref()
                 .ok_or(HookError::MissingParam("msg"))?,
         )?;
-        Self::with_params(hook, msg, params)
-    }
-
-    /// A call from a module inside the proxy whose script gathers the facts as the JSON
-    /// transports carry them (OpenSIPS' `cvw.so`): the request as received, the hook's
-    /// other params from `params` (a `msg` there is not read).
-    pub fn of_bytes_with(hook: Hook, msg: &[u8], params: Params) -> Result<Self, HookError> {
-        let msg = SipRequest::parse(msg).map_err(HookError::Message)?;
-        Self::with_params(hook, msg, params)
-    }
-
-    fn with_params(hook: Hook, msg: SipRequest, params: Params) -> Result<Self, HookError> {
         let args = match hook {
             Hook::Route => HookArgs::Route(RequestContext {
                 source: SourceParam::source(params.source),
