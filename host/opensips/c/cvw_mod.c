@@ -17,6 +17,7 @@
  * the Rust side), and every failure is a return code and a log line.
  */
 
+#include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -56,10 +57,12 @@ static struct tm_binds _tmb;
 static usrloc_api_t _ulb;
 static udomain_t *_ul_domain = NULL;
 
-/* What the branch route hands the reply route, per branch (tm keeps $bavp with the
- * branch): the label of a labelled branch, and a branch's own ring timeout (CVW-51). */
+/* What the branch route hands the failure route, per branch (tm keeps $bavp with the
+ * branch): the label of a labelled branch. */
 static pv_spec_t _bavp_label;
-static pv_spec_t _bavp_ring;
+/* tm's own per-branch cancel, which its API does not export (see cvw_ring_cancel). */
+typedef void (*cancel_uacs_f)(struct cell *t, branch_bm_t cancel_bm);
+static cancel_uacs_f _cancel_uacs = NULL;
 /* A serial fork's later targets, kept with the transaction for cvw_next(). */
 static int _avp_serial = -1;
 
@@ -72,6 +75,7 @@ static int w_cvw_reply(struct sip_msg *msg, str *label);
 static int w_cvw_next(struct sip_msg *msg);
 static int w_cvw_failure(struct sip_msg *msg, str *label);
 static void cvw_watch_proc(int rank);
+static void cvw_ring_proc(int rank);
 static mi_response_t *mi_cvw_status(const mi_params_t *params, struct mi_handler *async_hdl);
 static mi_response_t *mi_cvw_swap(const mi_params_t *params, struct mi_handler *async_hdl);
 static mi_response_t *mi_cvw_reload(const mi_params_t *params, struct mi_handler *async_hdl);
@@ -128,6 +132,8 @@ static const mi_export_t mi_cmds[] = {
  * (seconds), which must not hold up a SIP worker or OpenSIPS' timers. */
 static const proc_export_t procs[] = {
 	{"CVW watcher", 0, 0, cvw_watch_proc, 1, PROC_FLAG_INITCHILD},
+	/* CVW-51: cancels a branch whose own ring timeout expired (see cvw_ring_cancel). */
+	{"CVW ring timer", 0, 0, cvw_ring_proc, 1, PROC_FLAG_INITCHILD},
 	{0, 0, 0, 0, 0, 0}
 };
 
@@ -208,6 +214,26 @@ static int parse_spec(const char *text, pv_spec_t *spec)
 	return 0;
 }
 
+/* tm cancels one branch (t_cancel_branch() in a reply route) with cancel_uacs(), which
+ * its API does not export and OpenSIPS loads modules without RTLD_GLOBAL: found in tm's
+ * own handle. Only the ring timer uses it, as tm's timers would. */
+static int find_tm_cancel(void)
+{
+	struct sr_module *m;
+
+	for(m = modules; m != NULL; m = m->next) {
+		if(m->exports != NULL && strcmp(m->exports->name, "tm") == 0 && m->handle != NULL) {
+			_cancel_uacs = (cancel_uacs_f)dlsym(m->handle, "cancel_uacs");
+			break;
+		}
+	}
+	if(_cancel_uacs == NULL) {
+		LM_ERR("cannot find tm's cancel_uacs: is this tm the one of this OpenSIPS build?\n");
+		return -1;
+	}
+	return 0;
+}
+
 /* ---------- init ---------- */
 
 static int mod_init(void)
@@ -231,8 +257,10 @@ static int mod_init(void)
 		return -1;
 	}
 	if(parse_spec("$bavp(cvw_label)", &_bavp_label) < 0
-			|| parse_spec("$bavp(cvw_ring)", &_bavp_ring) < 0
 			|| parse_avp_spec(&serial, &_avp_serial) < 0) {
+		return -1;
+	}
+	if(find_tm_cancel() < 0) {
 		return -1;
 	}
 	if(_p_work_dir == NULL || *_p_work_dir == 0) {
@@ -284,6 +312,44 @@ static void cvw_watch_proc(int rank)
 	for(;;) {
 		sleep(1);
 		cvw_rs_watch();
+	}
+}
+
+/* The ring timeout of one branch (CVW-51). tm arms one ring timer per branch from the
+ * transaction's $T_fr_inv_timeout when the branch's provisional reply arrives, but arms it
+ * after releasing the reply lock: two branches ringing at once in two workers can swap
+ * their values (a client then rang out with the desk's 2 s). So the module keeps the
+ * branch's own timeout: the worker queues the branch when it relays it
+ * (cvw_rs_ring_start, shared memory without a lock) and this process takes the due ones
+ * every CVW_RING_TICK_US and cancels each branch that still rings, alone, as
+ * t_cancel_branch() would. A call that ended meanwhile costs a lookup. */
+#define CVW_RING_TICK_US 20000
+#define CVW_RING_BATCH 256
+
+static void cvw_ring_cancel(const cvw_ring_t *r)
+{
+	struct cell *t = NULL;
+
+	if(_tmb.t_lookup_ident(&t, r->hash_index, r->label) <= 0 || t == NULL)
+		return;
+	if(t->uas.status < 200 && (int)r->branch < t->nr_of_outgoings
+			&& t->uac[r->branch].last_received < 200)
+		_cancel_uacs(t, (branch_bm_t)1 << r->branch);
+	_tmb.unref_cell(t);
+}
+
+static void cvw_ring_proc(int rank)
+{
+	cvw_ring_t due[CVW_RING_BATCH];
+	int i, n;
+
+	for(;;) {
+		usleep(CVW_RING_TICK_US);
+		do {
+			n = cvw_rs_ring_due(due, CVW_RING_BATCH);
+			for(i = 0; i < n; i++)
+				cvw_ring_cancel(&due[i]);
+		} while(n == CVW_RING_BATCH);
 	}
 }
 
@@ -505,13 +571,25 @@ static const cvw_branch_t *current_branch(struct sip_msg *msg)
 static void set_bavp(struct sip_msg *msg, pv_spec_t *spec, pv_value_t *val)
 {
 	if(pv_set_value(msg, spec, 0, val) != 0)
-		LM_ERR("cannot keep a branch's label or ring timeout\n");
+		LM_ERR("cannot keep a branch's label\n");
 }
 
-/* In the branch route: this branch's own headers, and for the reply route its label
- * ($bavp(cvw_label), only for a labelled branch) and ring timeout in whole seconds
- * ($bavp(cvw_ring), CVW-51). 2 for the desk branch, 1 for another of the fork's, -1 for a
- * branch that is not the fork's. */
+/* Queues this branch for the ring timer (CVW-51). */
+static int cvw_ring_start(unsigned int ring_ms)
+{
+	struct cell *t = _tmb.t_gett();
+	int branch = _tmb.get_branch_index();
+
+	if(t == NULL || t == T_UNDEFINED || branch < 0)
+		return -1;
+	return cvw_rs_ring_start(t->hash_index, t->label, (unsigned int)branch, ring_ms) < 0
+				   ? -1
+				   : 0;
+}
+
+/* In the branch route: this branch's own headers and ring timeout (CVW-51), and for the
+ * failure route its label ($bavp(cvw_label), only for a labelled branch). 2 for the desk
+ * branch, 1 for another of the fork's, -1 for a branch that is not the fork's. */
 static int w_cvw_branch(struct sip_msg *msg)
 {
 	const cvw_branch_t *b = current_branch(msg);
@@ -527,13 +605,8 @@ static int w_cvw_branch(struct sip_msg *msg)
 		val.rs = kstr(b->label);
 		set_bavp(msg, &_bavp_label, &val);
 	}
-	if(b->ring_ms > 0) {
-		memset(&val, 0, sizeof(val));
-		val.flags = PV_VAL_INT | PV_TYPE_INT;
-		/* tm's timers count seconds: never shorter than the policy asked. */
-		val.ri = (int)((b->ring_ms + 999) / 1000);
-		set_bavp(msg, &_bavp_ring, &val);
-	}
+	if(b->ring_ms > 0 && cvw_ring_start(b->ring_ms) < 0)
+		LM_ERR("cannot give a branch its ring timeout\n");
 	return (b->label.len == 4 && memcmp(b->label.s, "desk", 4) == 0) ? 2 : 1;
 }
 
@@ -604,7 +677,7 @@ static int w_cvw_failure(struct sip_msg *msg, str *label)
 	cvw_answer_t a;
 	cvw_str_t req, rep = {NULL, 0};
 	struct sip_msg *reply;
-	int b, rc;
+	int b, code, rc;
 
 	if(t == NULL)
 		return -2;
@@ -615,7 +688,14 @@ static int w_cvw_failure(struct sip_msg *msg, str *label)
 	if(reply != NULL && reply != FAKED_REPLY)
 		rep = cstr(reply->buf, (int)reply->len);
 	req = cstr(t->uas.request->buf, (int)t->uas.request->len);
-	rc = cvw_rs_failure(req, rep, t->uac[b].last_received, cstr(label->s, label->len), &a);
+	code = t->uac[b].last_received;
+	if(code == 487 && !was_cancelled(t)) {
+		/* Nobody cancelled the call: the ring timer cancelled the branch, it rang out (the
+		 * policy hears 408, as after tm's own timeout). */
+		code = 408;
+		rep = cstr(NULL, 0);
+	}
+	rc = cvw_rs_failure(req, rep, code, cstr(label->s, label->len), &a);
 	return cvw_apply(msg, rc, &a);
 }
 
