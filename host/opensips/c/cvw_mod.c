@@ -318,7 +318,7 @@ static void cvw_watch_proc(int rank)
 /* The ring timeout of one branch (CVW-51). tm arms one ring timer per branch from the
  * transaction's $T_fr_inv_timeout when the branch's provisional reply arrives, but arms it
  * after releasing the reply lock: two branches ringing at once in two workers can swap
- * their values (a client then rang out with the desk's 2 s). So the module keeps the
+ * their values (a client then rang out with the desk's 3 s, seen in CI). So the module keeps the
  * branch's own timeout: the worker queues the branch when it relays it
  * (cvw_rs_ring_start, shared memory without a lock) and this process takes the due ones
  * every CVW_RING_TICK_US and cancels each branch that still rings, alone, as
@@ -568,19 +568,30 @@ static const cvw_branch_t *current_branch(struct sip_msg *msg)
 	return (k < 0 || k >= _fork.n) ? NULL : &_fork.branches[k];
 }
 
-static void set_bavp(struct sip_msg *msg, pv_spec_t *spec, pv_value_t *val)
+static int set_str(struct sip_msg *msg, pv_spec_t *spec, cvw_str_t s)
 {
-	if(pv_set_value(msg, spec, 0, val) != 0)
-		LM_ERR("cannot keep a branch's label\n");
+	pv_value_t val;
+
+	memset(&val, 0, sizeof(val));
+	val.flags = PV_VAL_STR;
+	val.rs = kstr(s);
+	return pv_set_value(msg, spec, 0, &val);
+}
+
+static int is_label(cvw_str_t label, const char *name)
+{
+	int len = (int)strlen(name);
+
+	return label.len == len && memcmp(label.s, name, len) == 0;
 }
 
 /* Queues this branch for the ring timer (CVW-51). */
 static int cvw_ring_start(unsigned int ring_ms)
 {
-	struct cell *t = _tmb.t_gett();
+	struct cell *t = current_transaction();
 	int branch = _tmb.get_branch_index();
 
-	if(t == NULL || t == T_UNDEFINED || branch < 0)
+	if(t == NULL || branch < 0)
 		return -1;
 	return cvw_rs_ring_start(t->hash_index, t->label, (unsigned int)branch, ring_ms) < 0
 				   ? -1
@@ -593,31 +604,17 @@ static int cvw_ring_start(unsigned int ring_ms)
 static int w_cvw_branch(struct sip_msg *msg)
 {
 	const cvw_branch_t *b = current_branch(msg);
-	pv_value_t val;
 
 	if(b == NULL)
 		return -1;
 	if(cvw_append_hf(msg, b->headers) < 0)
 		LM_ERR("cannot add a branch's headers\n");
-	if(b->label.len > 0 && !(b->label.len == 6 && memcmp(b->label.s, "client", 6) == 0)) {
-		memset(&val, 0, sizeof(val));
-		val.flags = PV_VAL_STR;
-		val.rs = kstr(b->label);
-		set_bavp(msg, &_bavp_label, &val);
-	}
+	if(b->label.len > 0 && !is_label(b->label, "client")
+			&& set_str(msg, &_bavp_label, b->label) != 0)
+		LM_ERR("cannot keep a branch's label\n");
 	if(b->ring_ms > 0 && cvw_ring_start(b->ring_ms) < 0)
 		LM_ERR("cannot give a branch its ring timeout\n");
-	return (b->label.len == 4 && memcmp(b->label.s, "desk", 4) == 0) ? 2 : 1;
-}
-
-static int set_str(struct sip_msg *msg, pv_spec_t *spec, cvw_str_t s)
-{
-	pv_value_t val;
-
-	memset(&val, 0, sizeof(val));
-	val.flags = PV_VAL_STR;
-	val.rs = kstr(s);
-	return pv_set_value(msg, spec, 0, &val);
+	return is_label(b->label, "desk") ? 2 : 1;
 }
 
 /* In the branch route: 1 with the From this branch shows (display name and URI) in the
