@@ -71,15 +71,12 @@ async fn a_corrupt_module_is_refused_over_rpc_and_the_old_one_keeps_serving() {
 
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
-    let mut call = bob.invite(ALICE, BOB, &[]);
+    let call = bob.invite(ALICE, BOB, &[]);
     let desk = w.pbx.expect_invite(WAIT).await;
     let i1 = c1.expect_invite(WAIT).await;
     let i2 = c2.expect_invite(WAIT).await;
-    bob.cancel(&call);
-    w.pbx.expect_cancel(&desk, WAIT).await;
-    c1.expect_cancel(&i1, WAIT).await;
-    c2.expect_cancel(&i2, WAIT).await;
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 487);
+    w.caller_gives_up(&mut bob, &mut c1, &mut c2, Ringing { call, desk, i1, i2 })
+        .await;
 }
 
 /// The policy file changed on disk (an operator copied a new version over it): the module
@@ -302,15 +299,6 @@ async fn opensips_module_refuses_a_corrupt_policy_file_and_keeps_serving() {
     );
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
-    let Ringing {
-        mut call,
-        desk,
-        i1,
-        i2,
-    } = w.ring_alice(&mut bob, &mut c1, &mut c2).await;
-    bob.cancel(&call);
-    w.pbx.expect_cancel(&desk, WAIT).await;
-    c1.expect_cancel(&i1, WAIT).await;
-    c2.expect_cancel(&i2, WAIT).await;
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 487);
+    let ringing = w.ring_alice(&mut bob, &mut c1, &mut c2).await;
+    w.caller_gives_up(&mut bob, &mut c1, &mut c2, ringing).await;
 }

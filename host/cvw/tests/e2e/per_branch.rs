@@ -88,7 +88,7 @@ async fn parallel_fork_applies_from_next_hop_and_headers_per_branch(proxy: Proxy
     }));
 
     let mut bob = w.udp("bob").await;
-    let mut call = bob.invite(ALICE, BOB, &[]);
+    let call = bob.invite(ALICE, BOB, &[]);
     let desk = w.pbx.expect_invite(WAIT).await;
     let i1 = c1.expect_invite(WAIT).await;
     let i2 = c2.expect_invite(WAIT).await;
@@ -117,11 +117,8 @@ async fn parallel_fork_applies_from_next_hop_and_headers_per_branch(proxy: Proxy
     // All three ring before the caller gives up: the proxy cancels a branch only once it
     // has a provisional answer, which a loaded machine can hold back past the wait.
     bob.expect_ringing(3, WAIT).await;
-    bob.cancel(&call);
-    w.pbx.expect_cancel(&desk, WAIT).await;
-    c1.expect_cancel(&i1, WAIT).await;
-    c2.expect_cancel(&i2, WAIT).await;
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 487);
+    w.caller_gives_up(&mut bob, &mut c1, &mut c2, Ringing { call, desk, i1, i2 })
+        .await;
 }
 
 per_proxy!(

@@ -9,7 +9,7 @@ async fn cvw30_uc_call_rings_desk_and_every_soft_client(proxy: Proxy) {
     let mut w = World::new(proxy).await;
     let (mut c1, mut c2) = w.alice_clients().await;
     let mut bob = w.udp("bob").await;
-    let mut call = bob.invite(ALICE, BOB, &[]);
+    let call = bob.invite(ALICE, BOB, &[]);
 
     let desk = w.pbx.expect_invite(WAIT).await;
     assert_eq!(
@@ -33,11 +33,8 @@ async fn cvw30_uc_call_rings_desk_and_every_soft_client(proxy: Proxy) {
     );
 
     // Clean up: the caller gives up; every branch is cancelled.
-    bob.cancel(&call);
-    w.pbx.expect_cancel(&desk, WAIT).await;
-    c1.expect_cancel(&i1, WAIT).await;
-    c2.expect_cancel(&i2, WAIT).await;
-    assert_eq!(bob.final_response(&mut call, WAIT).await.code, 487);
+    w.caller_gives_up(&mut bob, &mut c1, &mut c2, Ringing { call, desk, i1, i2 })
+        .await;
 }
 
 /// CVW-31 (and CVW-32, answered in a soft client): the first answer wins; the desk phone

@@ -438,6 +438,28 @@ impl World {
         Ringing { call, desk, i1, i2 }
     }
 
+    /// The caller gives up while Alice's phones ring: the desk phone and both clients are
+    /// cancelled, and the caller's call ends 487.
+    pub async fn caller_gives_up(
+        &mut self,
+        caller: &mut Phone,
+        c1: &mut Phone,
+        c2: &mut Phone,
+        ringing: Ringing,
+    ) {
+        let Ringing {
+            mut call,
+            desk,
+            i1,
+            i2,
+        } = ringing;
+        caller.cancel(&call);
+        self.pbx.expect_cancel(&desk, WAIT).await;
+        c1.expect_cancel(&i1, WAIT).await;
+        c2.expect_cancel(&i2, WAIT).await;
+        assert_eq!(caller.final_response(&mut call, WAIT).await.code, 487);
+    }
+
     pub async fn stop_service(&mut self) {
         if let Some(s) = self.service.take() {
             s.stop().await;
